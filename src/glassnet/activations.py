@@ -1,0 +1,170 @@
+"""Activation functions and their derivatives, side by side.
+
+Each activation is ``f(x)`` plus ``grad(x, y, dy) -> dx`` where ``y = f(x)``: the chain rule
+``dx = dy · f'(x)`` written with whatever is cheapest (often ``y`` itself, e.g. σ' = y(1 − y)).
+"""
+import math
+
+import numpy as np
+
+from .engine.registry import register, table
+
+SELU_ALPHA = 1.6732632423543772
+SELU_SCALE = 1.0507009873554805
+
+
+class Activation:
+    """``f`` and its backward ``grad(x, y, dy)``; ``forward(x) -> (y, backward)``."""
+
+    def __init__(self, name, fn, grad, **params):
+        self.__name__ = name
+        self.name = name
+        self.fn = fn
+        self.grad = grad
+        self.params = params
+
+    def __call__(self, x, **params):
+        return self.fn(x, **(params or self.params))
+
+    def forward(self, x):
+        y = self.fn(x, **self.params)
+
+        def backward(dy):
+            return self.grad(x, y, dy, **self.params)
+
+        return y, backward
+
+    def __repr__(self):
+        return f"<activation {self.name}>"
+
+
+def _define(name, fn, grad, *aliases):
+    act = Activation(name, fn, grad)
+    tab = table("activations")
+    for n in (name,) + aliases:
+        tab[n] = act
+    return act
+
+
+def _sigmoid(x):
+    # numerically stable: exp of a non-positive number only
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def _erf(x):
+    try:
+        from scipy.special import erf
+    except ImportError:  # exact to double precision, one Python call per element
+        erf = np.frompyfunc(math.erf, 1, 1)
+    return np.asarray(erf(x), dtype=x.dtype)
+
+
+# --- the activations: forward, then backward ------------------------------------------------------
+relu = _define("relu", lambda x: np.maximum(x, 0),
+               lambda x, y, dy: dy * (x > 0))
+sigmoid = _define("sigmoid", _sigmoid,
+                  lambda x, y, dy: dy * y * (1 - y))
+tanh = _define("tanh", np.tanh,
+               lambda x, y, dy: dy * (1 - y * y))
+linear = _define("linear", lambda x: x,
+                 lambda x, y, dy: dy, "None")
+exponential = _define("exponential", np.exp,
+                      lambda x, y, dy: dy * y)
+softsign = _define("softsign", lambda x: x / (1 + np.abs(x)),
+                   lambda x, y, dy: dy / np.square(1 + np.abs(x)))
+# softplus(x) = log(1 + eˣ) = max(x, 0) + log1p(e^−|x|);  softplus'(x) = σ(x)
+softplus = _define("softplus", lambda x: np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x))),
+                   lambda x, y, dy: dy * _sigmoid(x))
+# silu(x) = x·σ(x);  silu'(x) = σ(x)·(1 + x·(1 − σ(x)))
+silu = _define("silu", lambda x: x * _sigmoid(x),
+               lambda x, y, dy: dy * (lambda s: s * (1 + x * (1 - s)))(_sigmoid(x)), "swish")
+swish = silu
+# hard_sigmoid (Keras 3) = relu6(x + 3) / 6 = clip(x/6 + 1/2, 0, 1).  Keras 2 used 0.2·x + 0.5.
+hard_sigmoid = _define("hard_sigmoid", lambda x: np.clip(x / 6.0 + 0.5, 0, 1),
+                       lambda x, y, dy: dy * ((x > -3) & (x < 3)) / 6.0)
+
+
+def _elu(x, alpha=1.0):
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+# elu(x) = x if x > 0 else α(eˣ − 1);  elu'(x) = 1 if x > 0 else y + α
+elu = _define("elu", _elu, lambda x, y, dy, alpha=1.0: dy * np.where(x > 0, 1, y + alpha))
+# selu(x) = λ·elu(x, α);  selu'(x) = λ if x > 0 else y + λα
+selu = _define("selu", lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
+               lambda x, y, dy: dy * np.where(x > 0, SELU_SCALE, y + SELU_SCALE * SELU_ALPHA))
+# leaky_relu(x) = x if x > 0 else s·x  (Keras 3 default slope 0.2)
+leaky_relu = _define("leaky_relu",
+                     lambda x, negative_slope=0.2: np.where(x > 0, x, negative_slope * x).astype(x.dtype, copy=False),
+                     lambda x, y, dy, negative_slope=0.2: dy * np.where(x > 0, 1, negative_slope).astype(x.dtype))
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _gelu(x, approximate=False):
+    if approximate:  # 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³)))
+        return 0.5 * x * (1 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2.0)))  # x·Φ(x)
+
+
+def _gelu_grad(x, y, dy, approximate=False):
+    if approximate:
+        u = _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)
+        t = np.tanh(u)
+        du = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x)
+        return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+    cdf = 0.5 * (1 + _erf(x / math.sqrt(2.0)))
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return dy * (cdf + x * pdf)  # Φ(x) + x·φ(x)
+
+
+gelu = _define("gelu", _gelu, _gelu_grad)
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# softmax backward: dx = y ⊙ (dy − Σ(dy ⊙ y))
+softmax = _define("softmax", _softmax,
+                  lambda x, y, dy, axis=-1: y * (dy - (dy * y).sum(axis=axis, keepdims=True)))
+
+
+def _log_softmax(x, axis=-1):
+    s = x - x.max(axis=axis, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
+
+
+log_softmax = _define("log_softmax", _log_softmax,
+                      lambda x, y, dy, axis=-1: dy - np.exp(y) * dy.sum(axis=axis, keepdims=True))
+
+ALL = ("relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "softplus", "softsign",
+       "leaky_relu", "gelu", "silu", "swish", "hard_sigmoid", "exponential", "log_softmax")
+
+
+def get(identifier):
+    """An Activation from a name ('relu'), None (linear), or an Activation instance."""
+    if identifier is None:
+        return linear
+    if isinstance(identifier, Activation):
+        return identifier
+    if isinstance(identifier, str):
+        act = table("activations").get(identifier)
+        if act is None:
+            raise ValueError(f"Unknown activation {identifier!r}. Known activations: {', '.join(ALL)}. "
+                             "For your own function, use glassnet.activations.Activation(name, fn, grad).")
+        return act
+    if isinstance(identifier, dict):  # a Keras-style config
+        return get(identifier.get("config", identifier.get("class_name")))
+    if callable(identifier):
+        raise TypeError(
+            f"Activation {getattr(identifier, '__name__', identifier)!r} is a plain function, so glassnet cannot "
+            "differentiate it. Wrap it with its derivative: glassnet.activations.Activation(name, fn, "
+            "grad=lambda x, y, dy: dy * f_prime(x)), or use one of: " + ", ".join(ALL) + ".")
+    raise TypeError(f"Could not interpret activation {identifier!r}.")
+
+
+def serialize(act):
+    return act.name

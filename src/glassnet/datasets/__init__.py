@@ -1,0 +1,12 @@
+"""Data sets that ship with glassnet or load from local files (no downloads)."""
+from . import pima
+
+__all__ = ["pima"]
+
+
+def __getattr__(name):
+    if name in ("mnist", "cifar10", "cifar100", "imdb", "reuters", "boston_housing", "fashion_mnist",
+                "california_housing"):
+        raise AttributeError(f"glassnet.datasets.{name} is not bundled: glassnet never downloads data. Load your "
+                             f"local copy with numpy (e.g. np.loadtxt) and pass the arrays to fit().")
+    raise AttributeError(f"module 'glassnet.datasets' has no attribute {name!r}")

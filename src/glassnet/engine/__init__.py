@@ -1,0 +1,1 @@
+"""The engine: backend, Weight, Layer, flat parameter buffers, registry."""

@@ -1,0 +1,38 @@
+"""One flat buffer per dtype for all trainable weights of a model, and one for their gradients.
+
+Packing rebinds every Weight's ``value`` and ``grad`` to views of two contiguous vectors. Then:
+- zeroing all gradients is one call (``grad.fill(0)``);
+- an optimizer step is a handful of in-place ufunc calls over the whole model;
+- data-parallel training can all-reduce one buffer.
+Layers keep working on their own weights unaware of this.
+"""
+import numpy as np
+
+
+class FlatGroup:
+    """All weights of one dtype: ``value`` and ``grad`` vectors plus each weight's slice."""
+
+    def __init__(self, weights):
+        self.weights = list(weights)
+        self.dtype = self.weights[0].dtype
+        sizes = [w.size for w in self.weights]
+        total = int(sum(sizes))
+        self.value = np.empty(total, self.dtype)
+        self.grad = np.zeros(total, self.dtype)
+        self.slices = []
+        offset = 0
+        for w, size in zip(self.weights, sizes):
+            sl = slice(offset, offset + size)
+            self.value[sl] = w.value.ravel()
+            w._value = self.value[sl].reshape(w.shape)
+            w.grad = self.grad[sl].reshape(w.shape)
+            self.slices.append(sl)
+            offset += size
+
+
+def pack(weights):
+    """Group ``weights`` by dtype into FlatGroups (order kept within a group)."""
+    by_dtype = {}
+    for w in weights:
+        by_dtype.setdefault(w.dtype, []).append(w)
+    return [FlatGroup(ws) for ws in by_dtype.values()]

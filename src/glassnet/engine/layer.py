@@ -1,0 +1,173 @@
+"""The Layer base class: weights, building, and ``forward(x) -> (y, backward)``.
+
+A layer's math lives in ``forward``: it computes the output and returns a closure ``backward(dy)``
+that adds the weight gradients into ``Weight.grad`` and returns ``dx``, the gradient of the input.
+The closure captures exactly what backward needs; there is no global tape.
+"""
+import functools
+
+import numpy as np
+
+from . import backend
+from .registry import register
+from .weight import Weight
+from .. import initializers as _initializers
+from .. import regularizers as _regularizers
+from .. import constraints as _constraints
+from ..utils.legacy import legacy_notice
+
+
+class Layer:
+    """Base of all layers. Subclasses implement ``build``, ``forward`` and ``compute_output_shape``.
+
+    ``forward(x, training=False) -> (y, backward)``;  ``call(x, training=False) -> y`` is the
+    inference path (defaults to ``forward`` without keeping the closure).
+    """
+
+    _LEGACY_KWARGS = {}  # Keras 2 argument -> Keras 3 argument, per layer class
+    activity_regularizer = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "_LEGACY_KWARGS" in cls.__dict__ and "__init__" in cls.__dict__:
+            init = cls.__init__
+
+            @functools.wraps(init)
+            def __init__(self, *args, **kw):
+                init(self, *args, **type(self)._translate_legacy(kw))
+
+            cls.__init__ = __init__
+
+    def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, input_dim=None,
+                 batch_size=None, batch_input_shape=None, **kwargs):
+        if kwargs:
+            raise ValueError(f"Unrecognized keyword arguments passed to {type(self).__name__}: {kwargs}")
+        if batch_input_shape is not None:
+            batch_size, input_shape = batch_input_shape[0], tuple(batch_input_shape[1:])
+        if input_dim is not None:
+            input_shape = (int(input_dim),)
+        self._input_shape_arg = tuple(input_shape) if input_shape is not None else None
+        self._batch_size_arg = batch_size
+        self.name = name or backend.unique_name(backend.snake_case(type(self).__name__))
+        self.trainable = trainable
+        self.dtype = backend.standardize_dtype(dtype)
+        self.built = False
+        self._weights = []
+        self.input_shape = None
+        self.output_shape = None
+
+    # --- weights --------------------------------------------------------------------------------
+    def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, constraint=None,
+                   trainable=True, dtype=None):
+        dtype = backend.standardize_dtype(dtype or self.dtype)
+        init = _initializers.get(initializer)
+        value = np.asarray(init(tuple(shape), dtype=dtype), dtype=dtype)
+        w = Weight(value, name, trainable=trainable, regularizer=_regularizers.get(regularizer),
+                   constraint=_constraints.get(constraint), layer=self)
+        self._weights.append(w)
+        return w
+
+    @property
+    def weights(self):
+        return list(self._weights)
+
+    @property
+    def trainable_weights(self):
+        return [w for w in self._weights if w.trainable] if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        if not self.trainable:
+            return list(self._weights)
+        return [w for w in self._weights if not w.trainable]
+
+    def get_weights(self):
+        return [w.numpy() for w in self._weights]
+
+    def set_weights(self, weights):
+        weights = list(weights)
+        if len(weights) != len(self._weights):
+            raise ValueError(f"Layer '{self.name}' has {len(self._weights)} weights "
+                             f"({[w.name for w in self._weights]}), got a list of {len(weights)}.")
+        for w, v in zip(self._weights, weights):
+            w.assign(v)
+
+    def count_params(self):
+        if not self.built:
+            raise ValueError(f"Layer '{self.name}' is not built yet, so it has no weights to count. "
+                             "Call it on data or build it with an input shape first.")
+        return int(sum(w.size for w in self._weights))
+
+    # --- building -------------------------------------------------------------------------------
+    def build(self, input_shape):
+        """Create the weights for inputs of ``input_shape`` (batch dimension included, may be None)."""
+        self.built = True
+
+    def _maybe_build(self, input_shape):
+        if not self.built:
+            input_shape = tuple(input_shape)
+            self.build(input_shape)
+            self.built = True
+            self.input_shape = input_shape
+            self.output_shape = self.compute_output_shape(input_shape)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    # --- computing ------------------------------------------------------------------------------
+    def forward(self, x, training=False):
+        """Return ``(y, backward)`` where ``backward(dy)`` accumulates weight grads and returns dx."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward().")
+
+    def call(self, x, training=False):
+        return self.forward(x, training)[0]
+
+    def __call__(self, x, training=False):
+        x = np.asarray(x)
+        if x.dtype.kind in "fiub" and x.dtype != self.dtype and self.dtype.startswith("float"):
+            x = x.astype(self.dtype)
+        if self.built:
+            self._check_input_shape(x.shape)
+        self._maybe_build(x.shape)
+        return self.call(x, training=training)
+
+    def _check_input_shape(self, shape):
+        expected = self.input_shape
+        if expected is None:
+            return
+        if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected[1:], shape[1:])):
+            want = ", ".join("None" if e is None else str(e) for e in expected)
+            raise ValueError(f"{type(self).__name__} '{self.name}' expects inputs of shape ({want}), got shape "
+                             f"{tuple(shape)}. Check the shape of the data you pass in.")
+
+    def regularization_loss(self):
+        """Σ of this layer's weight penalties (added to the training loss)."""
+        return sum(w.regularizer(w.value) for w in self._weights if w.regularizer is not None)
+
+    # --- configuration --------------------------------------------------------------------------
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+        if self._input_shape_arg is not None:
+            config["batch_input_shape"] = [self._batch_size_arg, *self._input_shape_arg]
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+    @classmethod
+    def _translate_legacy(cls, kwargs):
+        """Rename Keras 2 arguments (e.g. ``init`` -> ``kernel_initializer``) with a notice."""
+        for old, new in cls._LEGACY_KWARGS.items():
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{cls.__name__} got both {old!r} (Keras 2) and {new!r}; pass only {new!r}.")
+                legacy_notice(f"{cls.__name__}({old}=...)", f"{cls.__name__}({new}=...)")
+                kwargs[new] = kwargs.pop(old)
+        return kwargs
+
+
+register("layers")(Layer)

@@ -1,0 +1,483 @@
+"""Losses with Keras 3 names, formulas and reductions, each with its gradient beside it.
+
+Each loss is a pair: ``values(y_true, y_pred) -> per-sample loss`` (the mean over the last axis,
+as Keras computes it) and ``grad(y_true, y_pred, dv) -> d loss / d y_pred`` given ``dv``, the
+gradient of the reduced loss with respect to each per-sample value.
+Reduction ``sum_over_batch_size`` (Keras 3's default) is ``Σ w·l / N`` with N the number of values.
+"""
+import math
+
+import numpy as np
+
+from .activations import _log_softmax, _sigmoid, _softmax
+from .engine import backend
+from .engine.registry import register, table
+
+REDUCTIONS = ("sum_over_batch_size", "sum", "none", None, "mean", "mean_with_sample_weight")
+
+
+def squeeze_or_expand_to_same_rank(x1, x2):
+    """Keras's rule: when ranks differ by one and the longer has last dim 1, align the two."""
+    r1, r2 = x1.ndim, x2.ndim
+    if r1 == r2 + 1 and x1.shape[-1] == 1:
+        if r2 == 1:
+            x2 = x2[:, None]
+        else:
+            x1 = x1[..., 0]
+    elif r2 == r1 + 1 and x2.shape[-1] == 1:
+        if r1 == 1:
+            x1 = x1[:, None]
+        else:
+            x2 = x2[..., 0]
+    return x1, x2
+
+
+def _clip(p, lo, hi):
+    """Clipped value and the 0/1 mask through which a gradient flows (as jnp.clip's)."""
+    return np.clip(p, lo, hi), (p >= lo) & (p <= hi)
+
+
+def _k(y_pred, axis=-1):
+    return y_pred.shape[axis] if y_pred.ndim else 1
+
+
+# --- per-sample values and their gradients --------------------------------------------------------
+def mean_squared_error(y_true, y_pred):
+    """mean((p − y)²)"""
+    return np.mean(np.square(y_pred - y_true), axis=-1)
+
+
+def _mse_grad(y_true, y_pred, dv):
+    return dv[..., None] * (2.0 / _k(y_pred)) * (y_pred - y_true)
+
+
+def mean_absolute_error(y_true, y_pred):
+    """mean(|p − y|)"""
+    return np.mean(np.abs(y_pred - y_true), axis=-1)
+
+
+def _mae_grad(y_true, y_pred, dv):
+    return dv[..., None] * np.sign(y_pred - y_true) / _k(y_pred)
+
+
+def mean_absolute_percentage_error(y_true, y_pred):
+    """100 · mean(|y − p| / max(|y|, ε))"""
+    return 100.0 * np.mean(np.abs(y_true - y_pred) / np.maximum(np.abs(y_true), backend.epsilon()), axis=-1)
+
+
+def _mape_grad(y_true, y_pred, dv):
+    return dv[..., None] * (100.0 / _k(y_pred)) * np.sign(y_pred - y_true) / np.maximum(np.abs(y_true),
+                                                                                        backend.epsilon())
+
+
+def mean_squared_logarithmic_error(y_true, y_pred):
+    """mean((log(max(p, ε) + 1) − log(max(y, ε) + 1))²)"""
+    eps = backend.epsilon()
+    return np.mean(np.square(np.log1p(np.maximum(y_pred, eps)) - np.log1p(np.maximum(y_true, eps))), axis=-1)
+
+
+def _msle_grad(y_true, y_pred, dv):
+    eps = backend.epsilon()
+    pm = np.maximum(y_pred, eps)
+    d = np.log1p(pm) - np.log1p(np.maximum(y_true, eps))
+    return dv[..., None] * (2.0 / _k(y_pred)) * d / (pm + 1) * (y_pred >= eps)
+
+
+def binary_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """mean(−y·log p − (1 − y)·log(1 − p)), p clipped to [ε, 1 − ε]; with logits via log σ."""
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    if from_logits:  # −y·logσ(z) − (1−y)·logσ(−z) = max(z, 0) − z·y + log(1 + e^−|z|)
+        z = y_pred
+        return np.mean(np.maximum(z, 0) - z * y_true + np.log1p(np.exp(-np.abs(z))), axis=axis)
+    eps = backend.epsilon()
+    p = np.clip(y_pred, eps, 1 - eps)
+    return np.mean(-(y_true * np.log(p) + (1 - y_true) * np.log(1 - p)), axis=axis)
+
+
+def _bce_grad(y_true, y_pred, dv, from_logits=False, label_smoothing=0.0, axis=-1):
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    k = _k(y_pred, axis)
+    if from_logits:
+        return np.expand_dims(dv, axis) * (_sigmoid(y_pred) - y_true) / k
+    eps = backend.epsilon()
+    p, flows = _clip(y_pred, eps, 1 - eps)
+    return np.expand_dims(dv, axis) * flows * (-(y_true / p) + (1 - y_true) / (1 - p)) / k
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits=False, label_smoothing=0.0, axis=-1):
+    """−Σ y·log q with q = p / Σp clipped to [ε, 1 − ε]; with logits q = softmax(z)."""
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / y_pred.shape[axis]
+    if from_logits:
+        return -np.sum(y_true * _log_softmax(y_pred, axis), axis=axis)
+    eps = backend.epsilon()
+    q = np.clip(y_pred / np.sum(y_pred, axis=axis, keepdims=True), eps, 1 - eps)
+    return -np.sum(y_true * np.log(q), axis=axis)
+
+
+def _cce_grad(y_true, y_pred, dv, from_logits=False, label_smoothing=0.0, axis=-1):
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / y_pred.shape[axis]
+    dv = np.expand_dims(dv, axis)
+    if from_logits:  # d/dz = softmax(z)·Σy − y
+        return dv * (_softmax(y_pred, axis) * np.sum(y_true, axis=axis, keepdims=True) - y_true)
+    eps = backend.epsilon()
+    s = np.sum(y_pred, axis=axis, keepdims=True)
+    q = y_pred / s
+    qc, flows = _clip(q, eps, 1 - eps)
+    dq = -y_true / qc * flows
+    return dv * (dq - np.sum(dq * q, axis=axis, keepdims=True)) / s  # through q = p / Σp
+
+
+def _one_hot_labels(y_true, y_pred, axis=-1):
+    labels = np.asarray(y_true)
+    if labels.ndim == y_pred.ndim and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    n_classes = y_pred.shape[axis]
+    if labels.dtype.kind == "f":
+        if not np.all(labels == np.round(labels)):
+            raise ValueError("sparse_categorical_crossentropy expects integer class labels in y, got "
+                             "non-integer values. For one-hot targets use categorical_crossentropy.")
+    ints = labels.astype(np.int64)
+    if ints.size and (ints.min() < 0 or ints.max() >= n_classes):
+        raise ValueError(f"sparse_categorical_crossentropy got labels in [{ints.min()}, {ints.max()}] but the model "
+                         f"outputs {n_classes} classes, so labels must lie in [0, {n_classes - 1}].")
+    return np.moveaxis(np.eye(n_classes, dtype=y_pred.dtype)[ints], -1, axis)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
+    """categorical_crossentropy against one-hot(y) for integer labels y."""
+    return categorical_crossentropy(_one_hot_labels(y_true, y_pred, axis), y_pred, from_logits, axis=axis)
+
+
+def _scce_grad(y_true, y_pred, dv, from_logits=False, axis=-1):
+    return _cce_grad(_one_hot_labels(y_true, y_pred, axis), y_pred, dv, from_logits, axis=axis)
+
+
+def _hinge_labels(y_true):
+    """Keras converts 0/1 labels to −1/+1 for the hinge losses."""
+    if np.all((y_true == 0) | (y_true == 1)):
+        return 2.0 * y_true - 1.0
+    return y_true
+
+
+def hinge(y_true, y_pred):
+    """mean(max(1 − y·p, 0)), y in {−1, +1} (0/1 labels converted)"""
+    return np.mean(np.maximum(1.0 - _hinge_labels(y_true) * y_pred, 0.0), axis=-1)
+
+
+def _hinge_grad(y_true, y_pred, dv):
+    y = _hinge_labels(y_true)
+    return dv[..., None] * -y * (1.0 - y * y_pred > 0) / _k(y_pred)
+
+
+def squared_hinge(y_true, y_pred):
+    """mean(max(1 − y·p, 0)²)"""
+    return np.mean(np.square(np.maximum(1.0 - _hinge_labels(y_true) * y_pred, 0.0)), axis=-1)
+
+
+def _squared_hinge_grad(y_true, y_pred, dv):
+    y = _hinge_labels(y_true)
+    return dv[..., None] * -2.0 * y * np.maximum(1.0 - y * y_pred, 0.0) / _k(y_pred)
+
+
+def categorical_hinge(y_true, y_pred):
+    """max(max((1 − y)·p) − Σ y·p + 1, 0)"""
+    pos = np.sum(y_true * y_pred, axis=-1)
+    neg = np.max((1.0 - y_true) * y_pred, axis=-1)
+    return np.maximum(neg - pos + 1.0, 0.0)
+
+
+def _categorical_hinge_grad(y_true, y_pred, dv):
+    masked = (1.0 - y_true) * y_pred
+    active = (categorical_hinge(y_true, y_pred) > 0)[..., None]
+    top = np.zeros_like(y_pred)
+    np.put_along_axis(top, np.argmax(masked, axis=-1)[..., None], 1.0, axis=-1)
+    return dv[..., None] * active * ((1.0 - y_true) * top - y_true)
+
+
+def huber(y_true, y_pred, delta=1.0):
+    """mean(½x² if |x| ≤ δ else δ|x| − ½δ²), x = p − y"""
+    x = y_pred - y_true
+    a = np.abs(x)
+    return np.mean(np.where(a <= delta, 0.5 * x * x, delta * a - 0.5 * delta * delta), axis=-1)
+
+
+def _huber_grad(y_true, y_pred, dv, delta=1.0):
+    x = y_pred - y_true
+    return dv[..., None] * np.where(np.abs(x) <= delta, x, delta * np.sign(x)) / _k(y_pred)
+
+
+def log_cosh(y_true, y_pred):
+    """mean(log cosh(p − y)), computed as x + softplus(−2x) − log 2"""
+    x = y_pred - y_true
+    return np.mean(x + np.maximum(-2 * x, 0) + np.log1p(np.exp(-np.abs(2 * x))) - math.log(2.0), axis=-1)
+
+
+def _log_cosh_grad(y_true, y_pred, dv):
+    return dv[..., None] * np.tanh(y_pred - y_true) / _k(y_pred)
+
+
+def kl_divergence(y_true, y_pred):
+    """Σ y·log(y / p), y and p clipped to [ε, 1]"""
+    eps = backend.epsilon()
+    y = np.clip(y_true, eps, 1)
+    p = np.clip(y_pred, eps, 1)
+    return np.sum(y * np.log(y / p), axis=-1)
+
+
+def _kl_grad(y_true, y_pred, dv):
+    eps = backend.epsilon()
+    p, flows = _clip(y_pred, eps, 1)
+    return dv[..., None] * -np.clip(y_true, eps, 1) / p * flows
+
+
+def poisson(y_true, y_pred):
+    """mean(p − y·log(p + ε))"""
+    return np.mean(y_pred - y_true * np.log(y_pred + backend.epsilon()), axis=-1)
+
+
+def _poisson_grad(y_true, y_pred, dv):
+    return dv[..., None] * (1.0 - y_true / (y_pred + backend.epsilon())) / _k(y_pred)
+
+
+def _l2_normalize(x, axis):
+    norm = np.sqrt(np.maximum(np.sum(x * x, axis=axis, keepdims=True), 1e-12))
+    return x / norm, norm
+
+
+def cosine_similarity(y_true, y_pred, axis=-1):
+    """−Σ ŷ·p̂ with ŷ, p̂ the L2-normalised vectors (Keras returns the negative similarity)"""
+    return -np.sum(_l2_normalize(y_true, axis)[0] * _l2_normalize(y_pred, axis)[0], axis=axis)
+
+
+def _cosine_grad(y_true, y_pred, dv, axis=-1):
+    yn = _l2_normalize(y_true, axis)[0]
+    pn, norm = _l2_normalize(y_pred, axis)
+    cos = np.sum(yn * pn, axis=axis, keepdims=True)
+    flows = np.sum(y_pred * y_pred, axis=axis, keepdims=True) > 1e-12
+    return np.expand_dims(dv, axis) * -(yn - pn * np.where(flows, cos, 0)) / norm
+
+
+# --- Loss classes -----------------------------------------------------------------------------------
+class Loss:
+    """Base: ``call`` gives per-sample values, ``grad`` their backward; ``__call__`` reduces."""
+
+    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
+        if reduction == "auto":
+            raise ValueError(f"Invalid value for argument `reduction`. Expected one of {REDUCTIONS}. Received: "
+                             "reduction=auto (a Keras 2 value; use 'sum_over_batch_size', its Keras 3 equivalent).")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"Invalid value for argument `reduction`. Expected one of {REDUCTIONS}. "
+                             f"Received: reduction={reduction!r}")
+        self.name = name or backend.snake_case(type(self).__name__)
+        self.reduction = reduction
+        self.dtype = dtype
+
+    def call(self, y_true, y_pred):
+        raise NotImplementedError
+
+    def grad(self, y_true, y_pred, dv):
+        raise NotImplementedError(f"{type(self).__name__} has no grad(); glassnet needs it to train.")
+
+    def _prepare(self, y_true, y_pred):
+        y_pred = np.asarray(y_pred)
+        if y_pred.dtype.kind != "f":
+            y_pred = y_pred.astype(backend.floatx())
+        y_true = np.asarray(y_true)
+        if not getattr(self, "sparse_labels", False):
+            if y_true.dtype != y_pred.dtype:
+                y_true = y_true.astype(y_pred.dtype)
+            y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
+        return y_true, y_pred
+
+    def _weights(self, sample_weight, values):
+        if sample_weight is None:
+            return None
+        w = np.asarray(sample_weight, dtype=values.dtype)
+        while w.ndim < values.ndim:
+            w = w[..., None]
+        while w.ndim > values.ndim and w.shape[-1] == 1:
+            w = w[..., 0]
+        return np.broadcast_to(w, values.shape)
+
+    def _divisor(self, values, w):
+        if self.reduction == "mean_with_sample_weight" and w is not None:
+            return float(w.sum())
+        return float(values.size)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = self._prepare(y_true, y_pred)
+        values = self.call(y_true, y_pred)
+        w = self._weights(sample_weight, values)
+        if w is not None:
+            values = values * w
+        if self.reduction in (None, "none"):
+            return values
+        total = values.sum()
+        if self.reduction == "sum":
+            return total
+        divisor = self._divisor(values, w)
+        return total / divisor if divisor else total * 0
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        """The reduced loss (a float) and its gradient with respect to ``y_pred`` (same shape)."""
+        shape = np.shape(y_pred)
+        y_true, y_pred = self._prepare(y_true, y_pred)
+        values = self.call(y_true, y_pred)
+        w = self._weights(sample_weight, values)
+        weighted = values if w is None else values * w
+        if self.reduction in (None, "none"):
+            raise ValueError(f"Loss '{self.name}' has reduction={self.reduction!r}, which gives one value per "
+                             "sample; training needs a scalar. Use reduction='sum_over_batch_size'.")
+        total = float(weighted.sum())
+        divisor = 1.0 if self.reduction == "sum" else self._divisor(values, w)
+        if not divisor:
+            divisor = 1.0
+        dv = np.full(values.shape, 1.0 / divisor, dtype=y_pred.dtype) if w is None else w / divisor
+        return total / divisor, self.grad(y_true, y_pred, dv).reshape(shape).astype(y_pred.dtype, copy=False)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+class LossFunctionWrapper(Loss):
+    """A Loss from a ``values`` function and its ``grad`` function, with keyword options."""
+
+    def __init__(self, fn, grad_fn, name=None, reduction="sum_over_batch_size", dtype=None, **options):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.fn, self.grad_fn, self.options = fn, grad_fn, options
+
+    def call(self, y_true, y_pred):
+        return self.fn(y_true, y_pred, **self.options)
+
+    def grad(self, y_true, y_pred, dv):
+        return self.grad_fn(y_true, y_pred, dv, **self.options)
+
+    def get_config(self):
+        return {**super().get_config(), **self.options}
+
+
+def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False, **defaults):
+    params = list(defaults)
+
+    def __init__(self, *args, reduction="sum_over_batch_size", name=default_name, dtype=None, **kwargs):
+        options = dict(defaults)
+        for key, value in zip(params, args):
+            options[key] = value
+        unknown = set(kwargs) - set(params)
+        if unknown:
+            raise TypeError(f"{class_name} got unexpected arguments {sorted(unknown)}; it accepts "
+                            f"{params + ['reduction', 'name', 'dtype']}.")
+        options.update(kwargs)
+        LossFunctionWrapper.__init__(self, fn, grad_fn, name=name, reduction=reduction, dtype=dtype, **options)
+
+    cls = type(class_name, (LossFunctionWrapper,), {"__init__": __init__, "__doc__": fn.__doc__,
+                                                    "sparse_labels": sparse, "__module__": __name__})
+    register("losses")(cls)
+    tab = table("loss_functions")
+    for alias in (fn.__name__,) + tuple(aliases):
+        tab[alias] = cls
+    tab[fn] = cls
+    return cls
+
+
+MeanSquaredError = _loss_class("MeanSquaredError", mean_squared_error, _mse_grad, "mean_squared_error",
+                               ("mse", "MSE"))
+MeanAbsoluteError = _loss_class("MeanAbsoluteError", mean_absolute_error, _mae_grad, "mean_absolute_error",
+                                ("mae", "MAE"))
+MeanAbsolutePercentageError = _loss_class("MeanAbsolutePercentageError", mean_absolute_percentage_error,
+                                          _mape_grad, "mean_absolute_percentage_error", ("mape", "MAPE"))
+MeanSquaredLogarithmicError = _loss_class("MeanSquaredLogarithmicError", mean_squared_logarithmic_error,
+                                          _msle_grad, "mean_squared_logarithmic_error", ("msle", "MSLE"))
+BinaryCrossentropy = _loss_class("BinaryCrossentropy", binary_crossentropy, _bce_grad, "binary_crossentropy",
+                                 from_logits=False, label_smoothing=0.0, axis=-1)
+CategoricalCrossentropy = _loss_class("CategoricalCrossentropy", categorical_crossentropy, _cce_grad,
+                                      "categorical_crossentropy", from_logits=False, label_smoothing=0.0, axis=-1)
+SparseCategoricalCrossentropy = _loss_class("SparseCategoricalCrossentropy", sparse_categorical_crossentropy,
+                                            _scce_grad, "sparse_categorical_crossentropy", sparse=True,
+                                            from_logits=False, axis=-1)
+Hinge = _loss_class("Hinge", hinge, _hinge_grad, "hinge")
+SquaredHinge = _loss_class("SquaredHinge", squared_hinge, _squared_hinge_grad, "squared_hinge")
+CategoricalHinge = _loss_class("CategoricalHinge", categorical_hinge, _categorical_hinge_grad, "categorical_hinge")
+Huber = _loss_class("Huber", huber, _huber_grad, "huber_loss", ("huber_loss",), delta=1.0)
+LogCosh = _loss_class("LogCosh", log_cosh, _log_cosh_grad, "log_cosh", ("logcosh",))
+KLDivergence = _loss_class("KLDivergence", kl_divergence, _kl_grad, "kl_divergence",
+                           ("kld", "KLD", "kullback_leibler_divergence"))
+Poisson = _loss_class("Poisson", poisson, _poisson_grad, "poisson")
+CosineSimilarity = _loss_class("CosineSimilarity", cosine_similarity, _cosine_grad, "cosine_similarity", axis=-1)
+
+mse = MSE = mean_squared_error
+mae = MAE = mean_absolute_error
+mape = MAPE = mean_absolute_percentage_error
+msle = MSLE = mean_squared_logarithmic_error
+kld = KLD = kullback_leibler_divergence = kl_divergence
+logcosh = log_cosh
+
+NAMES = ("mse", "mae", "mape", "msle", "binary_crossentropy", "categorical_crossentropy",
+         "sparse_categorical_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "huber", "log_cosh",
+         "kl_divergence", "poisson", "cosine_similarity")
+
+
+def get(identifier):
+    """A Loss instance from a name ('mse'), a loss function, a config dict, or a Loss instance."""
+    if isinstance(identifier, Loss):
+        return identifier
+    tab = table("loss_functions")
+    if isinstance(identifier, str):
+        if identifier in ("crossentropy", "ce"):
+            return _ResolveCrossentropy()
+        cls = tab.get(identifier) or table("losses").get(identifier)
+        if cls is None:
+            raise ValueError(f"Unknown loss {identifier!r}. Known losses: {', '.join(NAMES)} (and their Keras class "
+                             "names, e.g. 'MeanSquaredError').")
+        return cls()
+    if isinstance(identifier, dict):
+        cls = table("losses").get(identifier.get("class_name"))
+        if cls is None:
+            raise ValueError(f"Unknown loss class {identifier.get('class_name')!r} in config.")
+        return cls.from_config(dict(identifier.get("config") or {}))
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
+    if callable(identifier):
+        try:
+            cls = tab.get(identifier)
+        except TypeError:
+            cls = None
+        if cls is not None:
+            return cls()
+        raise TypeError(f"Loss {getattr(identifier, '__name__', identifier)!r} is a plain function, so glassnet "
+                        "cannot differentiate it. Subclass glassnet.losses.Loss and implement call() and grad(), "
+                        "or use one of: " + ", ".join(NAMES) + ".")
+    raise TypeError(f"Could not interpret loss {identifier!r}.")
+
+
+class _ResolveCrossentropy(Loss):
+    """'crossentropy' / 'ce': binary, sparse or categorical by the shapes of the first batch (Keras 3)."""
+
+    def __init__(self):
+        super().__init__(name="crossentropy")
+        self._resolved = None
+
+    def _resolve(self, y_true, y_pred):
+        if self._resolved is None:
+            y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+            if y_pred.shape[-1] == 1:
+                self._resolved = BinaryCrossentropy()
+            elif y_true.ndim < y_pred.ndim or (y_true.shape[-1] == 1 and y_pred.shape[-1] > 1):
+                self._resolved = SparseCategoricalCrossentropy()
+            else:
+                self._resolved = CategoricalCrossentropy()
+        return self._resolved
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return self._resolve(y_true, y_pred)(y_true, y_pred, sample_weight)
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        return self._resolve(y_true, y_pred).value_and_grad(y_true, y_pred, sample_weight)

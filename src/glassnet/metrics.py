@@ -1,0 +1,318 @@
+"""Metrics: stateful accumulators whose epoch value is the (sample-weighted) running mean, as Keras's.
+
+``update_state(y_true, y_pred, sample_weight=None)`` adds a batch, ``result()`` gives the value so
+far, ``reset_state()`` starts over. Accuracy-like metrics are per-sample 0/1 values averaged.
+"""
+import numpy as np
+
+from . import losses as _losses
+from .engine import backend
+from .engine.registry import register, table
+
+
+class Metric:
+    def __init__(self, name=None, dtype=None):
+        self.name = name or backend.snake_case(type(self).__name__)
+        self.dtype = dtype
+        self.reset_state()
+
+    def reset_state(self):
+        pass
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        raise NotImplementedError
+
+    def result(self):
+        raise NotImplementedError
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """Update with one batch and return the running result."""
+        self.update_state(y_true, y_pred, sample_weight)
+        return self.result()
+
+    @property
+    def variables_count(self):
+        return 2
+
+    def get_config(self):
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+@register("metrics", "mean")
+class Mean(Metric):
+    """Weighted mean of the values given to update_state(values, sample_weight)."""
+
+    def reset_state(self):
+        self.total = 0.0
+        self.count = 0.0
+
+    def update_state(self, values, sample_weight=None):
+        values = np.asarray(values, dtype=np.float64)
+        if sample_weight is None:
+            self.total += float(values.sum())
+            self.count += values.size
+        else:
+            w = np.broadcast_to(np.asarray(sample_weight, np.float64).reshape(
+                np.shape(sample_weight) + (1,) * (values.ndim - np.ndim(sample_weight))), values.shape)
+            self.total += float((values * w).sum())
+            self.count += float(w.sum())
+
+    def result(self):
+        return self.total / self.count if self.count else 0.0
+
+
+class MeanMetricWrapper(Mean):
+    """The running mean of a per-sample function ``fn(y_true, y_pred)``."""
+
+    def __init__(self, fn, name=None, dtype=None, **kwargs):
+        self._fn, self._fn_kwargs = fn, kwargs
+        super().__init__(name=name or getattr(fn, "__name__", "metric"), dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        if not getattr(self, "sparse_labels", False):
+            y_true, y_pred = _losses.squeeze_or_expand_to_same_rank(y_true, y_pred)
+        super().update_state(self._fn(y_true, y_pred, **self._fn_kwargs), sample_weight)
+
+    def get_config(self):
+        return {"name": self.name, **self._fn_kwargs}
+
+
+# --- per-sample functions ---------------------------------------------------------------------------
+def binary_accuracy(y_true, y_pred, threshold=0.5):
+    """mean over the last axis of [y == (p > threshold)] (strictly greater, as Keras 3)"""
+    return np.mean(y_true == (y_pred > threshold), axis=-1)
+
+
+def categorical_accuracy(y_true, y_pred):
+    return (np.argmax(y_true, axis=-1) == np.argmax(y_pred, axis=-1)).astype(np.float64)
+
+
+def sparse_categorical_accuracy(y_true, y_pred):
+    y_true = np.asarray(y_true)
+    if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
+        y_true = y_true[..., 0]
+    return (y_true.astype(np.int64) == np.argmax(y_pred, axis=-1)).astype(np.float64)
+
+
+def accuracy(y_true, y_pred):
+    """Exact equality of y and p, averaged over the last axis."""
+    return np.mean(y_true == y_pred, axis=-1)
+
+
+def _in_top_k(targets, y_pred, k):
+    target_scores = np.take_along_axis(y_pred, targets[..., None], axis=-1)
+    return (np.sum(y_pred > target_scores, axis=-1) < k).astype(np.float64)
+
+
+def top_k_categorical_accuracy(y_true, y_pred, k=5):
+    return _in_top_k(np.argmax(y_true, axis=-1), y_pred, k)
+
+
+def sparse_top_k_categorical_accuracy(y_true, y_pred, k=5):
+    y_true = np.asarray(y_true)
+    if y_true.ndim == y_pred.ndim and y_true.shape[-1] == 1:
+        y_true = y_true[..., 0]
+    return _in_top_k(y_true.astype(np.int64), y_pred, k)
+
+
+def _wrapper_class(class_name, fn, default_name, aliases=(), sparse=False, **defaults):
+    params = list(defaults)
+
+    def __init__(self, *args, name=default_name, dtype=None, **kwargs):
+        options = dict(defaults)
+        options.update(zip(params, args))
+        options.update(kwargs)
+        MeanMetricWrapper.__init__(self, fn, name=name, dtype=dtype, **options)
+
+    cls = type(class_name, (MeanMetricWrapper,), {"__init__": __init__, "sparse_labels": sparse,
+                                                  "__doc__": fn.__doc__, "__module__": __name__})
+    return register("metrics", default_name, *aliases)(cls)
+
+
+Accuracy = _wrapper_class("Accuracy", accuracy, "accuracy")
+BinaryAccuracy = _wrapper_class("BinaryAccuracy", binary_accuracy, "binary_accuracy", threshold=0.5)
+CategoricalAccuracy = _wrapper_class("CategoricalAccuracy", categorical_accuracy, "categorical_accuracy")
+SparseCategoricalAccuracy = _wrapper_class("SparseCategoricalAccuracy", sparse_categorical_accuracy,
+                                           "sparse_categorical_accuracy", sparse=True)
+TopKCategoricalAccuracy = _wrapper_class("TopKCategoricalAccuracy", top_k_categorical_accuracy,
+                                         "top_k_categorical_accuracy", k=5)
+SparseTopKCategoricalAccuracy = _wrapper_class("SparseTopKCategoricalAccuracy", sparse_top_k_categorical_accuracy,
+                                               "sparse_top_k_categorical_accuracy", sparse=True, k=5)
+MeanSquaredError = _wrapper_class("MeanSquaredError", _losses.mean_squared_error, "mean_squared_error", ("mse",))
+MeanAbsoluteError = _wrapper_class("MeanAbsoluteError", _losses.mean_absolute_error, "mean_absolute_error",
+                                   ("mae",))
+MeanAbsolutePercentageError = _wrapper_class("MeanAbsolutePercentageError", _losses.mean_absolute_percentage_error,
+                                             "mean_absolute_percentage_error", ("mape",))
+BinaryCrossentropy = _wrapper_class("BinaryCrossentropy", _losses.binary_crossentropy, "binary_crossentropy",
+                                    from_logits=False, label_smoothing=0.0)
+CategoricalCrossentropy = _wrapper_class("CategoricalCrossentropy", _losses.categorical_crossentropy,
+                                         "categorical_crossentropy", from_logits=False, label_smoothing=0.0)
+SparseCategoricalCrossentropy = _wrapper_class("SparseCategoricalCrossentropy",
+                                               _losses.sparse_categorical_crossentropy,
+                                               "sparse_categorical_crossentropy", sparse=True, from_logits=False)
+
+
+# --- confusion-matrix metrics ---------------------------------------------------------------------
+class _Confusion(Metric):
+    """Accumulates weighted TP/FP/TN/FN at each threshold (prediction > threshold counts positive)."""
+
+    def __init__(self, thresholds=None, top_k=None, class_id=None, name=None, dtype=None):
+        self.init_thresholds = thresholds
+        self.thresholds = np.atleast_1d(np.asarray(0.5 if thresholds is None else thresholds, np.float64))
+        self.top_k, self.class_id = top_k, class_id
+        super().__init__(name=name, dtype=dtype)
+
+    def reset_state(self):
+        n = len(self.thresholds)
+        self.tp, self.fp, self.tn, self.fn = (np.zeros(n) for _ in range(4))
+
+    def _select(self, y_true, y_pred):
+        y_true, y_pred = _losses.squeeze_or_expand_to_same_rank(np.asarray(y_true, np.float64),
+                                                                 np.asarray(y_pred, np.float64))
+        if self.top_k is not None:  # keep only the top-k scores of each row; the rest cannot be positive
+            kth = -np.sort(-y_pred, axis=-1)[..., self.top_k - 1:self.top_k]
+            y_pred = np.where(y_pred >= kth, y_pred, -np.inf)
+        if self.class_id is not None:
+            y_true, y_pred = y_true[..., self.class_id], y_pred[..., self.class_id]
+        return y_true, y_pred
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = self._select(y_true, y_pred)
+        w = np.ones_like(y_pred) if sample_weight is None else np.broadcast_to(
+            np.asarray(sample_weight, np.float64).reshape(np.shape(sample_weight) + (1,) * (y_pred.ndim - np.ndim(
+                sample_weight))), y_pred.shape)
+        pos, w, p = (y_true > 0.5).ravel(), w.ravel(), y_pred.ravel()
+        above = p[:, None] > self.thresholds[None, :]
+        self.tp += (w * pos) @ above
+        self.fp += (w * ~pos) @ above
+        self.fn += (w * pos) @ ~above
+        self.tn += (w * ~pos) @ ~above
+
+    def get_config(self):
+        return {"name": self.name, "thresholds": self.init_thresholds, "top_k": self.top_k,
+                "class_id": self.class_id}
+
+
+def _div(a, b):
+    return np.divide(a, b, out=np.zeros_like(np.asarray(a, np.float64)), where=np.asarray(b) != 0)
+
+
+@register("metrics", "precision")
+class Precision(_Confusion):
+    """TP / (TP + FP)"""
+
+    def result(self):
+        r = _div(self.tp, self.tp + self.fp)
+        return float(r[0]) if len(r) == 1 else r
+
+
+@register("metrics", "recall")
+class Recall(_Confusion):
+    """TP / (TP + FN)"""
+
+    def result(self):
+        r = _div(self.tp, self.tp + self.fn)
+        return float(r[0]) if len(r) == 1 else r
+
+
+@register("metrics", "auc")
+class AUC(_Confusion):
+    """Area under the ROC or PR curve by a Riemann sum over ``num_thresholds`` thresholds (Keras's method)."""
+
+    def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None, dtype=None,
+                 thresholds=None, multi_label=False, num_labels=None, label_weights=None, from_logits=False):
+        if curve.upper() not in ("ROC", "PR"):
+            raise ValueError(f"AUC curve must be 'ROC' or 'PR', got {curve!r}.")
+        if summation_method not in ("interpolation", "minoring", "majoring"):
+            raise ValueError("AUC summation_method must be 'interpolation', 'minoring' or 'majoring', got "
+                             f"{summation_method!r}.")
+        if multi_label:
+            raise ValueError("AUC(multi_label=True) is not supported by glassnet; use one AUC(class_id=...)-style "
+                             "metric per label or multi_label=False (labels are flattened).")
+        self.curve, self.summation_method, self.from_logits = curve.upper(), summation_method, from_logits
+        self.num_thresholds = num_thresholds
+        if thresholds is None:
+            eps = backend.epsilon()
+            inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
+            thresholds = [0.0 - eps] + inner + [1.0 + eps]
+        else:
+            thresholds = [0.0 - backend.epsilon()] + sorted(thresholds) + [1.0 + backend.epsilon()]
+            self.num_thresholds = len(thresholds)
+        super().__init__(thresholds=thresholds, name=name or "auc", dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        if self.from_logits:
+            y_pred = 1.0 / (1.0 + np.exp(-np.asarray(y_pred, np.float64)))
+        super().update_state(y_true, y_pred, sample_weight)
+
+    def result(self):
+        tp, fp, tn, fn = self.tp, self.fp, self.tn, self.fn
+        if self.curve == "PR" and self.summation_method == "interpolation":
+            dtp = tp[:-1] - tp[1:]
+            p = tp + fp
+            dp = p[:-1] - p[1:]
+            slope = _div(dtp, np.maximum(dp, 0))
+            intercept = tp[1:] - slope * p[1:]
+            ratio = np.where((p[:-1] > 0) & (p[1:] > 0), _div(p[:-1], np.maximum(p[1:], 0)), 1.0)
+            return float(np.sum(_div(slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[1:] + fn[1:], 0))))
+        recall = _div(tp, tp + fn)
+        if self.curve == "ROC":
+            x, y = _div(fp, fp + tn), recall
+        else:
+            x, y = recall, _div(tp, tp + fp)
+        if self.summation_method == "interpolation":
+            heights = (y[:-1] + y[1:]) / 2
+        elif self.summation_method == "minoring":
+            heights = np.minimum(y[:-1], y[1:])
+        else:
+            heights = np.maximum(y[:-1], y[1:])
+        return float(np.sum((x[:-1] - x[1:]) * heights))
+
+    def get_config(self):
+        return {"name": self.name, "num_thresholds": self.num_thresholds, "curve": self.curve,
+                "summation_method": self.summation_method, "from_logits": self.from_logits}
+
+
+def accuracy_for_shapes(name, y_true, y_pred):
+    """Keras 3's rule for the string 'accuracy'/'acc': chosen from shapes only (never from the loss)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_pred.shape[-1] == 1:
+        return BinaryAccuracy(name=name)
+    if y_true.ndim < y_pred.ndim or (y_true.shape[-1] == 1 and y_pred.shape[-1] > 1):
+        return SparseCategoricalAccuracy(name=name)
+    return CategoricalAccuracy(name=name)
+
+
+def get(identifier):
+    """A Metric from a name, a class, an instance, a config dict, or a per-sample function."""
+    if isinstance(identifier, Metric):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Metric):
+        return identifier()
+    if isinstance(identifier, str):
+        cls = table("metrics").get(identifier)
+        if cls is not None:
+            return cls(name=identifier)
+        loss_cls = table("loss_functions").get(identifier)
+        if loss_cls is not None:
+            fn = next(k for k, v in table("loss_functions").items() if v is loss_cls and callable(k))
+            return MeanMetricWrapper(fn, name=identifier, **getattr(loss_cls(), "options", {}))
+        known = sorted(n for n in table("metrics") if n[:1].islower())
+        raise ValueError(f"Unknown metric {identifier!r}. Known metrics: accuracy, acc, {', '.join(known)}, "
+                         "or any loss name.")
+    if isinstance(identifier, dict):
+        cls = table("metrics").get(identifier.get("class_name"))
+        if cls is None:
+            raise ValueError(f"Unknown metric class {identifier.get('class_name')!r} in config.")
+        return cls.from_config(dict(identifier.get("config") or {}))
+    if callable(identifier):
+        return MeanMetricWrapper(identifier, name=getattr(identifier, "__name__", "metric"))
+    raise TypeError(f"Could not interpret metric {identifier!r}.")

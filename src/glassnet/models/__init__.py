@@ -1,0 +1,12 @@
+"""Models: Sequential and the training loop they share."""
+from .model import Model
+from .sequential import Sequential
+
+
+def load_model(filepath, custom_objects=None, compile=True):
+    """Load a model saved with ``model.save('m.glassnet')``."""
+    from ..saving.native import load_model as _load
+    return _load(filepath, custom_objects=custom_objects, compile=compile)
+
+
+__all__ = ["Model", "Sequential", "load_model"]

@@ -1,0 +1,128 @@
+"""Sequential: a stack of layers, each feeding the next; backward runs their closures in reverse."""
+from ..engine.layer import Layer
+from ..engine.registry import deserialize, register, serialize
+from ..layers.core import InputLayer, KerasTensor
+from .model import Model
+
+
+@register("layers")
+class Sequential(Model):
+    """``Sequential([Input((8,)), Dense(10, activation='relu'), Dense(1, activation='sigmoid')])``.
+
+    forward:  x → layer₁ → layer₂ → … → y, keeping each layer's ``backward``
+    backward: dy → backwardₙ → … → backward₁ → dx
+    """
+
+    def __init__(self, layers=None, name=None, trainable=True, **kwargs):
+        super().__init__(name=name, trainable=trainable, **kwargs)
+        self._layers = []
+        self._input_layer = None
+        for layer in layers or []:
+            self.add(layer)
+
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    def add(self, layer):
+        """Append a layer; an ``Input``/``InputLayer`` (or ``input_dim=`` on the first layer) builds the model."""
+        if isinstance(layer, KerasTensor):
+            layer = layer._layer
+        if isinstance(layer, InputLayer):
+            if self._layers or self._input_layer is not None:
+                raise ValueError(f"Sequential model '{self.name}' accepts an Input only as its first layer; it already "
+                                 f"has {'an input' if self._input_layer else 'layers'}.")
+            self._input_layer = layer
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add() expects a layer such as Dense(10), got {layer!r} "
+                            f"({type(layer).__name__}).")
+        if any(existing.name == layer.name for existing in self._layers):
+            raise ValueError(f"All layers added to a Sequential model should have unique names. Name '{layer.name}' "
+                             "is already used; pass name='...' to one of them.")
+        if not self._layers and self._input_layer is None and layer._input_shape_arg is not None:
+            self._input_layer = InputLayer(shape=layer._input_shape_arg, batch_size=layer._batch_size_arg,
+                                           dtype=layer.dtype)
+        self._layers.append(layer)
+        self.built = False
+        if self._input_layer is not None:
+            self.build(self._input_layer.input_shape)
+
+    def pop(self):
+        """Remove the last layer."""
+        if not self._layers:
+            raise TypeError(f"There are no layers in model '{self.name}' to pop.")
+        layer = self._layers.pop()
+        self.built = False
+        if self._layers and self._input_layer is not None:
+            self.build(self._input_layer.input_shape)
+        return layer
+
+    def build(self, input_shape=None):
+        """Build every layer in order, passing each one's output shape to the next."""
+        if input_shape is None:
+            if self._input_layer is None:
+                raise ValueError(f"Sequential model '{self.name}' has no input shape: pass build(input_shape), or start "
+                                 "the model with Input(shape).")
+            input_shape = self._input_layer.input_shape
+        shape = tuple(input_shape)
+        self.input_shape = shape
+        for layer in self._layers:
+            if layer.built:
+                layer._check_input_shape(shape)
+                shape = layer.compute_output_shape(shape)
+            else:
+                layer._maybe_build(shape)
+                shape = layer.output_shape
+        self.output_shape = shape
+        self.built = True
+
+    @property
+    def inputs(self):
+        if not self.built:
+            raise AttributeError(f"Sequential model '{self.name}' has no defined inputs yet.")
+        layer = self._input_layer or InputLayer(shape=self.input_shape[1:], name="input_layer")
+        return [KerasTensor(self.input_shape, self._input_dtype(), layer)]
+
+    @property
+    def outputs(self):
+        if not self.built:
+            raise AttributeError(f"Sequential model '{self.name}' has no defined outputs yet.")
+        return [KerasTensor(self.output_shape, self._layers[-1].dtype, self._layers[-1])]
+
+    def forward(self, x, training=False):
+        backwards = []
+        for layer in self._layers:
+            x, backward = layer.forward(x, training)
+            backwards.append(backward)
+
+        def backward(dy):
+            for back in reversed(backwards):
+                dy = back(dy)
+            return dy
+
+        return x, backward
+
+    def call(self, x, training=False):
+        for layer in self._layers:
+            x = layer.call(x, training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self._layers:
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def get_config(self):
+        layers = []
+        if self._input_layer is not None:
+            layers.append(serialize(self._input_layer))
+        layers += [serialize(layer) for layer in self._layers]
+        return {"name": self.name, "trainable": self.trainable, "layers": layers}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layers = [deserialize("layers", c, "layer", custom_objects) for c in config.pop("layers", [])]
+        return cls(layers, name=config.get("name"), trainable=config.get("trainable", True))

@@ -1,0 +1,185 @@
+"""The Optimizer base: one fused update over flat parameter buffers.
+
+``apply()`` follows Keras 3's order: clip the gradients (clipnorm per weight, global_clipnorm, or
+clipvalue), apply weight decay ``w -= w·wd·lr``, run the update rule, project constraints, then
+``iterations += 1``. The update rules (subclasses' ``update``) are written on whole flat vectors
+with in-place NumPy ufuncs: the math reads as the formula, one line per term.
+"""
+import math
+
+import numpy as np
+
+from ..engine import flat
+from ..utils.legacy import legacy_notice
+from . import schedules as _schedules
+
+
+class Optimizer:
+    _KERAS2_DEFAULT_LR = None  # the documented Keras 2 default, where it differs
+
+    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 name=None, **kwargs):
+        if "lr" in kwargs:
+            legacy_notice(f"{type(self).__name__}(lr=...)", f"{type(self).__name__}(learning_rate=...)")
+            learning_rate = kwargs.pop("lr")
+        decay = kwargs.pop("decay", None)
+        if decay:
+            legacy_notice(f"{type(self).__name__}(decay=...)",
+                          "learning_rate=InverseTimeDecay(lr, decay_steps=1, decay_rate=decay)")
+        elif decay is not None:
+            decay = None  # decay=0 is Keras 2's default: nothing to do
+        for unsupported in ("use_ema", "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor",
+                            "gradient_accumulation_steps"):
+            if kwargs.get(unsupported) not in (None, False):
+                raise ValueError(f"{type(self).__name__}: `{unsupported}` is not supported by glassnet. Remove it; "
+                                 "the other Keras 3 optimizer arguments work as in Keras.")
+            kwargs.pop(unsupported, None)
+        if kwargs:
+            raise ValueError(f"Argument(s) not recognized: {kwargs}")
+        if sum(c is not None for c in (clipnorm, clipvalue, global_clipnorm)) > 1:
+            raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. "
+                             f"Received: clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}")
+        self.name = name or type(self).__name__.lower()
+        self.decay = float(decay) if decay else 0.0
+        self.weight_decay = weight_decay
+        self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
+        self.iterations = 0
+        self.learning_rate = learning_rate
+        self.groups = None
+        self.slots = None
+        self._exclude = set()
+
+    # --- learning rate --------------------------------------------------------------------------
+    @property
+    def learning_rate(self):
+        """The learning rate of the next step (schedules and Keras 2 decay evaluated at ``iterations``)."""
+        return self._lr_at(self.iterations)
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if isinstance(value, _schedules.LearningRateSchedule) or callable(value):
+            self._learning_rate = value
+        else:
+            value = float(value)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"learning_rate must be a finite number >= 0, got {value}.")
+            self._learning_rate = value
+
+    @property
+    def lr(self):  # Keras 2 attribute
+        return self.learning_rate
+
+    @lr.setter
+    def lr(self, value):
+        self.learning_rate = value
+
+    def _lr_at(self, it):
+        lr = self._learning_rate
+        if callable(lr):
+            lr = float(lr(it))
+        if self.decay:  # Keras 2: lr_t = lr / (1 + decay · iterations), iterations read before the step
+            lr = lr / (1.0 + self.decay * it)
+        return lr
+
+    # --- building -------------------------------------------------------------------------------
+    def build(self, weights):
+        """Pack ``weights`` into flat buffers and create the slot vectors of the update rule."""
+        self.groups = flat.pack(weights)
+        self.slots = [self.build_slots(g.value) for g in self.groups]
+
+    def build_slots(self, value):
+        """Return {name: zero vector like value} for the rule's state. Default: no state."""
+        return {}
+
+    @property
+    def built(self):
+        return self.groups is not None
+
+    @property
+    def weights(self):
+        return [w for g in self.groups for w in g.weights] if self.groups else []
+
+    def exclude_from_weight_decay(self, var_list=None, var_names=None):
+        for w in var_list or []:
+            self._exclude.add(id(w))
+        self._exclude_names = tuple(var_names or ())
+
+    def variables_count(self):
+        """Number of scalars of optimizer state (slots + iterations + learning_rate), as Keras counts."""
+        return sum(s.size for slots in (self.slots or []) for s in slots.values()) + 2
+
+    # --- one step -------------------------------------------------------------------------------
+    def apply(self):
+        """Update every packed weight from its gradient (already in ``group.grad``)."""
+        lr = self._lr_at(self.iterations)
+        t = self.iterations + 1
+        for group, slots in zip(self.groups, self.slots):
+            g = group.grad
+            self._clip(group)
+            if self.weight_decay:
+                self._apply_weight_decay(group, lr)
+            self.update(group.value, g, slots, group.value.dtype.type(lr), t)
+            for w in group.weights:
+                if w.constraint is not None:
+                    w.value[...] = w.constraint(w.value)
+        self.iterations += 1
+
+    def apply_gradients(self, grads_and_vars):
+        """Keras API: ``[(grad, weight), ...]``; copies each grad into place and steps."""
+        pairs = list(grads_and_vars)
+        if not self.built:
+            self.build([w for _, w in pairs])
+        for g, w in pairs:
+            w.grad[...] = g
+        self.apply()
+
+    def _clip(self, group):
+        g = group.grad
+        if self.clipvalue is not None:
+            np.clip(g, -self.clipvalue, self.clipvalue, out=g)
+        elif self.clipnorm is not None:
+            for sl in group.slices:  # per weight: g · c / max(‖g‖, c)
+                norm = float(np.sqrt(np.dot(g[sl], g[sl])))
+                if norm > self.clipnorm:
+                    g[sl] *= self.clipnorm / norm
+        elif self.global_clipnorm is not None:
+            norm = math.sqrt(sum(float(np.dot(gr.grad, gr.grad)) for gr in self.groups))
+            if norm > self.global_clipnorm:
+                g *= self.global_clipnorm / norm
+
+    def _apply_weight_decay(self, group, lr):
+        names = getattr(self, "_exclude_names", ())
+        for w, sl in zip(group.weights, group.slices):
+            if id(w) in self._exclude or any(n in w.path for n in names):
+                continue
+            group.value[sl] -= group.value[sl] * (self.weight_decay * lr)
+
+    def update(self, w, g, slots, lr, t):
+        """The update rule on flat vectors: w, g, slot vectors, learning rate, step t = iterations + 1."""
+        raise NotImplementedError
+
+    # --- configuration --------------------------------------------------------------------------
+    def get_config(self):
+        lr = self._learning_rate
+        config = {"name": self.name,
+                  "learning_rate": _schedules.serialize(lr) if isinstance(lr, _schedules.LearningRateSchedule)
+                  else lr,
+                  "weight_decay": self.weight_decay, "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
+                  "clipvalue": self.clipvalue}
+        if self.decay:
+            config["decay"] = self.decay
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        lr = config.get("learning_rate")
+        if isinstance(lr, dict):
+            config["learning_rate"] = _schedules.deserialize(lr)
+        for key in ("use_ema", "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor",
+                    "gradient_accumulation_steps", "is_legacy_optimizer"):
+            config.pop(key, None)
+        return cls(**config)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} learning_rate={self.learning_rate:g} iterations={self.iterations}>"

@@ -1,0 +1,1 @@
+"""Saving and loading: glassnet's safe model format."""

@@ -1,0 +1,208 @@
+"""glassnet's own files: ``.glassnet`` models (a zip of JSON + safetensors) and ``.weights.safetensors``.
+
+Nothing here unpickles or evaluates: layers are rebuilt by registered class name only. Every file
+is written atomically (temporary file in the same folder, fsync, rename), so a crash mid-write
+leaves the previous file intact and never a partial one.
+"""
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+
+import numpy as np
+
+from .. import __version__
+from ..engine.registry import deserialize
+from . import safetensors
+
+FORMAT = "glassnet"
+FORMAT_VERSION = 1
+MEMBERS = {"config.json": 16 * 1024 * 1024, "model.weights.safetensors": 8 * 1024 ** 3,
+           "optimizer.safetensors": 16 * 1024 ** 3}
+
+
+def atomic_write(path, data):
+    """Write bytes to ``path`` so that readers see the old file or the whole new one, never a part."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _check_overwrite(path, overwrite):
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{path} exists and overwrite=False.")
+
+
+def _weight_tensors(model):
+    tensors = {}
+    for i, w in enumerate(model.weights):
+        key = f"{i:04d}:{w.path}"
+        tensors[key] = w.value
+    return tensors
+
+
+def _assign_weights(model, tensors, source):
+    weights = model.weights
+    if len(tensors) != len(weights):
+        raise ValueError(f"{source} holds {len(tensors)} weight arrays but model '{model.name}' has {len(weights)}: "
+                         "the file belongs to a different architecture.")
+    for (key, arr), w in zip(sorted(tensors.items()), weights):
+        if arr.shape != w.shape or arr.dtype != w.dtype:
+            raise ValueError(f"{source}: weight {key!r} has shape {arr.shape} and dtype {arr.dtype}, but model weight "
+                             f"'{w.path}' has shape {w.shape} and dtype {w.dtype}.")
+    for (key, arr), w in zip(sorted(tensors.items()), weights):
+        w.assign(arr)
+    for layer in model.layers:
+        if hasattr(layer, "adapted"):
+            layer.adapted = True
+
+
+def save_weights(model, filepath, overwrite=True):
+    filepath = os.fspath(filepath)
+    if not filepath.endswith(".weights.safetensors"):
+        raise ValueError(f"The filename must end in `.weights.safetensors`. Received: filepath={filepath}")
+    if not model.built:
+        raise ValueError(f"Model '{model.name}' is not built, so it has no weights to save yet.")
+    _check_overwrite(filepath, overwrite)
+    atomic_write(filepath, safetensors.dumps(_weight_tensors(model), {"format": FORMAT, "version": __version__}))
+
+
+def load_weights(model, filepath):
+    filepath = os.fspath(filepath)
+    if filepath.endswith(".glassnet"):
+        with zipfile.ZipFile(filepath) as zf:
+            tensors, _ = safetensors.loads(_read_member(zf, "model.weights.safetensors"), filepath)
+    else:
+        with open(filepath, "rb") as f:
+            tensors, _ = safetensors.loads(f.read(), filepath)
+    if not model.built:
+        raise ValueError(f"Build model '{model.name}' (give it an input shape) before loading weights into it.")
+    _assign_weights(model, tensors, filepath)
+
+
+def _serialize_compile(model):
+    from .. import losses as _losses
+    from .. import optimizers as _optimizers
+    args = getattr(model, "_compile_args", None)
+    if not model.compiled or args is None:
+        return None
+    loss = args["loss"]
+    if isinstance(loss, _losses.Loss):
+        loss = {"class_name": type(loss).__name__, "config": loss.get_config()}
+    elif callable(loss):
+        loss = getattr(loss, "__name__", None)
+    metrics = []
+    for m in args["metrics"] or []:
+        metrics.append(m if isinstance(m, str) else {"class_name": type(m).__name__, "config": m.get_config()})
+    return {"optimizer": _optimizers.serialize(model.optimizer), "loss": loss, "metrics": metrics}
+
+
+def save_model(model, filepath, overwrite=True, include_optimizer=True):
+    filepath = os.fspath(filepath)
+    if not filepath.endswith(".glassnet"):
+        raise ValueError("Invalid filepath extension for saving. Use a `.glassnet` extension (glassnet's own format), "
+                         f"or save_weights('...weights.safetensors'). Received: filepath={filepath}")
+    if not model.built:
+        raise ValueError(f"Model '{model.name}' is not built; build it (or train it) before saving.")
+    _check_overwrite(filepath, overwrite)
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "glassnet_version": __version__,
+              "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),
+              "model": {"class_name": type(model).__name__, "config": model.get_config()},
+              "build_input_shape": list(model.input_shape), "compile": _serialize_compile(model),
+              "signature": {"inputs": [{"name": "input", "shape": list(model.input_shape),
+                                        "dtype": model._input_dtype()}],
+                            "outputs": [{"name": "output", "shape": list(model.output_shape),
+                                         "dtype": model.layers[-1].dtype}]},
+              "metadata": getattr(model, "metadata", {}) or {}}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("config.json", json.dumps(config, indent=1))
+        zf.writestr("model.weights.safetensors", safetensors.dumps(_weight_tensors(model)))
+        opt = model.optimizer if include_optimizer else None
+        if opt is not None and opt.built:
+            tensors = {f"{g}:{name}": arr for g, slots in enumerate(opt.slots) for name, arr in slots.items()}
+            zf.writestr("optimizer.safetensors", safetensors.dumps(
+                tensors, {"iterations": opt.iterations, "u_product": getattr(opt, "u_product", 1.0)}))
+    atomic_write(filepath, buf.getvalue())
+
+
+def _read_member(zf, name):
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise ValueError(f"{zf.filename} is not a glassnet model file: it has no {name}.") from None
+    limit = MEMBERS[name]
+    if info.file_size > limit:
+        raise ValueError(f"{zf.filename}: {name} declares {info.file_size} bytes, above the {limit}-byte limit.")
+    with zf.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) != info.file_size:
+        raise ValueError(f"{zf.filename}: {name} holds {len(data)} bytes but declares {info.file_size}: corrupt or "
+                         "hostile archive.")
+    return data
+
+
+def load_model(filepath, custom_objects=None, compile=True):
+    filepath = os.fspath(filepath)
+    try:
+        zf = zipfile.ZipFile(filepath)
+    except zipfile.BadZipFile:
+        raise ValueError(f"{filepath} is not a glassnet model file (not a zip archive; it may be truncated).") from None
+    with zf:
+        unexpected = [n for n in zf.namelist() if n not in MEMBERS]
+        if unexpected:
+            raise ValueError(f"{filepath} holds unexpected members {unexpected[:5]}; a glassnet model file holds only "
+                             f"{sorted(MEMBERS)}.")
+        try:
+            config = json.loads(_read_member(zf, "config.json"))
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{filepath}: config.json is not valid JSON ({e}).") from None
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise ValueError(f"{filepath} is not a glassnet model file (config.json lacks format='glassnet').")
+        model = deserialize("layers", config["model"], "layer", custom_objects)
+        if not model.built:
+            model.build(tuple(config["build_input_shape"]))
+        tensors, _ = safetensors.loads(_read_member(zf, "model.weights.safetensors"), filepath)
+        _assign_weights(model, tensors, filepath)
+        model.metadata = config.get("metadata") or {}
+        comp = config.get("compile")
+        if compile and comp:
+            from .. import optimizers as _optimizers
+            model.compile(optimizer=_optimizers.deserialize(comp["optimizer"]), loss=comp["loss"],
+                          metrics=comp["metrics"] or None)
+            if "optimizer.safetensors" in zf.namelist():
+                slots, meta = safetensors.loads(_read_member(zf, "optimizer.safetensors"), filepath)
+                opt = model.optimizer
+                opt.build(model.trainable_weights)
+                for g, group_slots in enumerate(opt.slots):
+                    for name, arr in group_slots.items():
+                        saved = slots.get(f"{g}:{name}")
+                        if saved is None or saved.shape != arr.shape:
+                            raise ValueError(f"{filepath}: optimizer state {g}:{name} is missing or has the wrong "
+                                             "shape for this model.")
+                        arr[...] = saved
+                opt.iterations = int(meta.get("iterations", 0))
+                if hasattr(opt, "u_product"):
+                    opt.u_product = float(meta.get("u_product", 1.0))
+    return model

@@ -1,0 +1,90 @@
+"""The safetensors layout, read and written with NumPy alone (no pickle, no code in the file).
+
+Layout: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}},
+then the raw little-endian tensor bytes. Every header field is checked before any data is used.
+Arrays are written with ``np.ascontiguousarray`` so views and transposes are never corrupted.
+"""
+import json
+import math
+import struct
+
+import numpy as np
+
+DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+          "U8": "u1", "BOOL": "?"}
+_CODES = {np.dtype(v).str.lstrip("<|="): k for k, v in DTYPES.items()}
+MAX_HEADER = 16 * 1024 * 1024
+
+
+class SafetensorsError(ValueError):
+    pass
+
+
+def _code(dtype):
+    key = np.dtype(dtype).newbyteorder("<").str.lstrip("<|=")
+    if key not in _CODES:
+        raise TypeError(f"Cannot store dtype {np.dtype(dtype)} in safetensors; use a float or int dtype.")
+    return _CODES[key]
+
+
+def dumps(tensors, metadata=None):
+    """Bytes of a safetensors file holding ``tensors`` ({name: array}) and string ``metadata``."""
+    header, chunks, offset = {}, [], 0
+    for name, arr in tensors.items():
+        arr = np.ascontiguousarray(arr)
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _code(arr.dtype), "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
+
+
+def loads(buf, what="safetensors data"):
+    """({name: array}, metadata) from bytes, refusing anything malformed with a clear error."""
+    buf = memoryview(buf)
+    if len(buf) < 8:
+        raise SafetensorsError(f"{what} is truncated: {len(buf)} bytes, not even the 8-byte header length.")
+    (n,) = struct.unpack("<Q", buf[:8])
+    if n > MAX_HEADER or n > len(buf) - 8:
+        raise SafetensorsError(f"{what} declares a {n}-byte header, but the limit is {MAX_HEADER} and the file has "
+                               f"{len(buf) - 8} bytes after the length field: the file is corrupt or hostile.")
+    try:
+        header = json.loads(bytes(buf[8:8 + n]))
+    except (ValueError, RecursionError) as e:
+        raise SafetensorsError(f"{what} has an unreadable JSON header ({e}).") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(f"{what}'s header must be a JSON object.")
+    metadata = header.pop("__metadata__", None) or {}
+    data = buf[8 + n:]
+    spans, out = [], {}
+    for name, info in header.items():
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise SafetensorsError(f"{what}: tensor {name!r} has a malformed entry {info!r}.")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in DTYPES:
+            raise SafetensorsError(f"{what}: tensor {name!r} has unsupported dtype {dtype!r}.")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)):
+            raise SafetensorsError(f"{what}: tensor {name!r} has an invalid shape {shape!r}.")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise SafetensorsError(f"{what}: tensor {name!r} has invalid data_offsets {offsets!r}.")
+        start, end = offsets
+        need = math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize
+        if not 0 <= start <= end <= len(data) or end - start != need:
+            raise SafetensorsError(f"{what}: tensor {name!r} claims bytes [{start}, {end}) for shape {shape} ({need} "
+                                   f"bytes) in a {len(data)}-byte data section: offsets lie.")
+        spans.append((start, end, name))
+        out[name] = np.frombuffer(data[start:end], dtype=DTYPES[dtype]).reshape(shape).copy()
+    position = 0
+    for start, end, name in sorted(spans):
+        if start != position:
+            raise SafetensorsError(f"{what}: tensor {name!r} starts at byte {start}, expected {position} (overlapping "
+                                   "or gapped data).")
+        position = end
+    if position != len(data):
+        raise SafetensorsError(f"{what}: {len(data) - position} trailing bytes after the last tensor.")
+    return out, metadata

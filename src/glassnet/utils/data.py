@@ -1,0 +1,72 @@
+"""Checks on user data at the public boundary (fit, evaluate, predict): each names the problem and the fix."""
+import numpy as np
+
+
+def as_array(value, what, where):
+    """``value`` as a numeric ndarray, or a clear error for strings, objects, ragged lists or None."""
+    if value is None:
+        raise ValueError(f"{where}() needs `{what}`, got None.")
+    if isinstance(value, (dict, list, tuple)) and value and isinstance(
+            value[0] if not isinstance(value, dict) else next(iter(value.values())), np.ndarray) and len(value) > 1:
+        raise ValueError(f"{where}() got `{what}` as a {type(value).__name__} of {len(value)} arrays, but this model "
+                         f"has a single input/output. Pass one array.")
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"`{what}` passed to {where}() cannot be turned into an array ({e}). Make every row the "
+                         "same length.") from None
+    if arr.dtype.kind in "USO":
+        raise TypeError(f"`{what}` passed to {where}() has non-numeric values (dtype {arr.dtype}). Convert it to "
+                        f"numbers first, e.g. {what}.astype('float32'), or encode text columns.")
+    if arr.dtype.kind == "c":
+        raise TypeError(f"`{what}` passed to {where}() is complex (dtype {arr.dtype}); glassnet works with real numbers.")
+    if arr.ndim == 0:
+        raise ValueError(f"`{what}` passed to {where}() is a scalar; pass a batch of samples (first axis = samples).")
+    if arr.shape[0] == 0:
+        raise ValueError(f"`{what}` passed to {where}() is empty (shape {arr.shape}); pass at least one sample.")
+    return arr
+
+
+def check_finite(arr, what, where):
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        kind = "NaN" if np.isnan(arr[tuple(bad)]) else "Inf"
+        count = int((~np.isfinite(arr)).sum())
+        raise ValueError(f"`{what}` passed to {where}() contains {count} NaN/Inf value(s), the first ({kind}) at index "
+                         f"{tuple(int(i) for i in bad)}. Impute or drop them before training or predicting.")
+
+
+def check_same_length(n, arr, what, where):
+    if len(arr) != n:
+        raise ValueError(f"{where}(): x has {n} samples but `{what}` has {len(arr)}. They must have the same "
+                         "number of rows, one per sample.")
+
+
+def check_input_shape(arr, expected, where, model_name):
+    """``expected`` is the model's input shape with the batch axis (None) first."""
+    if expected is None:
+        return
+    want = tuple(expected[1:])
+    got = arr.shape[1:]
+    if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+        want_text = "(None, " + ", ".join("None" if d is None else str(d) for d in want) + ")"
+        hint = ""
+        if len(want) == 1 and len(got) == 1:
+            hint = f" Check the columns of x: the model was built for {want[0]} features."
+        elif len(want) == 1 and arr.ndim == 1:
+            hint = " x is 1-D: for a single feature use x.reshape(-1, 1); for one sample use x.reshape(1, -1)."
+        raise ValueError(f"Model '{model_name}' expects inputs of shape {want_text}, got x of shape {arr.shape}."
+                         + hint)
+
+
+def class_weight_to_sample_weight(y, class_weight):
+    """Per-sample weights from {class: weight}; the class is argmax(y) for one-hot y, else int(y)."""
+    y = np.asarray(y)
+    classes = np.argmax(y, axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else np.round(y.reshape(len(y), -1)[:, 0])
+    classes = classes.astype(np.int64)
+    missing = sorted(set(np.unique(classes).tolist()) - set(int(k) for k in class_weight))
+    if missing:
+        raise ValueError(f"class_weight has no entry for class(es) {missing} found in y; give a weight for every "
+                         f"class, e.g. {{0: 1.0, 1: 2.0}}.")
+    lookup = {int(k): float(v) for k, v in class_weight.items()}
+    return np.array([lookup[c] for c in classes.tolist()], dtype=np.float64)
