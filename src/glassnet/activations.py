@@ -47,9 +47,11 @@ def _define(name, fn, grad, *aliases):
 
 
 def _sigmoid(x):
-    # numerically stable: exp of a non-positive number only
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+    # σ(x) = 1 / (1 + e^−x) = ½(1 + tanh(x/2)): the tanh form never overflows
+    y = np.tanh(x * 0.5)
+    y += 1
+    y *= 0.5
+    return y
 
 
 def _erf(x):

@@ -54,9 +54,9 @@ class Mean(Metric):
         self.count = 0.0
 
     def update_state(self, values, sample_weight=None):
-        values = np.asarray(values, dtype=np.float64)
+        values = np.asarray(values)
         if sample_weight is None:
-            self.total += float(values.sum())
+            self.total += float(values.sum(dtype=np.float64))
             self.count += values.size
         else:
             w = np.broadcast_to(np.asarray(sample_weight, np.float64).reshape(
@@ -88,7 +88,7 @@ class MeanMetricWrapper(Mean):
 # --- per-sample functions ---------------------------------------------------------------------------
 def binary_accuracy(y_true, y_pred, threshold=0.5):
     """mean over the last axis of [y == (p > threshold)] (strictly greater, as Keras 3)"""
-    return np.mean(y_true == (y_pred > threshold), axis=-1)
+    return _losses.mean_last(y_true == (y_pred > threshold))
 
 
 def categorical_accuracy(y_true, y_pred):

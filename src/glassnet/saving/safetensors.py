@@ -2,7 +2,7 @@
 
 Layout: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}},
 then the raw little-endian tensor bytes. Every header field is checked before any data is used.
-Arrays are written with ``np.ascontiguousarray`` so views and transposes are never corrupted.
+Non-contiguous arrays (views, transposes) are copied to C order first, so they are never corrupted.
 """
 import json
 import math
@@ -31,7 +31,9 @@ def dumps(tensors, metadata=None):
     """Bytes of a safetensors file holding ``tensors`` ({name: array}) and string ``metadata``."""
     header, chunks, offset = {}, [], 0
     for name, arr in tensors.items():
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:  # np.ascontiguousarray would also turn 0-d arrays into 1-d
+            arr = arr.copy(order="C")
         data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
         header[name] = {"dtype": _code(arr.dtype), "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
         chunks.append(data)

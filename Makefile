@@ -1,0 +1,42 @@
+# glassnet — two commands on a fresh machine:
+#   make run    set up .venv and train the tutorial network on the bundled Pima data
+#   make test   set up .venv (with the test extras and PyTorch for the reference checks) and run the suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+OUT    ?= runs/tutorial
+
+.PHONY: run test bench setup setup-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[plot]"
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[test]"
+	# PyTorch is the reference for the cross-checks; 2.13.0 (CPU) installs from local disk.
+	$(BIN)/pip install -q "torch==2.13.0"
+	touch $@
+
+setup: $(VENV)/.run-deps
+setup-test: $(VENV)/.test-deps
+
+run: setup
+	$(BIN)/glassnet tutorial --out $(OUT)
+
+test: setup-test
+	$(BIN)/python -m pytest -q
+
+$(VENV)/.bench-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.bench-deps
+	$(BIN)/python benchmarks/bench_tutorial.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

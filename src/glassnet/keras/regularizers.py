@@ -1,0 +1,3 @@
+"""keras.regularizers"""
+from ..regularizers import *  # noqa: F401,F403
+from ..regularizers import get  # noqa: F401

@@ -1,0 +1,59 @@
+"""`import glassnet` stays light; `glassnet tutorial` (make run's job) and `glassnet info` work end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import glassnet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+
+
+def test_import_pulls_in_numpy_only():
+    code = ("import sys, glassnet; heavy = [m for m in ('matplotlib', 'torch', 'scipy', 'keras', 'jax', 'tensorflow', "
+            "'pandas', 'glassnet.keras') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_tutorial_job_trains_saves_and_plots(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "glassnet", "tutorial", "--out", str(out)], capture_output=True,
+                            text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Epoch 100/100" in result.stdout
+    assert "Test loss (MSE):" in result.stdout
+    for name in ("pima.glassnet", "pima.weights.safetensors", "learning_curves.png", "history.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["val_accuracy"]) == 100
+    # the saved model takes RAW features: its Normalization layer carries the training statistics
+    model = glassnet.load_model(out / "pima.glassnet")
+    (x, y), (xt, yt) = glassnet.datasets.pima.load_data()
+    accuracy = float(((model.predict(xt, verbose=0)[:, 0] > 0.5) == yt).mean())
+    assert accuracy >= 0.75
+    assert accuracy == pytest.approx(history["val_accuracy"][-1])
+    np.testing.assert_allclose(model.layers[0].mean.value, x.mean(axis=0), rtol=1e-5)
+    assert model.metadata["feature_names"][1] == "glucose"
+
+    info = subprocess.run([sys.executable, "-m", "glassnet", "info", str(out / "pima.glassnet")],
+                          capture_output=True, text=True, env=ENV, check=True)
+    assert "standardize (Normalization)" in info.stdout
+    assert '"shape": [null, 8]' in info.stdout
+    info = subprocess.run([sys.executable, "-m", "glassnet", "info", str(out / "pima.weights.safetensors")],
+                          capture_output=True, text=True, env=ENV, check=True)
+    assert "dense/kernel" in info.stdout and "(8, 10)" in info.stdout
+
+
+def test_pima_loader_split():
+    (x, y), (xt, yt) = glassnet.datasets.pima.load_data()
+    assert x.shape == (614, 8) and xt.shape == (154, 8)
+    assert x.dtype == np.float32
+    assert y.mean() == pytest.approx(0.3469, abs=1e-4)
+    assert yt.mean() == pytest.approx(0.3571, abs=1e-4)
+    np.testing.assert_array_equal(x[0], np.array([6, 148, 72, 35, 0, 33.6, 0.627, 50], dtype=np.float32))
