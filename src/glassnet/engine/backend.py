@@ -3,6 +3,7 @@
 Everything that creates arrays or draws random numbers goes through here, so a GPU array library
 can slot in later without touching the layers (Thinc's habit).
 """
+import contextlib
 import re
 
 import numpy as np
@@ -14,6 +15,7 @@ _EPSILON = 1e-7
 _FLOAT_DTYPES = ("float16", "float32", "float64")
 _rng = np.random.default_rng()
 _name_counts = {}
+_weight_budget = None  # [bytes left, source] while a model file is being loaded
 
 
 def floatx():
@@ -81,3 +83,30 @@ def snake_case(name):
 def clear_session():
     """Reset the layer-name counters (keras.backend.clear_session)."""
     _name_counts.clear()
+
+
+@contextlib.contextmanager
+def weight_budget(nbytes, source):
+    """While loading ``source``, refuse to allocate more weight bytes than the file holds.
+
+    A model file's architecture must match its weights exactly, so a config that asks for more is
+    hostile or corrupt: it is rejected before the memory is allocated.
+    """
+    global _weight_budget
+    previous, _weight_budget = _weight_budget, [int(nbytes), source]
+    try:
+        yield
+    finally:
+        _weight_budget = previous
+
+
+def reserve_weight(shape, dtype, what):
+    """Account for a new weight against the active budget (see ``weight_budget``)."""
+    if _weight_budget is None:
+        return
+    need = int(np.prod([int(d) for d in shape], dtype=object)) * np.dtype(dtype).itemsize
+    if need > _weight_budget[0]:
+        raise ValueError(f"{_weight_budget[1]}: the architecture asks for weight {what} of shape {tuple(shape)} "
+                         f"({need} bytes) but the file holds only {_weight_budget[0]} more bytes of weights: the "
+                         "config and the weights disagree (corrupt or hostile file).")
+    _weight_budget[0] -= need

@@ -60,6 +60,7 @@ class Layer:
     def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, constraint=None,
                    trainable=True, dtype=None):
         dtype = backend.standardize_dtype(dtype or self.dtype)
+        backend.reserve_weight(shape, dtype, f"'{self.name}/{name}'")
         init = _initializers.get(initializer)
         value = np.asarray(init(tuple(shape), dtype=dtype), dtype=dtype)
         w = Weight(value, name, trainable=trainable, regularizer=_regularizers.get(regularizer),

@@ -10,10 +10,12 @@ import os
 import tempfile
 import time
 import zipfile
+import zlib
 
 import numpy as np
 
 from .. import __version__
+from ..engine import backend
 from ..engine.registry import deserialize
 from . import safetensors
 
@@ -91,7 +93,7 @@ def save_weights(model, filepath, overwrite=True):
 def load_weights(model, filepath):
     filepath = os.fspath(filepath)
     if filepath.endswith(".glassnet"):
-        with zipfile.ZipFile(filepath) as zf:
+        with _open_archive(filepath) as zf:
             tensors, _ = safetensors.loads(_read_member(zf, "model.weights.safetensors"), filepath)
     else:
         with open(filepath, "rb") as f:
@@ -155,21 +157,34 @@ def _read_member(zf, name):
     limit = MEMBERS[name]
     if info.file_size > limit:
         raise ValueError(f"{zf.filename}: {name} declares {info.file_size} bytes, above the {limit}-byte limit.")
-    with zf.open(info) as f:
-        data = f.read(limit + 1)
+    try:
+        with zf.open(info) as f:
+            data = f.read(limit + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+        raise ValueError(f"{zf.filename}: {name} is corrupt ({e}).") from None
     if len(data) != info.file_size:
         raise ValueError(f"{zf.filename}: {name} holds {len(data)} bytes but declares {info.file_size}: corrupt or "
                          "hostile archive.")
     return data
 
 
-def load_model(filepath, custom_objects=None, compile=True):
-    filepath = os.fspath(filepath)
+def _open_archive(filepath):
     try:
-        zf = zipfile.ZipFile(filepath)
-    except zipfile.BadZipFile:
+        return zipfile.ZipFile(filepath)
+    except (zipfile.BadZipFile, EOFError):
         raise ValueError(f"{filepath} is not a glassnet model file (not a zip archive; it may be truncated).") from None
-    with zf:
+
+
+def _malformed(filepath, problem):
+    return ValueError(f"{filepath}: config.json is malformed: {problem}. The file is corrupt or was not written by "
+                      "glassnet.")
+
+
+def load_model(filepath, custom_objects=None, compile=True):
+    """Rebuild a model from a ``.glassnet`` file; nothing in the file is executed or unpickled."""
+    from ..models.model import Model
+    filepath = os.fspath(filepath)
+    with _open_archive(filepath) as zf:
         unexpected = [n for n in zf.namelist() if n not in MEMBERS]
         if unexpected:
             raise ValueError(f"{filepath} holds unexpected members {unexpected[:5]}; a glassnet model file holds only "
@@ -180,29 +195,53 @@ def load_model(filepath, custom_objects=None, compile=True):
             raise ValueError(f"{filepath}: config.json is not valid JSON ({e}).") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"{filepath} is not a glassnet model file (config.json lacks format='glassnet').")
-        model = deserialize("layers", config["model"], "layer", custom_objects)
-        if not model.built:
-            model.build(tuple(config["build_input_shape"]))
-        tensors, _ = safetensors.loads(_read_member(zf, "model.weights.safetensors"), filepath)
+        spec, comp = config.get("model"), config.get("compile")
+        if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+            raise _malformed(filepath, "'model' must be {\"class_name\": ..., \"config\": {...}}")
+        if comp is not None and not (isinstance(comp, dict) and isinstance(comp.get("optimizer"), dict)):
+            raise _malformed(filepath, "'compile' must be null or an object with an 'optimizer' config")
+        shape = config.get("build_input_shape")
+        if not (isinstance(shape, list) and all(d is None or (isinstance(d, int) and d > 0) for d in shape)):
+            raise _malformed(filepath, f"'build_input_shape' must be a list of positive ints or null, got {shape!r}")
+        weights_data = _read_member(zf, "model.weights.safetensors")
+        tensors, _ = safetensors.loads(weights_data, filepath)
+        budget = sum(arr.nbytes for arr in tensors.values())
+        try:
+            with backend.weight_budget(budget, filepath):
+                model = deserialize("layers", spec, "layer", custom_objects)
+                if not isinstance(model, Model):
+                    raise _malformed(filepath, f"'model' describes a {type(model).__name__}, not a model")
+                if not model.built:
+                    model.build(tuple(shape))
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            raise _malformed(filepath, f"{type(e).__name__}: {e}") from None
         _assign_weights(model, tensors, filepath)
         model.metadata = config.get("metadata") or {}
-        comp = config.get("compile")
         if compile and comp:
             from .. import optimizers as _optimizers
-            model.compile(optimizer=_optimizers.deserialize(comp["optimizer"]), loss=comp["loss"],
-                          metrics=comp["metrics"] or None)
+            try:
+                model.compile(optimizer=_optimizers.deserialize(comp["optimizer"]), loss=comp.get("loss"),
+                              metrics=comp.get("metrics") or None)
+            except (KeyError, TypeError, AttributeError) as e:
+                raise _malformed(filepath, f"compile settings: {type(e).__name__}: {e}") from None
             if "optimizer.safetensors" in zf.namelist():
-                slots, meta = safetensors.loads(_read_member(zf, "optimizer.safetensors"), filepath)
-                opt = model.optimizer
-                opt.build(model.trainable_weights)
-                for g, group_slots in enumerate(opt.slots):
-                    for name, arr in group_slots.items():
-                        saved = slots.get(f"{g}:{name}")
-                        if saved is None or saved.shape != arr.shape:
-                            raise ValueError(f"{filepath}: optimizer state {g}:{name} is missing or has the wrong "
-                                             "shape for this model.")
-                        arr[...] = saved
-                opt.iterations = int(meta.get("iterations", 0))
-                if hasattr(opt, "u_product"):
-                    opt.u_product = float(meta.get("u_product", 1.0))
+                _restore_optimizer(model, zf, filepath)
     return model
+
+
+def _restore_optimizer(model, zf, filepath):
+    slots, meta = safetensors.loads(_read_member(zf, "optimizer.safetensors"), filepath)
+    opt = model.optimizer
+    opt.build(model.trainable_weights)
+    for g, group_slots in enumerate(opt.slots):
+        for name, arr in group_slots.items():
+            saved = slots.get(f"{g}:{name}")
+            if saved is None or saved.shape != arr.shape or saved.dtype != arr.dtype:
+                raise ValueError(f"{filepath}: optimizer state {g}:{name} is missing or does not fit this model.")
+            arr[...] = saved
+    try:
+        opt.iterations = int(meta.get("iterations", 0))
+        if hasattr(opt, "u_product"):
+            opt.u_product = float(meta.get("u_product", 1.0))
+    except ValueError:
+        raise ValueError(f"{filepath}: optimizer metadata is malformed ({meta}).") from None
