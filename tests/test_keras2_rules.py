@@ -71,3 +71,20 @@ def test_decay_uses_iterations_before_the_step():
         opt.apply()
         steps.append(float((before - w.value)[0]))
     assert steps == pytest.approx([1.0, 1 / 1.5, 1 / 2.0])
+
+
+@pytest.mark.parametrize("schedule_decay,exponent", [(None, 1.0), (0.004, 0.004)])
+def test_nadam_schedule_keras3_and_keras2(schedule_decay, exponent):
+    """Keras 3: μₜ = β₁(1 − ½·0.96ᵗ); Keras 2's schedule_decay=s: μₜ = β₁(1 − ½·0.96^(s·t))."""
+    w = glassnet.engine.weight.Weight(np.array([1.0, -2.0]), "w")
+    kwargs = {} if schedule_decay is None else {"schedule_decay": schedule_decay}
+    opt = glassnet.optimizers.Nadam(learning_rate=0.1, **kwargs)
+    g = np.array([0.5, -3.0])
+    opt.apply_gradients([(g, w)])
+    b1, b2, eps = 0.9, 0.999, 1e-7
+    u1 = b1 * (1 - 0.5 * 0.96 ** (exponent * 1))
+    u2 = b1 * (1 - 0.5 * 0.96 ** (exponent * 2))
+    m, v = (1 - b1) * g, (1 - b2) * g * g
+    m_hat = u2 * m / (1 - u1 * u2) + (1 - u1) * g / (1 - u1)
+    v_hat = v / (1 - b2)
+    np.testing.assert_allclose(w.value, np.array([1.0, -2.0]) - 0.1 * m_hat / (np.sqrt(v_hat) + eps), rtol=1e-12)

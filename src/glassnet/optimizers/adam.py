@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from ..engine.registry import register
+from ..utils.legacy import legacy_notice
 from .base import Optimizer
 
 
@@ -76,13 +77,17 @@ class Adamax(Optimizer):
 
 @register("optimizers", "nadam")
 class Nadam(Optimizer):
-    """Adam with Nesterov momentum and Keras's momentum schedule μₜ = β₁(1 − ½·0.96^(0.004·t)):
-    m̂ = μₜ₊₁·m / (1 − Πμ·μₜ₊₁) + (1 − μₜ)·g / (1 − Πμ);  v̂ = v / (1 − β₂ᵗ);  w ← w − lr·m̂ / (√v̂ + ε)."""
+    """Adam with Nesterov momentum and Keras 3's momentum schedule μₜ = β₁(1 − ½·0.96ᵗ):
+    m̂ = μₜ₊₁·m / (1 − Πμ·μₜ₊₁) + (1 − μₜ)·g / (1 − Πμ);  v̂ = v / (1 − β₂ᵗ);  w ← w − lr·m̂ / (√v̂ + ε).
+    Keras 2's ``schedule_decay=s`` (default 0.004 there) gives its schedule μₜ = β₁(1 − ½·0.96^(s·t))."""
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, name="nadam", **kwargs):
-        kwargs.pop("schedule_decay", None)  # Keras 2 argument with a fixed value in Keras 3 (0.004)
+        schedule_decay = kwargs.pop("schedule_decay", None)  # Keras 2 only
+        if schedule_decay is not None:
+            legacy_notice("Nadam(schedule_decay=...)", "Nadam() (Keras 3's schedule is 0.96^t)")
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
+        self.schedule_decay = schedule_decay
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, 1e-7 if epsilon is None else epsilon
         self.u_product = 1.0
 
@@ -91,8 +96,9 @@ class Nadam(Optimizer):
 
     def apply(self):
         t = self.iterations + 1
-        self._u_t = self.beta_1 * (1.0 - 0.5 * 0.96 ** (0.004 * t))
-        self._u_t1 = self.beta_1 * (1.0 - 0.5 * 0.96 ** (0.004 * (t + 1)))
+        s = 1.0 if self.schedule_decay is None else self.schedule_decay
+        self._u_t = self.beta_1 * (1.0 - 0.5 * 0.96 ** (s * t))
+        self._u_t1 = self.beta_1 * (1.0 - 0.5 * 0.96 ** (s * (t + 1)))
         self._u_product_t = self.u_product * self._u_t
         super().apply()
         self.u_product = self._u_product_t

@@ -75,8 +75,10 @@ class Optimizer:
 
     def _lr_at(self, it):
         lr = self._learning_rate
-        if callable(lr):
+        if isinstance(lr, _schedules.LearningRateSchedule):
             lr = float(lr(it))
+        elif callable(lr):  # Keras: "a callable that takes no arguments"
+            lr = float(lr())
         if self.decay:  # Keras 2: lr_t = lr / (1 + decay · iterations), iterations read before the step
             lr = lr / (1.0 + self.decay * it)
         return lr
@@ -113,8 +115,11 @@ class Optimizer:
         """Update every packed weight from its gradient (already in ``group.grad``)."""
         lr = self._lr_at(self.iterations)
         t = self.iterations + 1
+        scale = self._global_clip_scale()
         for group, slots in zip(self.groups, self.slots):
             g = group.grad
+            if scale is not None:
+                g *= scale
             self._clip(group)
             if self.weight_decay:
                 self._apply_weight_decay(group, lr)
@@ -142,10 +147,13 @@ class Optimizer:
                 norm = float(np.sqrt(np.dot(g[sl], g[sl])))
                 if norm > self.clipnorm:
                     g[sl] *= self.clipnorm / norm
-        elif self.global_clipnorm is not None:
-            norm = math.sqrt(sum(float(np.dot(gr.grad, gr.grad)) for gr in self.groups))
-            if norm > self.global_clipnorm:
-                g *= self.global_clipnorm / norm
+
+    def _global_clip_scale(self):
+        """c / max(‖g‖, c) over all gradients of all dtype groups, computed before any is scaled."""
+        if self.global_clipnorm is None:
+            return None
+        norm = math.sqrt(sum(float(np.dot(gr.grad, gr.grad)) for gr in self.groups))
+        return self.global_clipnorm / norm if norm > self.global_clipnorm else None
 
     def _apply_weight_decay(self, group, lr):
         names = getattr(self, "_exclude_names", ())
