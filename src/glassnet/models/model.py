@@ -22,6 +22,16 @@ from ..utils import data as _data
 from ..utils.legacy import legacy_notice
 
 
+def _unique(weights):
+    """Weights in order, each once (a layer shared between places owns its weights once)."""
+    seen, out = set(), []
+    for w in weights:
+        if id(w) not in seen:
+            seen.add(id(w))
+            out.append(w)
+    return out
+
+
 class Model(Layer):
     """Base of Sequential (and of functional models): weights over layers plus the training API."""
 
@@ -43,25 +53,13 @@ class Model(Layer):
 
     @property
     def weights(self):
-        seen, out = set(), []
-        for layer in self.layers:
-            for w in layer.weights:
-                if id(w) not in seen:
-                    seen.add(id(w))
-                    out.append(w)
-        return out
+        return _unique(w for layer in self.layers for w in layer.weights)
 
     @property
     def trainable_weights(self):
         if not self.trainable:
             return []
-        seen, out = set(), []
-        for layer in self.layers:
-            for w in layer.trainable_weights:
-                if id(w) not in seen:
-                    seen.add(id(w))
-                    out.append(w)
-        return out
+        return _unique(w for layer in self.layers for w in layer.trainable_weights)
 
     @property
     def non_trainable_weights(self):

@@ -16,21 +16,18 @@ class LearningRateSchedule:
         return cls(**config)
 
 
-@register("schedules")
-class ExponentialDecay(LearningRateSchedule):
-    """lr · rate^(step / decay_steps)  (the exponent floored if staircase)."""
+class _RateDecay(LearningRateSchedule):
+    """Shared arguments of the decays driven by ``step / decay_steps``."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"):
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name=None):
         if decay_steps <= 0:
-            raise ValueError(f"ExponentialDecay expects decay_steps > 0, got {decay_steps}.")
+            raise ValueError(f"{type(self).__name__} expects decay_steps > 0, got {decay_steps}.")
         self.initial_learning_rate, self.decay_steps, self.decay_rate = initial_learning_rate, decay_steps, decay_rate
-        self.staircase, self.name = staircase, name
+        self.staircase, self.name = staircase, name or type(self).__name__
 
-    def __call__(self, step):
+    def _progress(self, step):
         p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate ** p
+        return math.floor(p) if self.staircase else p
 
     def get_config(self):
         return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
@@ -38,25 +35,20 @@ class ExponentialDecay(LearningRateSchedule):
 
 
 @register("schedules")
-class InverseTimeDecay(LearningRateSchedule):
+class ExponentialDecay(_RateDecay):
+    """lr · rate^(step / decay_steps)  (the exponent floored if staircase)."""
+
+    def __call__(self, step):
+        return self.initial_learning_rate * self.decay_rate ** self._progress(step)
+
+
+@register("schedules")
+class InverseTimeDecay(_RateDecay):
     """lr / (1 + rate · step / decay_steps)  (the ratio floored if staircase). Keras 2's ``decay``
     is InverseTimeDecay(lr, 1, decay)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="InverseTimeDecay"):
-        if decay_steps <= 0:
-            raise ValueError(f"InverseTimeDecay expects decay_steps > 0, got {decay_steps}.")
-        self.initial_learning_rate, self.decay_steps, self.decay_rate = initial_learning_rate, decay_steps, decay_rate
-        self.staircase, self.name = staircase, name
-
     def __call__(self, step):
-        p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate / (1 + self.decay_rate * p)
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+        return self.initial_learning_rate / (1 + self.decay_rate * self._progress(step))
 
 
 @register("schedules")
