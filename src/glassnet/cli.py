@@ -13,6 +13,9 @@ def cmd_run(args):
         print(f"glassnet run: no such script: {script}", file=sys.stderr)
         return 2
     install()
+    if args.seed is not None:
+        from .utils import set_random_seed
+        set_random_seed(args.seed)
     sys.argv = [script] + list(args.args)
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
     runpy.run_path(script, run_name="__main__")
@@ -52,6 +55,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="glassnet", description="Keras-compatible neural networks on NumPy.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a Keras script unchanged, with its keras imports resolved to glassnet")
+    p.add_argument("--seed", type=int, default=None, help="seed every random source first (reproducible runs)")
     p.add_argument("script")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_run)
