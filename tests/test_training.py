@@ -1093,3 +1093,55 @@ def test_save_weights_load_weights(tmp_path, pima):
     third = Sequential([Input((8,)), Normalization(), Dense(10, activation="relu"), Dense(1, activation="sigmoid")])
     third.load_weights(tmp_path / "m.glassnet")
     np.testing.assert_array_equal(third.predict(xt, verbose=0), model.predict(xt, verbose=0))
+
+
+# --- steps limits and callbacks in evaluate / predict --------------------------------------------
+class Recorder(Callback):
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def on_test_begin(self, logs=None):
+        self.events.append("test_begin")
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.events.append(("test_batch", batch, round(logs["loss"], 6)))
+
+    def on_test_end(self, logs=None):
+        self.events.append("test_end")
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.events.append(("predict_batch", batch, logs["outputs"].shape))
+
+    def on_predict_end(self, logs=None):
+        self.events.append("predict_end")
+
+
+def test_evaluate_and_predict_call_their_callbacks_and_respect_steps(pima_standardized):
+    (x, y), _ = pima_standardized
+    model = compiled_tutorial(loss="mse")
+    rec = Recorder()
+    full = model.evaluate(x, y, batch_size=100, verbose=0, callbacks=[rec])
+    assert rec.events[0] == "test_begin" and rec.events[-1] == "test_end"
+    assert [e[1] for e in rec.events[1:-1]] == list(range(7))          # ceil(614 / 100) batches
+    assert rec.events[-2][2] == pytest.approx(full[0], abs=1e-6)        # the last running loss is the result
+    two = model.evaluate(x, y, batch_size=100, steps=2, verbose=0)
+    assert two[0] == pytest.approx(model.evaluate(x[:200], y[:200], batch_size=100, verbose=0)[0])
+    rec.events.clear()
+    out = model.predict(x, batch_size=256, steps=2, verbose=0, callbacks=[rec])
+    assert out.shape == (512, 1)
+    assert rec.events == [("predict_batch", 0, (256, 1)), ("predict_batch", 1, (256, 1)), "predict_end"]
+    with pytest.raises(ValueError, match="steps to be a positive integer"):
+        model.predict(x, steps=0, verbose=0)
+
+
+def test_fit_validation_steps_and_callbacks_see_validation(pima_standardized):
+    (x, y), (xt, yt) = pima_standardized
+    model = compiled_tutorial(loss="mse")
+    model.optimizer.learning_rate = 0.0
+    rec = Recorder()
+    history = model.fit(x, y, epochs=1, verbose=0, validation_data=(xt, yt), validation_steps=2, callbacks=[rec])
+    assert rec.events[0] == "test_begin" and rec.events[-1] == "test_end" and len(rec.events) == 4
+    assert history.history["val_loss"][0] == pytest.approx(model.evaluate(xt[:64], yt[:64], verbose=0)[0])
+    with pytest.raises(ValueError, match="validation_freq"):
+        model.fit(x, y, epochs=1, verbose=0, validation_freq=0)

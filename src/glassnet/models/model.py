@@ -327,7 +327,10 @@ class Model(Layer):
         n = len(x)
         steps = math.ceil(n / batch_size)
         if steps_per_epoch is not None:
-            steps = min(steps, int(steps_per_epoch))
+            steps = min(steps, self._positive_int(steps_per_epoch, "steps_per_epoch", "fit"))
+        validation_freq = self._positive_int(validation_freq, "validation_freq", "fit")
+        if validation_batch_size is not None:
+            validation_batch_size = self._batch_size(validation_batch_size, "fit")
         self.history = _callbacks.History()
         cbs = ([_callbacks.ProgbarLogger(verbose)] if verbose else []) + list(callbacks or []) + [self.history]
         params = {"verbose": verbose, "epochs": epochs, "steps": steps}
@@ -363,7 +366,8 @@ class Model(Layer):
                     break
             logs = self._logs()
             if val is not None and (epoch + 1) % validation_freq == 0:
-                val_logs = self._evaluate_arrays(*val, validation_batch_size or batch_size)
+                val_logs = self._evaluate_arrays(*val, validation_batch_size or batch_size, steps=validation_steps,
+                                                 cb=cb)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
             logs = dict(sorted(logs.items()))
             if cb.on_epoch_end:
@@ -375,18 +379,34 @@ class Model(Layer):
         return self.history
 
     # --- evaluate / predict ---------------------------------------------------------------------
-    def _evaluate_arrays(self, x, y, sw, batch_size, bar=None):
+    def _evaluate_arrays(self, x, y, sw, batch_size, bar=None, steps=None, cb=None):
         self.reset_metrics()
-        n = len(x)
-        steps = math.ceil(n / batch_size)
-        for step in range(steps):
+        n_steps = math.ceil(len(x) / batch_size)
+        if steps is not None:
+            n_steps = min(n_steps, self._positive_int(steps, "steps", "evaluate"))
+        if cb is not None and cb.on_test_begin:
+            cb.on_test_begin()
+        for step in range(n_steps):
+            if cb is not None and cb.on_test_batch_begin:
+                cb.on_test_batch_begin(step, {})
             sl = slice(step * batch_size, (step + 1) * batch_size)
             wb = None if sw is None else sw[sl]
             loss, y_pred = self._test_batch(x[sl], y[sl], wb)
             self._track(loss, y[sl], y_pred, wb, len(y_pred))
             if bar is not None:
-                bar.update(step + 1, self._logs(), finalize=step + 1 == steps)
-        return self._logs()
+                bar.update(step + 1, self._logs(), finalize=step + 1 == n_steps)
+            if cb is not None and cb.on_test_batch_end:
+                cb.on_test_batch_end(step, self._logs())
+        logs = self._logs()
+        if cb is not None and cb.on_test_end:
+            cb.on_test_end(logs)
+        return logs
+
+    @staticmethod
+    def _positive_int(value, what, where):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{where}() expects {what} to be a positive integer or None, got {value!r}.")
+        return int(value)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False, **kwargs):
@@ -398,11 +418,15 @@ class Model(Layer):
         self._ensure_built(x.shape)
         batch_size = self._batch_size(batch_size, "evaluate")
         verbose = self._verbose(verbose)
+        n_steps = math.ceil(len(x) / batch_size)
+        if steps is not None:
+            n_steps = min(n_steps, self._positive_int(steps, "steps", "evaluate"))
         bar = None
         if verbose:
             from ..utils.progbar import Progbar
-            bar = Progbar(math.ceil(len(x) / batch_size), verbose=verbose)
-        logs = self._evaluate_arrays(x, y, sample_weight, batch_size, bar)
+            bar = Progbar(n_steps, verbose=verbose)
+        cb = _callbacks.CallbackList(callbacks, self, {"verbose": verbose, "steps": n_steps}) if callbacks else None
+        logs = self._evaluate_arrays(x, y, sample_weight, batch_size, bar, n_steps, cb)
         if return_dict:
             return logs
         values = [logs["loss"]] + [logs[m.name] for m in self.metrics]
@@ -415,21 +439,28 @@ class Model(Layer):
         batch_size = self._batch_size(batch_size, "predict")
         verbose = self._verbose(verbose)
         n_steps = math.ceil(len(x) / batch_size)
+        if steps is not None:
+            n_steps = min(n_steps, self._positive_int(steps, "steps", "predict"))
         bar = None
         if verbose:
             from ..utils.progbar import Progbar
             bar = Progbar(n_steps, verbose=verbose)
-        if n_steps == 1:
-            out = self.call(x, training=False)
-            if bar:
-                bar.update(1, finalize=True)
-            return out
+        cb = _callbacks.CallbackList(callbacks, self, {"verbose": verbose, "steps": n_steps}) if callbacks else None
+        if cb is not None and cb.on_predict_begin:
+            cb.on_predict_begin()
         outs = []
         for step in range(n_steps):
-            outs.append(self.call(x[step * batch_size:(step + 1) * batch_size], training=False))
+            if cb is not None and cb.on_predict_batch_begin:
+                cb.on_predict_batch_begin(step, {})
+            out = self.call(x if n_steps == 1 else x[step * batch_size:(step + 1) * batch_size], training=False)
+            outs.append(out)
             if bar:
                 bar.update(step + 1, finalize=step + 1 == n_steps)
-        return np.concatenate(outs)
+            if cb is not None and cb.on_predict_batch_end:
+                cb.on_predict_batch_end(step, {"outputs": out})
+        if cb is not None and cb.on_predict_end:
+            cb.on_predict_end()
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False,
                        reset_metrics=True):
