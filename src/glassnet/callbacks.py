@@ -206,6 +206,11 @@ class ModelCheckpoint(Callback):
         self._batches = 0
         self._epoch = 0
 
+    def on_train_begin(self, logs=None):
+        """Remove temporary files that a killed process may have left from an interrupted write."""
+        from .saving.native import remove_stale_temporaries
+        remove_stale_temporaries(self.filepath)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 

@@ -1,4 +1,4 @@
-"""The ``glassnet`` command: ``run`` a Keras script unchanged, ``tutorial``, ``info``."""
+"""The ``glassnet`` command: ``run`` a Keras script unchanged, ``tutorial``, ``export``, ``info``."""
 import argparse
 import json
 import os
@@ -28,10 +28,48 @@ def cmd_tutorial(args):
     return 0
 
 
+def cmd_export(args):
+    from .saving import load_model
+    model = load_model(args.model, compile=False)
+    model.export_onnx(args.out, opset=args.opset)
+    print(f"Wrote {args.out} (ONNX opset {args.opset}, dynamic batch) from {args.model}")
+    return 0
+
+
+def _info_onnx(path):
+    import onnx
+    proto = onnx.load(path)
+
+    def describe(values):
+        out = []
+        for v in values:
+            dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            out.append(f"{v.name} {onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)} {dims}")
+        return ", ".join(out)
+
+    print(f"{path}: ONNX model, opset {[o.version for o in proto.opset_import]}, producer {proto.producer_name} "
+          f"{proto.producer_version}")
+    print(f"inputs: {describe(proto.graph.input)}")
+    print(f"outputs: {describe(proto.graph.output)}")
+    print(f"nodes: {', '.join(n.op_type for n in proto.graph.node)}")
+    for prop in proto.metadata_props:
+        print(f"metadata {prop.key}: {prop.value}")
+
+
 def cmd_info(args):
     import zipfile
-    from .saving import native, safetensors
+    from .saving import load_model, safetensors
     path = args.file
+    if path.endswith(".onnx"):
+        _info_onnx(path)
+        return 0
+    if path.endswith(".keras"):
+        model = load_model(path, compile=False)
+        with zipfile.ZipFile(path) as zf:
+            meta = json.loads(zf.read("metadata.json")) if "metadata.json" in zf.namelist() else {}
+        print(f"{path}: Keras 3 model file {json.dumps(meta)}")
+        model.summary()
+        return 0
     if path.endswith(".safetensors"):
         with open(path, "rb") as f:
             tensors, meta = safetensors.loads(f.read(), path)
@@ -39,7 +77,7 @@ def cmd_info(args):
         for name, arr in tensors.items():
             print(f"  {name:40s} {str(arr.shape):16s} {arr.dtype}")
         return 0
-    model = native.load_model(path, compile=False)
+    model = load_model(path, compile=False)
     with zipfile.ZipFile(path) as zf:
         config = json.loads(zf.read("config.json"))
     print(f"{path}: glassnet model (format {config['format_version']}, saved by glassnet {config['glassnet_version']} "
@@ -65,7 +103,13 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     p.set_defaults(fn=cmd_tutorial)
-    p = sub.add_parser("info", help="print the architecture, signature and metadata of a model or weights file")
+    p = sub.add_parser("export", help="convert a model file to another format")
+    p.add_argument("format", choices=["onnx"])
+    p.add_argument("model", help="a .glassnet or .keras model file")
+    p.add_argument("out", help="the file to write, e.g. model.onnx")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(fn=cmd_export)
+    p = sub.add_parser("info", help="print the architecture, signature and metadata of a model, weights or ONNX file")
     p.add_argument("file")
     p.set_defaults(fn=cmd_info)
     args = parser.parse_args(argv)

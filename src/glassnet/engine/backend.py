@@ -68,6 +68,17 @@ def seed_generator(seed):
     _rng = np.random.default_rng(seed)
 
 
+@contextlib.contextmanager
+def using_rng(generator):
+    """Within the block, initializers, Dropout and shuffling draw from ``generator``."""
+    global _rng
+    previous, _rng = _rng, generator
+    try:
+        yield generator
+    finally:
+        _rng = previous
+
+
 def unique_name(prefix):
     """Keras-style unique names: dense, dense_1, dense_2 ..."""
     n = _name_counts.get(prefix, 0)

@@ -4,8 +4,8 @@ from .sequential import Sequential
 
 
 def load_model(filepath, custom_objects=None, compile=True):
-    """Load a model saved with ``model.save('m.glassnet')``."""
-    from ..saving.native import load_model as _load
+    """Load a model saved with ``model.save('m.glassnet')`` or a Keras 3 ``.keras`` file."""
+    from ..saving import load_model as _load
     return _load(filepath, custom_objects=custom_objects, compile=compile)
 
 

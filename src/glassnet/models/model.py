@@ -45,6 +45,7 @@ class Model(Layer):
         self.history = None
         self._metric_specs = []
         self._metrics = None
+        self.training_seed = None  # drawn on the first fit; saved with the model so resumed runs match
 
     # --- structure ------------------------------------------------------------------------------
     @property
@@ -338,8 +339,12 @@ class Model(Layer):
         self.stop_training = False
         if cb.on_train_begin:
             cb.on_train_begin()
-        rng = backend.rng()
+        if self.training_seed is None:
+            self.training_seed = int(backend.rng().integers(2 ** 63))
         for epoch in range(initial_epoch, epochs):
+            # Each epoch draws its shuffling and dropout masks from a generator keyed by
+            # (training_seed, epoch), so fit(initial_epoch=k) after load_model replays epoch k exactly.
+            rng = np.random.default_rng([self.training_seed, epoch])
             self.reset_metrics()
             if cb.on_epoch_begin:
                 cb.on_epoch_begin(epoch, {})
@@ -352,18 +357,8 @@ class Model(Layer):
                 order = None
             xs, ys = (x, y) if order is None else (x[order], y[order])
             ws = None if sample_weight is None else (sample_weight if order is None else sample_weight[order])
-            for step in range(steps):
-                sl = slice(step * batch_size, (step + 1) * batch_size)
-                if cb.on_train_batch_begin:
-                    cb.on_train_batch_begin(step, {})
-                xb, yb = xs[sl], ys[sl]
-                wb = None if ws is None else ws[sl]
-                loss, y_pred = self._train_batch(xb, yb, wb)
-                self._track(loss, yb, y_pred, wb, len(xb))
-                if cb.on_train_batch_end:
-                    cb.on_train_batch_end(step, self._logs())
-                if self.stop_training:
-                    break
+            with backend.using_rng(rng):
+                self._run_epoch(xs, ys, ws, steps, batch_size, cb)
             logs = self._logs()
             if val is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._evaluate_arrays(*val, validation_batch_size or batch_size, steps=validation_steps,
@@ -377,6 +372,21 @@ class Model(Layer):
         if cb.on_train_end:
             cb.on_train_end()
         return self.history
+
+    def _run_epoch(self, xs, ys, ws, steps, batch_size, cb):
+        """One pass over the (already shuffled) training arrays, batch by batch."""
+        for step in range(steps):
+            sl = slice(step * batch_size, (step + 1) * batch_size)
+            if cb.on_train_batch_begin:
+                cb.on_train_batch_begin(step, {})
+            xb, yb = xs[sl], ys[sl]
+            wb = None if ws is None else ws[sl]
+            loss, y_pred = self._train_batch(xb, yb, wb)
+            self._track(loss, yb, y_pred, wb, len(xb))
+            if cb.on_train_batch_end:
+                cb.on_train_batch_end(step, self._logs())
+            if self.stop_training:
+                break
 
     # --- evaluate / predict ---------------------------------------------------------------------
     def _evaluate_arrays(self, x, y, sw, batch_size, bar=None, steps=None, cb=None):
@@ -531,6 +541,22 @@ class Model(Layer):
         from ..saving import native
         native.load_weights(self, filepath)
 
+    def export_onnx(self, filepath, opset=17, input_name=None, output_name=None):
+        """Write the model as ONNX (dynamic batch dimension), for onnxruntime and other runtimes."""
+        from ..saving.onnx_export import export_onnx
+        return export_onnx(self, filepath, opset=opset, input_name=input_name, output_name=output_name)
+
+    def export(self, filepath, format="onnx", **kwargs):
+        """Keras 3's ``model.export``; glassnet exports ``format="onnx"`` (TensorFlow SavedModel needs TensorFlow)."""
+        if format != "onnx":
+            raise ValueError(f"glassnet exports format='onnx' only, got format={format!r}. For a SavedModel, load the "
+                             "model in Keras (save it as .keras) and export it there.")
+        return self.export_onnx(filepath, **kwargs)
+
     def save(self, filepath, overwrite=True, include_optimizer=True):
-        from ..saving import native
-        native.save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
+        """Save architecture, weights, compile settings (and optimizer state) to one file.
+
+        ``.glassnet``: glassnet's own format. ``.keras``: Keras 3's format, which Keras can open.
+        """
+        from ..saving import save_model
+        save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)

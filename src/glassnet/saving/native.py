@@ -21,6 +21,8 @@ from . import safetensors
 
 FORMAT = "glassnet"
 FORMAT_VERSION = 1
+MAX_RATIO = 200  # the largest expansion a compressed member may claim
+MAX_JSON_DEPTH = 64
 MEMBERS = {"config.json": 16 * 1024 * 1024, "model.weights.safetensors": 8 * 1024 ** 3,
            "optimizer.safetensors": 16 * 1024 ** 3}
 
@@ -51,6 +53,22 @@ def atomic_write(path, data):
         pass
 
 
+def remove_stale_temporaries(path):
+    """Delete ``.<name>.*.tmp`` files that atomic_write left behind when its process was killed mid-write.
+
+    ``path`` may be a pattern with ``{epoch}``-style fields; those match any text.
+    """
+    import glob
+    import re
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    name = re.sub(r"\{[^}]*\}", "*", os.path.basename(os.fspath(path)))
+    for stale in glob.glob(os.path.join(glob.escape(folder), "." + name + ".*.tmp")):
+        try:
+            os.remove(stale)
+        except OSError:
+            pass
+
+
 def _check_overwrite(path, overwrite):
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists and overwrite=False.")
@@ -65,6 +83,10 @@ def _weight_tensors(model):
 
 
 def _assign_weights(model, tensors, source):
+    bad = [key for key, arr in tensors.items() if arr.dtype.kind == "f" and not np.isfinite(arr).all()]
+    if bad:
+        raise ValueError(f"{source}: weights {bad[:3]} contain NaN or Inf; the model they come from diverged. glassnet "
+                         "refuses to load them; retrain or load an earlier checkpoint.")
     weights = model.weights
     if len(tensors) != len(weights):
         raise ValueError(f"{source} holds {len(tensors)} weight arrays but model '{model.name}' has {len(weights)}: "
@@ -136,7 +158,8 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
                                         "dtype": model._input_dtype()}],
                             "outputs": [{"name": "output", "shape": list(model.output_shape),
                                          "dtype": model.layers[-1].dtype}]},
-              "metadata": getattr(model, "metadata", {}) or {}}
+              "metadata": getattr(model, "metadata", {}) or {},
+              "training": {"seed": getattr(model, "training_seed", None)}}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("config.json", json.dumps(config, indent=1))
@@ -157,6 +180,9 @@ def _read_member(zf, name):
     limit = MEMBERS[name]
     if info.file_size > limit:
         raise ValueError(f"{zf.filename}: {name} declares {info.file_size} bytes, above the {limit}-byte limit.")
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_RATIO * max(info.compress_size, 1024):
+        raise ValueError(f"{zf.filename}: {name} expands {info.compress_size} compressed bytes to {info.file_size} "
+                         f"(more than {MAX_RATIO}x): refusing a likely zip bomb.")
     try:
         with zf.open(info) as f:
             data = f.read(limit + 1)
@@ -168,11 +194,38 @@ def _read_member(zf, name):
     return data
 
 
-def _open_archive(filepath):
+def _open_archive(filepath, allowed=None, what="glassnet model file"):
+    """Open a model archive read-only, refusing duplicate, linked or unexpected members up front."""
     try:
-        return zipfile.ZipFile(filepath)
+        zf = zipfile.ZipFile(filepath)
     except (zipfile.BadZipFile, EOFError):
-        raise ValueError(f"{filepath} is not a glassnet model file (not a zip archive; it may be truncated).") from None
+        raise ValueError(f"{filepath} is not a {what} (not a zip archive; it may be truncated).") from None
+    names = zf.namelist()
+    problem = None
+    if len(set(names)) != len(names):
+        problem = f"duplicate members {sorted({n for n in names if names.count(n) > 1})[:5]}"
+    elif any((info.external_attr >> 16) & 0o170000 == 0o120000 for info in zf.infolist()):
+        problem = "symbolic-link members"
+    elif allowed is not None and any(n not in allowed for n in names):
+        problem = (f"unexpected members {[n for n in names if n not in allowed][:5]}; it may hold only "
+                   f"{sorted(allowed)}")
+    if problem:
+        zf.close()
+        raise ValueError(f"{filepath}: refusing an archive with {problem}.")
+    return zf
+
+
+def json_depth(value, limit=MAX_JSON_DEPTH):
+    """Depth of nested lists/objects, raising ValueError past ``limit`` (checked iteratively)."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                raise ValueError(f"JSON nested deeper than {limit} levels")
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _malformed(filepath, problem):
@@ -184,15 +237,12 @@ def load_model(filepath, custom_objects=None, compile=True):
     """Rebuild a model from a ``.glassnet`` file; nothing in the file is executed or unpickled."""
     from ..models.model import Model
     filepath = os.fspath(filepath)
-    with _open_archive(filepath) as zf:
-        unexpected = [n for n in zf.namelist() if n not in MEMBERS]
-        if unexpected:
-            raise ValueError(f"{filepath} holds unexpected members {unexpected[:5]}; a glassnet model file holds only "
-                             f"{sorted(MEMBERS)}.")
+    with _open_archive(filepath, allowed=MEMBERS) as zf:
         try:
             config = json.loads(_read_member(zf, "config.json"))
+            json_depth(config)
         except (ValueError, RecursionError) as e:
-            raise ValueError(f"{filepath}: config.json is not valid JSON ({e}).") from None
+            raise ValueError(f"{filepath}: config.json is not valid JSON or is nested absurdly deep ({e}).") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise ValueError(f"{filepath} is not a glassnet model file (config.json lacks format='glassnet').")
         spec, comp = config.get("model"), config.get("compile")
@@ -217,6 +267,12 @@ def load_model(filepath, custom_objects=None, compile=True):
             raise _malformed(filepath, f"{type(e).__name__}: {e}") from None
         _assign_weights(model, tensors, filepath)
         model.metadata = config.get("metadata") or {}
+        if not isinstance(model.metadata, dict):
+            raise _malformed(filepath, "'metadata' must be an object")
+        seed = (config.get("training") or {}).get("seed")
+        if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2 ** 63):
+            raise _malformed(filepath, f"training seed must be a non-negative integer, got {seed!r}")
+        model.training_seed = seed
         if compile and comp:
             from .. import optimizers as _optimizers
             try:

@@ -45,6 +45,14 @@ def dumps(tensors, metadata=None):
     return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
 
 
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"duplicate key {dup!r}")
+    return dict(pairs)
+
+
 def loads(buf, what="safetensors data"):
     """({name: array}, metadata) from bytes, refusing anything malformed with a clear error."""
     buf = memoryview(buf)
@@ -54,9 +62,12 @@ def loads(buf, what="safetensors data"):
     if n > MAX_HEADER or n > len(buf) - 8:
         raise SafetensorsError(f"{what} declares a {n}-byte header, but the limit is {MAX_HEADER} and the file has "
                                f"{len(buf) - 8} bytes after the length field: the file is corrupt or hostile.")
+    raw = bytes(buf[8:8 + n])
+    if not raw.startswith(b"{"):
+        raise SafetensorsError(f"{what}'s header does not start with '{{': not a safetensors file (or a corrupt one).")
     try:
-        header = json.loads(bytes(buf[8:8 + n]))
-    except (ValueError, RecursionError) as e:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise SafetensorsError(f"{what} has an unreadable JSON header ({e}).") from None
     if not isinstance(header, dict):
         raise SafetensorsError(f"{what}'s header must be a JSON object.")
