@@ -57,3 +57,28 @@ def test_pima_loader_split():
     assert y.mean() == pytest.approx(0.3469, abs=1e-4)
     assert yt.mean() == pytest.approx(0.3571, abs=1e-4)
     np.testing.assert_array_equal(x[0], np.array([6, 148, 72, 35, 0, 33.6, 0.627, 50], dtype=np.float32))
+
+
+def test_export_onnx_cli_and_info(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    glassnet.set_random_seed(3)
+    from glassnet.tutorial import build_model
+    (x, y), (xt, yt) = glassnet.datasets.pima.load_data()
+    model = build_model(x)
+    model.fit(x, y, epochs=2, verbose=0)
+    model.save(tmp_path / "pima.glassnet")
+    out = tmp_path / "pima.onnx"
+    result = subprocess.run([sys.executable, "-m", "glassnet", "export", "onnx", str(tmp_path / "pima.glassnet"),
+                             str(out)], capture_output=True, text=True, env=ENV)
+    assert result.returncode == 0, result.stderr
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["features"]
+    (onnx_out,) = session.run(None, {"features": xt})
+    np.testing.assert_allclose(onnx_out, model.predict(xt, verbose=0), atol=1e-5)
+    info = subprocess.run([sys.executable, "-m", "glassnet", "info", str(out)], capture_output=True, text=True,
+                          env=ENV, check=True)
+    assert "inputs: features float32 ['batch', 8]" in info.stdout
+    assert "opset [17]" in info.stdout
+    with pytest.raises(ValueError, match="format='onnx' only"):
+        model.export(tmp_path / "m", format="tf_saved_model")
