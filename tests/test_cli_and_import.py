@@ -82,3 +82,16 @@ def test_export_onnx_cli_and_info(tmp_path):
     assert "opset [17]" in info.stdout
     with pytest.raises(ValueError, match="format='onnx' only"):
         model.export(tmp_path / "m", format="tf_saved_model")
+
+
+def test_info_reads_keras_files(tmp_path):
+    pytest.importorskip("h5py")
+    glassnet.set_random_seed(3)
+    from glassnet.tutorial import build_model
+    (x, _), _ = glassnet.datasets.pima.load_data()
+    build_model(x).save(tmp_path / "pima.keras")
+    info = subprocess.run([sys.executable, "-m", "glassnet", "info", str(tmp_path / "pima.keras")],
+                          capture_output=True, text=True, env=ENV)
+    assert info.returncode == 0, info.stderr
+    assert "Keras 3 model file" in info.stdout and '"keras_version": "3.15.1"' in info.stdout
+    assert "standardize (Normalization)" in info.stdout

@@ -115,8 +115,8 @@ def save_weights(model, filepath, overwrite=True):
 def load_weights(model, filepath):
     filepath = os.fspath(filepath)
     if filepath.endswith(".glassnet"):
-        with _open_archive(filepath) as zf:
-            tensors, _ = safetensors.loads(_read_member(zf, "model.weights.safetensors"), filepath)
+        with open_archive(filepath) as zf:
+            tensors, _ = safetensors.loads(read_member(zf, "model.weights.safetensors"), filepath)
     else:
         with open(filepath, "rb") as f:
             tensors, _ = safetensors.loads(f.read(), filepath)
@@ -172,12 +172,13 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
     atomic_write(filepath, buf.getvalue())
 
 
-def _read_member(zf, name):
+def read_member(zf, name, limits=MEMBERS):
+    """The bytes of member ``name``, refusing oversized, bomb-like or corrupt members before trusting them."""
     try:
         info = zf.getinfo(name)
     except KeyError:
-        raise ValueError(f"{zf.filename} is not a glassnet model file: it has no {name}.") from None
-    limit = MEMBERS[name]
+        raise ValueError(f"{zf.filename} is missing its {name}: it is not a complete model file.") from None
+    limit = limits[name]
     if info.file_size > limit:
         raise ValueError(f"{zf.filename}: {name} declares {info.file_size} bytes, above the {limit}-byte limit.")
     if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_RATIO * max(info.compress_size, 1024):
@@ -194,15 +195,18 @@ def _read_member(zf, name):
     return data
 
 
-def _open_archive(filepath, allowed=None, what="glassnet model file"):
+def open_archive(filepath, allowed=None, what="glassnet model file"):
     """Open a model archive read-only, refusing duplicate, linked or unexpected members up front."""
     try:
         zf = zipfile.ZipFile(filepath)
     except (zipfile.BadZipFile, EOFError):
         raise ValueError(f"{filepath} is not a {what} (not a zip archive; it may be truncated).") from None
     names = zf.namelist()
+    unsafe = [n for n in names if n.startswith(("/", "\\")) or ":" in n or "\\" in n or ".." in n.split("/")]
     problem = None
-    if len(set(names)) != len(names):
+    if unsafe:
+        problem = f"unsafe member names {unsafe[:5]} (absolute or path-traversal paths)"
+    elif len(set(names)) != len(names):
         problem = f"duplicate members {sorted({n for n in names if names.count(n) > 1})[:5]}"
     elif any((info.external_attr >> 16) & 0o170000 == 0o120000 for info in zf.infolist()):
         problem = "symbolic-link members"
@@ -237,9 +241,9 @@ def load_model(filepath, custom_objects=None, compile=True):
     """Rebuild a model from a ``.glassnet`` file; nothing in the file is executed or unpickled."""
     from ..models.model import Model
     filepath = os.fspath(filepath)
-    with _open_archive(filepath, allowed=MEMBERS) as zf:
+    with open_archive(filepath, allowed=MEMBERS) as zf:
         try:
-            config = json.loads(_read_member(zf, "config.json"))
+            config = json.loads(read_member(zf, "config.json"))
             json_depth(config)
         except (ValueError, RecursionError) as e:
             raise ValueError(f"{filepath}: config.json is not valid JSON or is nested absurdly deep ({e}).") from None
@@ -253,7 +257,7 @@ def load_model(filepath, custom_objects=None, compile=True):
         shape = config.get("build_input_shape")
         if not (isinstance(shape, list) and all(d is None or (isinstance(d, int) and d > 0) for d in shape)):
             raise _malformed(filepath, f"'build_input_shape' must be a list of positive ints or null, got {shape!r}")
-        weights_data = _read_member(zf, "model.weights.safetensors")
+        weights_data = read_member(zf, "model.weights.safetensors")
         tensors, _ = safetensors.loads(weights_data, filepath)
         budget = sum(arr.nbytes for arr in tensors.values())
         try:
@@ -286,7 +290,7 @@ def load_model(filepath, custom_objects=None, compile=True):
 
 
 def _restore_optimizer(model, zf, filepath):
-    slots, meta = safetensors.loads(_read_member(zf, "optimizer.safetensors"), filepath)
+    slots, meta = safetensors.loads(read_member(zf, "optimizer.safetensors"), filepath)
     opt = model.optimizer
     opt.build(model.trainable_weights)
     for g, group_slots in enumerate(opt.slots):

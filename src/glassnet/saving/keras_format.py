@@ -1,0 +1,853 @@
+"""Keras 3 ``.keras`` files: written so that real Keras loads them, and read from real Keras.
+
+A ``.keras`` file is a zip (ZIP_STORED) of three members:
+    metadata.json      {"keras_version": "3.15.1", "date_saved": "2026-01-01@12:00:00"}
+    config.json        {"module": "keras", "class_name": "Sequential", "config": {"layers": [...], ...},
+                        "registered_name": null, "build_config": {...}, "compile_config": {...}}
+    model.weights.h5   layers/<key>/vars/0, 1, ...   one group per layer; <key> is the snake-cased class
+                                                     name made unique per class (dense, dense_1, dropout ...)
+                       optimizer/vars/0, 1, ...      iterations, learning_rate (absent with a schedule),
+                                                     then the optimizer's slots in Keras's order
+                       vars                          the model's own (empty) group
+
+Reading never imports a module, resolves a callable, or unmarshals code named by the file: Keras
+class names are translated through fixed tables to glassnet's registered classes, Lambda layers are
+refused, and every HDF5 dataset is checked (a plain dataset stored in the file, of the shape and kind
+the architecture needs) before a byte of it is read. Only Sequential models of the layers in
+``SUPPORTED_LAYERS`` are read.
+
+Optimizer state: every built-in glassnet optimizer maps onto Keras's variables (see ``_slot_layout``).
+h5py is an optional dependency: ``pip install 'glassnet[keras]'``.
+"""
+import io
+import json
+import math
+import os
+import re
+import time
+import zipfile
+import zlib
+
+import numpy as np
+
+from ..engine import backend
+from . import native
+
+KERAS_VERSION = "3.15.1"  # the Keras release whose layout this module writes (and was checked against)
+MEMBERS = {"metadata.json": 1024 * 1024, "config.json": 16 * 1024 * 1024, "model.weights.h5": 8 * 1024 ** 3}
+SUPPORTED_LAYERS = ("InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape", "Normalization")
+_FLOAT_POLICIES = ("float16", "float32", "float64")
+_MAX_DEPTH = 64  # config.json nesting (Keras's own configs nest about 8 deep)
+# Keras's activation names that glassnet shares (the same formula and default parameters).
+_KERAS_ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "softplus", "softsign",
+                      "leaky_relu", "gelu", "silu", "swish", "hard_sigmoid", "exponential", "log_softmax")
+_KERAS_INITIALIZERS = ("Zeros", "Ones", "Constant", "RandomUniform", "RandomNormal", "TruncatedNormal",
+                       "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform",
+                       "LecunNormal", "Orthogonal", "Identity")
+_KERAS_REGULARIZERS = ("L1", "L2", "L1L2")
+_KERAS_CONSTRAINTS = ("MaxNorm", "NonNeg", "UnitNorm", "MinMaxNorm")
+_KERAS_SCHEDULES = ("ExponentialDecay", "InverseTimeDecay", "PiecewiseConstantDecay", "CosineDecay")
+_KERAS_OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adamax", "Nadam", "RMSprop", "Adagrad", "Adadelta")
+# glassnet loss spellings that Keras 3 does not know, and Keras's name for each
+_LOSS_ALIASES = {"logcosh": "log_cosh", "huber_loss": "huber", "kullback_leibler_divergence": "kl_divergence"}
+# Keras optimizer arguments glassnet has no equivalent for, with the value that means "off"
+_OPTIMIZER_OFF = {"use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+                  "loss_scale_factor": None, "gradient_accumulation_steps": None}
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("Reading and writing Keras `.keras` files needs h5py: "
+                          "pip install 'glassnet[keras]'") from None
+    return h5py
+
+
+def _keras_object(module, class_name, config):
+    return {"module": module, "class_name": class_name, "config": config, "registered_name": None}
+
+
+def _policy(name):
+    return _keras_object("keras", "DTypePolicy", {"name": name})
+
+
+def _snake_case(name):
+    """Keras's ``naming.to_snake_case`` (the h5 group of a layer is its class name in this form)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _h5_keys(class_names):
+    """Keras's h5 group names for a Sequential's layers: dense, dropout, dense_1, ... (unique per class)."""
+    used, keys = {}, []
+    for name in class_names:
+        base = _snake_case(name)
+        if base in used:
+            used[base] += 1
+            keys.append(f"{base}_{used[base]}")
+        else:
+            used[base] = 0
+            keys.append(base)
+    return keys
+
+
+def _slot_layout(opt):
+    """Keras's optimizer variables after [iterations, learning_rate], as glassnet slot names.
+
+    Returns ``(blocks, u_product)``: each block is a tuple of slot names, and Keras stores, block after
+    block, ``for each trainable variable: for each name in the block``; so ("m", "v") is Adam's
+    interleaved momentum/velocity per variable. ``u_product`` is Nadam's scalar, stored last.
+    None for an optimizer whose mapping is unknown (its state is then not written or read).
+    """
+    from .. import optimizers as o
+    kind = type(opt)
+    if kind is o.SGD:
+        return ([("momentum",)] if opt.momentum else []), False
+    if kind in (o.Adam, o.AdamW):
+        return [("m", "v")] + ([("v_hat",)] if opt.amsgrad else []), False
+    if kind is o.RMSprop:
+        return ([("velocity",)] + ([("momentum",)] if opt.momentum else [])
+                + ([("average_gradient",)] if opt.centered else [])), False
+    if kind is o.Adagrad:
+        return [("accumulator",)], False
+    if kind is o.Adadelta:
+        return [("accumulated_grad", "accumulated_delta")], False
+    if kind is o.Adamax:
+        return [("m", "u")], False
+    if kind is o.Nadam:
+        return [("m", "v")], True
+    return None
+
+
+def _has_schedule(opt):
+    from ..optimizers import schedules
+    return isinstance(opt._learning_rate, schedules.LearningRateSchedule) or bool(opt.decay)
+
+
+# =====================================================================================================
+# Writing
+# =====================================================================================================
+def _unsupported_for_keras(what, detail):
+    return ValueError(f"Cannot save as a Keras `.keras` file: {what} {detail}. Save as `.glassnet` instead, which "
+                      "keeps everything glassnet supports.")
+
+
+def _activation_to_keras(act, where):
+    name = getattr(act, "name", None)
+    from .. import activations
+    if name not in _KERAS_ACTIVATIONS or activations.get(name) is not act:
+        raise _unsupported_for_keras(where, f"uses activation {name!r}, which Keras does not have. Keras's "
+                                            f"activations that glassnet shares: {', '.join(_KERAS_ACTIVATIONS)}")
+    return name
+
+
+def _object_to_keras(obj, module, known, where):
+    """Initializer / regularizer / constraint instance -> Keras's serialized dict (None stays None)."""
+    if obj is None:
+        return None
+    name = type(obj).__name__
+    if name not in known or not hasattr(obj, "get_config"):
+        raise _unsupported_for_keras(where, f"uses {getattr(obj, '__name__', name)!r}, which has no Keras "
+                                            f"equivalent. Keras-compatible choices: {', '.join(known)}")
+    return _keras_object(module, name, dict(obj.get_config()))
+
+
+def _layer_to_keras(layer):
+    from ..layers import Activation, Dense, Dropout, Flatten, Normalization, Reshape
+    kind = type(layer).__name__
+    if type(layer) not in (Dense, Activation, Dropout, Flatten, Reshape, Normalization):
+        raise _unsupported_for_keras(f"layer '{layer.name}'", f"is a {kind}; the `.keras` writer handles "
+                                                                f"{', '.join(SUPPORTED_LAYERS[1:])}")
+    where = f"{kind} '{layer.name}'"
+    config = {"name": layer.name, "trainable": bool(layer.trainable), "dtype": _policy(layer.dtype)}
+    build = True
+    if isinstance(layer, Dense):
+        if layer.activity_regularizer is not None:
+            config["activity_regularizer"] = _object_to_keras(layer.activity_regularizer, "keras.regularizers",
+                                                              _KERAS_REGULARIZERS, where)
+        config.update(
+            units=layer.units, activation=_activation_to_keras(layer.activation, where), use_bias=layer.use_bias,
+            kernel_initializer=_object_to_keras(layer.kernel_initializer, "keras.initializers",
+                                                _KERAS_INITIALIZERS, where),
+            bias_initializer=_object_to_keras(layer.bias_initializer, "keras.initializers", _KERAS_INITIALIZERS,
+                                              where),
+            kernel_regularizer=_object_to_keras(layer.kernel_regularizer, "keras.regularizers",
+                                                _KERAS_REGULARIZERS, where),
+            bias_regularizer=_object_to_keras(layer.bias_regularizer, "keras.regularizers", _KERAS_REGULARIZERS,
+                                              where),
+            kernel_constraint=_object_to_keras(layer.kernel_constraint, "keras.constraints", _KERAS_CONSTRAINTS,
+                                               where),
+            bias_constraint=_object_to_keras(layer.bias_constraint, "keras.constraints", _KERAS_CONSTRAINTS,
+                                             where),
+            quantization_config=None)
+    elif isinstance(layer, Activation):
+        config["activation"] = _activation_to_keras(layer.activation, where)
+        build = False
+    elif isinstance(layer, Dropout):
+        config.update(rate=layer.rate, seed=layer.seed,
+                      noise_shape=list(layer.noise_shape) if layer.noise_shape is not None else None)
+        build = False
+    elif isinstance(layer, Flatten):
+        config["data_format"] = layer.data_format
+    elif isinstance(layer, Reshape):
+        config["target_shape"] = list(layer.target_shape)
+        build = False
+    else:  # Normalization: statistics given as arguments stay in the config (Keras then has no variables)
+        fixed = layer._init_mean is not None
+        config.update(axis=list(layer.axis), invert=layer.invert,
+                      mean=layer.mean.value.tolist() if fixed else None,
+                      variance=layer.variance.value.tolist() if fixed else None)
+    entry = _keras_object("keras.layers", kind, config)
+    if build:
+        entry["build_config"] = {"input_shape": list(layer.input_shape)}
+    return entry
+
+
+def _keras_variables(layer):
+    """The arrays Keras stores for ``layer`` under layers/<key>/vars, in Keras's order."""
+    from ..layers import Normalization
+    if isinstance(layer, Normalization):
+        if layer._init_mean is not None:
+            return []
+        count = layer.count.value
+        if 0 <= int(count) < 2 ** 31:
+            count = count.astype(np.int32)  # Keras's "int" variable
+        return [layer.mean.value, layer.variance.value, count]
+    return [w.value for w in layer.weights]
+
+
+def _schedule_to_keras(schedule, where):
+    from ..optimizers import schedules
+    name = type(schedule).__name__
+    if name not in _KERAS_SCHEDULES or schedules.deserialize(name) is not type(schedule):
+        raise _unsupported_for_keras(where, f"uses the learning-rate schedule {name}, which Keras does not have; "
+                                            f"Keras-compatible schedules: {', '.join(_KERAS_SCHEDULES)}")
+    return _keras_object("keras.optimizers.schedules", name, dict(schedule.get_config()))
+
+
+def _optimizer_to_keras(opt):
+    from ..optimizers import schedules
+    name = type(opt).__name__
+    where = f"optimizer {name}"
+    if name not in _KERAS_OPTIMIZERS or _slot_layout(opt) is None:
+        raise _unsupported_for_keras(where, "is not one of Keras's built-in optimizers "
+                                            f"({', '.join(_KERAS_OPTIMIZERS)})")
+    if getattr(opt, "schedule_decay", None) is not None:
+        raise _unsupported_for_keras(where, "uses Keras 2's schedule_decay, which Keras 3's Nadam does not have")
+    config = dict(opt.get_config())
+    decay = config.pop("decay", None)
+    lr = opt._learning_rate
+    if isinstance(lr, schedules.LearningRateSchedule):
+        if decay:
+            raise _unsupported_for_keras(where, "combines a learning-rate schedule with Keras 2's decay")
+        config["learning_rate"] = _schedule_to_keras(lr, where)
+    elif callable(lr):
+        raise _unsupported_for_keras(where, "has a callable learning rate, which cannot be stored in a file")
+    elif decay:  # Keras 2's lr / (1 + decay * iterations) is Keras 3's InverseTimeDecay(lr, 1, decay)
+        config["learning_rate"] = _keras_object("keras.optimizers.schedules", "InverseTimeDecay", {
+            "initial_learning_rate": float(lr), "decay_steps": 1, "decay_rate": float(decay), "staircase": False,
+            "name": "InverseTimeDecay"})
+    base = {k: config.pop(k) for k in ("name", "learning_rate", "weight_decay", "clipnorm", "global_clipnorm",
+                                        "clipvalue")}
+    return _keras_object("keras.optimizers", name, {**base, **_OPTIMIZER_OFF, **config})
+
+
+def _loss_to_keras(loss):
+    from .. import losses
+    if loss is None or isinstance(loss, str):
+        return _LOSS_ALIASES.get(loss, loss)
+    if isinstance(loss, losses.Loss):
+        name = type(loss).__name__
+        if losses.get(name) is None or type(losses.get(name)) is not type(loss):
+            raise _unsupported_for_keras("the loss", f"{name} is not one of Keras's losses")
+        return _keras_object("keras.losses", name, dict(loss.get_config()))
+    name = getattr(loss, "__name__", None)
+    if name is None:
+        raise _unsupported_for_keras("the loss", f"{loss!r} cannot be named in a Keras file")
+    return _LOSS_ALIASES.get(name, name)
+
+
+def _metric_to_keras(metric):
+    from .. import metrics
+    from ..engine.registry import table
+    if isinstance(metric, str):
+        return metric
+    if isinstance(metric, metrics.Metric):
+        if table("metrics").get(type(metric).__name__) is not type(metric):
+            raise _unsupported_for_keras("a metric", f"{type(metric).__name__} is not one of Keras's metrics")
+        return _keras_object("keras.metrics", type(metric).__name__, dict(metric.get_config()))
+    name = getattr(metric, "__name__", None)
+    if name is None:
+        raise _unsupported_for_keras("a metric", f"{metric!r} cannot be named in a Keras file")
+    return name
+
+
+def _compile_config(model):
+    if not model.compiled or getattr(model, "_compile_args", None) is None:
+        return None
+    specs = getattr(model, "_metric_specs", [])
+    metrics = [_metric_to_keras(m) for m, weighted in specs if not weighted]
+    weighted = [_metric_to_keras(m) for m, w in specs if w]
+    loss_weight = getattr(model, "loss_weight", 1.0)
+    return {"optimizer": _optimizer_to_keras(model.optimizer), "loss": _loss_to_keras(model._compile_args["loss"]),
+            "loss_weights": None if loss_weight == 1.0 else loss_weight, "metrics": metrics or None,
+            "weighted_metrics": weighted or None, "run_eagerly": False, "steps_per_execution": 1,
+            "jit_compile": True}
+
+
+def _model_config(model):
+    from ..models import Sequential
+    if type(model) is not Sequential:
+        raise _unsupported_for_keras(f"model '{model.name}'", f"is a {type(model).__name__}; the `.keras` writer "
+                                                              "handles Sequential models")
+    input_shape = list(model.input_shape)
+    input_layer = model._input_layer
+    input_config = {"batch_shape": input_shape, "dtype": model._input_dtype(), "sparse": False, "ragged": False,
+                    "name": input_layer.name if input_layer is not None else "input_layer", "optional": False}
+    layers = [_keras_object("keras.layers", "InputLayer", input_config)]
+    layers += [_layer_to_keras(layer) for layer in model.layers]
+    config = {"name": model.name, "trainable": bool(model.trainable), "dtype": _policy(model.dtype),
+              "layers": layers, "build_input_shape": input_shape}
+    out = _keras_object("keras", "Sequential", config)
+    out["build_config"] = {"input_shape": input_shape}
+    out["compile_config"] = _compile_config(model)
+    return out
+
+
+def _optimizer_arrays(model):
+    """Keras's optimizer variables for ``model.optimizer`` (fresh zeros where glassnet has not built it)."""
+    opt = model.optimizer
+    blocks, u_product = _slot_layout(opt)
+    trainable = model.trainable_weights
+    arrays = [np.asarray(opt.iterations, np.int32 if opt.iterations < 2 ** 31 else np.int64)]
+    if not _has_schedule(opt):
+        arrays.append(np.asarray(opt._learning_rate, np.float32))  # Keras's learning rate is a floatx variable
+    built = opt.built and [id(w) for w in opt.weights] == [id(w) for w in trainable]
+    where = {}
+    if built:
+        for g, group in enumerate(opt.groups):
+            for w, sl in zip(group.weights, group.slices):
+                where[id(w)] = (g, sl)
+    for block in blocks:
+        for w in trainable:
+            for name in block:
+                if built:
+                    g, sl = where[id(w)]
+                    arrays.append(opt.slots[g][name][sl].reshape(w.shape))
+                else:  # what build() would create for this weight
+                    arrays.append(opt.build_slots(np.zeros(w.size, w.dtype))[name].reshape(w.shape))
+    if u_product:
+        arrays.append(np.asarray(opt.u_product if built else 1.0, trainable[0].dtype if trainable else np.float32))
+    return arrays
+
+
+def _weights_h5(model, include_optimizer):
+    h5py = _h5py()
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        layers = f.create_group("layers")
+        for key, layer in zip(_h5_keys(type(layer).__name__ for layer in model.layers), model.layers):
+            group = layers.create_group(key).create_group("vars")
+            group.attrs["name"] = layer.name
+            for i, arr in enumerate(_keras_variables(layer)):
+                group[str(i)] = np.array(arr, order="C")  # (ascontiguousarray would make scalars 1-d)
+        if include_optimizer and model.compiled and model.optimizer is not None:
+            group = f.create_group("optimizer").create_group("vars")
+            group.attrs["name"] = model.optimizer.name
+            for i, arr in enumerate(_optimizer_arrays(model)):
+                group[str(i)] = np.array(arr, order="C")  # (ascontiguousarray would make scalars 1-d)
+        f.create_group("vars").attrs["name"] = model.name
+    return buf.getvalue()
+
+
+def save_model(model, filepath, overwrite=True, include_optimizer=True):
+    """Write ``model`` as a Keras 3 ``.keras`` file that ``keras.saving.load_model`` opens."""
+    filepath = os.fspath(filepath)
+    if not filepath.endswith(".keras"):
+        raise ValueError(f"A Keras model file must end in `.keras`. Received: filepath={filepath}")
+    if not model.built:
+        raise ValueError(f"Model '{model.name}' is not built; build it (or train it) before saving.")
+    native._check_overwrite(filepath, overwrite)
+    config = _model_config(model)
+    weights = _weights_h5(model, include_optimizer)
+    metadata = {"keras_version": KERAS_VERSION, "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S")}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("metadata.json", json.dumps(metadata))
+        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("model.weights.h5", weights)
+    native.atomic_write(filepath, buf.getvalue())
+
+
+# =====================================================================================================
+# Reading
+# =====================================================================================================
+def _bad(filepath, problem):
+    return ValueError(f"{filepath}: {problem}")
+
+
+def _open(filepath):
+    return native.open_archive(filepath, allowed=MEMBERS, what="Keras `.keras` file")
+
+
+def _read_member(zf, filepath, name):
+    return native.read_member(zf, name, MEMBERS)
+
+
+def _malformed(filepath, problem):
+    return _bad(filepath, f"config.json is malformed: {problem}.")
+
+
+def _refuse_code(node, filepath, path="config", depth=0):
+    """Refuse Lambda layers and marshalled Python functions anywhere in the config, before anything else."""
+    if depth > _MAX_DEPTH:
+        raise _bad(filepath, f"config.json nests deeper than {_MAX_DEPTH} levels (at {path[:200]}): corrupt or "
+                             "hostile.")
+    if isinstance(node, dict):
+        name = node.get("class_name")
+        if name == "Lambda" or name == "__lambda__" or name == "TFSMLayer":
+            layer = (node.get("config") or {}).get("name") if isinstance(node.get("config"), dict) else None
+            raise _bad(filepath, f"it holds a {name} {'layer ' + repr(layer) + ' ' if layer else ''}at {path}, i.e. "
+                                 "Python code. glassnet never runs code from a model file (Keras refuses it too in "
+                                 "safe_mode). Rebuild the model with built-in layers, or rebuild the layer in code "
+                                 "and load only the weights.")
+        for key, value in node.items():
+            _refuse_code(value, filepath, f"{path}.{key}", depth + 1)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _refuse_code(value, filepath, f"{path}[{i}]", depth + 1)
+
+
+def _policy_name(value, where):
+    if value is None:
+        return None
+    name = value
+    if isinstance(value, dict):
+        if value.get("class_name") not in ("DTypePolicy", "FloatDTypePolicy") or not isinstance(value.get("config"),
+                                                                                                 dict):
+            raise ValueError(f"{where}: dtype policy {value.get('class_name')!r} is not supported; glassnet reads the "
+                             f"plain policies {', '.join(_FLOAT_POLICIES)} (no quantized policies).")
+        name = value["config"].get("name")
+    if name not in _FLOAT_POLICIES:
+        raise ValueError(f"{where}: dtype {name!r} is not supported; glassnet computes in one of "
+                         f"{', '.join(_FLOAT_POLICIES)} (no mixed precision).")
+    return name
+
+
+def _read_named(kind, value, where, known, what):
+    """A Keras serialized initializer/regularizer/constraint -> glassnet's {"class_name", "config"} (or a name)."""
+    from ..engine.registry import table
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value not in table(kind):
+            raise ValueError(f"{where}: unknown {what} {value!r}.")
+        return value
+    if not isinstance(value, dict) or not isinstance(value.get("class_name"), str):
+        raise ValueError(f"{where}: cannot read {what} {value!r}.")
+    name = value["class_name"]
+    if name not in known or name not in table(kind):
+        raise ValueError(f"{where}: {what} {name!r} is not supported by glassnet. Supported: {', '.join(known)}.")
+    config = value.get("config") or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: the config of {what} {name} must be an object, got {config!r}.")
+    config = {k: v for k, v in config.items() if not (k in ("input_axes", "output_axes") and v is None)}
+    return {"class_name": name, "config": config}
+
+
+def _read_activation(value, where):
+    from .. import activations
+    if value is None:
+        return "linear"
+    if isinstance(value, dict) and value.get("class_name") == "function" and isinstance(value.get("config"), str):
+        value = value["config"]  # a function saved by name only
+    if not isinstance(value, str) or value not in activations.ALL:
+        raise ValueError(f"{where}: activation {value!r} is not supported by glassnet. Supported: "
+                         f"{', '.join(activations.ALL)}.")
+    return value
+
+
+# Keras config keys that glassnet can drop when they hold the value that means "not used"
+_HARMLESS = {"quantization_config": (None,), "lora_rank": (None, 0), "lora_alpha": (None,),
+             "sparse": (False, None), "ragged": (False, None), "optional": (False, None),
+             "activity_regularizer": (None,)}
+_LAYER_KEYS = {
+    "Dense": ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer", "kernel_regularizer",
+              "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"),
+    "Activation": ("activation",),
+    "Dropout": ("rate", "seed", "noise_shape"),
+    "Flatten": ("data_format",),
+    "Reshape": ("target_shape",),
+    "Normalization": ("axis", "invert", "mean", "variance"),
+}
+
+
+def _shape_list(value, where, what, batch=True):
+    ok = isinstance(value, list) and len(value) <= 16 and all(
+        d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in value)
+    if not ok:
+        raise ValueError(f"{where}: {what} must be a list of positive ints or null, got {value!r}.")
+    return value
+
+
+def _translate_layer(entry, index, custom_objects):
+    """One Keras layer entry -> (glassnet class, glassnet config, Keras class name)."""
+    from .. import layers as L
+    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str) or not isinstance(
+            entry.get("config"), dict):
+        raise ValueError(f"layer {index} must be {{\"class_name\": ..., \"config\": {{...}}}}, got {entry!r:.200}")
+    kind, config = entry["class_name"], dict(entry["config"])
+    name = config.get("name")
+    where = f"layer {index} ({kind} {name!r})"
+    if custom_objects and kind in custom_objects:  # a user's own glassnet layer class, given in code
+        config["dtype"] = _policy_name(config.get("dtype"), where)
+        for key, allowed in _HARMLESS.items():
+            if key in config and config[key] in allowed:
+                del config[key]
+        return custom_objects[kind], config, kind
+    classes = {"InputLayer": L.InputLayer, "Dense": L.Dense, "Activation": L.Activation, "Dropout": L.Dropout,
+               "Flatten": L.Flatten, "Reshape": L.Reshape, "Normalization": L.Normalization}
+    if kind not in classes:
+        extra = " (a nested model)" if kind in ("Sequential", "Functional", "Model") else ""
+        raise ValueError(f"{where}: Keras layer class {kind!r}{extra} is not supported by glassnet's .keras reader. "
+                         f"Supported layers: {', '.join(SUPPORTED_LAYERS)} (in a Sequential model). Rebuild the "
+                         f"model with these, or save it from Keras in another way glassnet can use.")
+    if kind == "InputLayer":
+        shape = config.pop("batch_shape", config.pop("batch_input_shape", None))
+        out = {"name": config.pop("name", None), "dtype": _policy_name(config.pop("dtype", None), where),
+               "batch_shape": _shape_list(shape, where, "batch_shape")}
+        if len(shape) < 2:
+            raise ValueError(f"{where}: batch_shape must include the batch axis and at least one feature axis, "
+                             f"got {shape!r}.")
+    else:
+        out = {"name": config.pop("name", None), "trainable": bool(config.pop("trainable", True)),
+               "dtype": _policy_name(config.pop("dtype", None), where)}
+        for key in _LAYER_KEYS[kind]:
+            if key in config:
+                out[key] = config.pop(key)
+    for key in list(config):
+        allowed = _HARMLESS.get(key, ())
+        if key in _HARMLESS and config[key] in allowed:
+            del config[key]
+    if config.get("lora_rank"):
+        raise ValueError(f"{where}: LoRA (lora_rank={config['lora_rank']}) is not supported by glassnet; merge the "
+                         "LoRA weights into the kernel in Keras before saving.")
+    if config:
+        raise ValueError(f"{where}: config keys {sorted(config)} are not supported by glassnet (with these values: "
+                         f"{json.dumps(config, default=str)[:200]}).")
+    if not isinstance(out.get("name"), str) or not out["name"]:
+        raise ValueError(f"{where}: every layer needs a name.")
+    if kind == "Dense":
+        if out.get("activity_regularizer") is None:
+            out.pop("activity_regularizer", None)
+        out["activation"] = _read_activation(out.get("activation"), where)
+        for key in ("kernel_initializer", "bias_initializer"):
+            if key in out:
+                out[key] = _read_named("initializers", out[key], where, _KERAS_INITIALIZERS, "initializer")
+        for key in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"):
+            if key in out:
+                out[key] = _read_named("regularizers", out[key], where, _KERAS_REGULARIZERS, "regularizer")
+        for key in ("kernel_constraint", "bias_constraint"):
+            if key in out:
+                out[key] = _read_named("constraints", out[key], where, _KERAS_CONSTRAINTS, "constraint")
+    elif kind == "Activation":
+        out["activation"] = _read_activation(out.get("activation"), where)
+    elif kind == "Normalization":
+        for key in ("mean", "variance"):
+            if out.get(key) is not None:
+                try:
+                    values = np.asarray(out[key], dtype=np.float64)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{where}: {key} must be numbers, got {out[key]!r:.200}.") from None
+                out[key] = values.tolist()
+    return classes[kind], out, kind
+
+
+def _h5_child(parent, name, want, where):
+    """parent[name] if it is a group/dataset stored in this file (hard link); None if absent."""
+    h5py = _h5py()
+    link = parent.get(name, getlink=True)
+    if link is None:
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise ValueError(f"{where}/{name} is a {type(link).__name__}: links to other files or paths are refused.")
+    obj = parent[name]
+    kind = h5py.Group if want == "group" else h5py.Dataset
+    if not isinstance(obj, kind):
+        raise ValueError(f"{where}/{name} must be an HDF5 {want}, got {type(obj).__name__}.")
+    return obj
+
+
+def _vars(root, path, where):
+    """The datasets of the group ``path``/vars, in order 0, 1, ...; each checked before any data is read."""
+    group = root
+    for part in path.split("/"):
+        group = _h5_child(group, part, "group", where)
+        if group is None:
+            return []
+    group = _h5_child(group, "vars", "group", where)
+    if group is None:
+        return []
+    names = list(group.keys())
+    if sorted(names, key=lambda n: int(n) if n.isdigit() else -1) != [str(i) for i in range(len(names))]:
+        raise ValueError(f"{where}: {path}/vars must hold datasets named 0, 1, ..., got {sorted(names)[:10]}.")
+    out = []
+    for i in range(len(names)):
+        ds = _h5_child(group, str(i), "dataset", f"{where}: {path}/vars")
+        label = f"{where}: {path}/vars/{i}"
+        if ds.is_virtual or ds.external:
+            raise ValueError(f"{label} takes its data from outside the file (virtual or external storage): refused.")
+        if ds.dtype.kind not in "fiu" or ds.dtype.itemsize > 8 or len(ds.shape) > 16:
+            raise ValueError(f"{label} has dtype {ds.dtype} and rank {len(ds.shape)}; weights are numeric arrays.")
+        nbytes = math.prod(int(d) for d in ds.shape) * ds.dtype.itemsize
+        if ds.id.get_storage_size() != nbytes:
+            raise ValueError(f"{label} declares shape {ds.shape} ({nbytes} bytes) but stores "
+                             f"{ds.id.get_storage_size()} bytes: compressed, sparse or corrupt datasets are refused.")
+        out.append(ds)
+    return out
+
+
+def _read_dataset(ds, shape, kind, label):
+    """Check a dataset against the architecture (shape, float/int kind), then read it."""
+    if tuple(ds.shape) != tuple(shape) or (kind == "f") != (ds.dtype.kind == "f"):
+        raise ValueError(f"{label} has shape {tuple(ds.shape)} and dtype {ds.dtype}, but the architecture needs "
+                         f"shape {tuple(shape)} and {'a float' if kind == 'f' else 'an integer'} dtype: the config "
+                         "and the weights disagree (corrupt or hostile file).")
+    try:
+        return np.asarray(ds[()])
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
+        raise ValueError(f"{label} cannot be read ({e}): corrupt file.") from None
+
+
+def _compile_args(comp, filepath):
+    """Keras's compile_config -> glassnet compile() arguments (ValueError naming what is unsupported)."""
+    from .. import losses, metrics
+    from ..engine.registry import table
+    hint = " Load with compile=False to get the model without its compile settings."
+
+    def fail(problem):
+        return _bad(filepath, f"compile settings: {problem}.{hint}")
+
+    opt = comp.get("optimizer")
+    if isinstance(opt, str):  # a name, as compile() accepts
+        names = {n.lower(): n for n in _KERAS_OPTIMIZERS}
+        opt = {"class_name": names.get(opt.lower(), opt), "config": {}}
+    if not isinstance(opt, dict) or opt.get("class_name") not in _KERAS_OPTIMIZERS:
+        name = opt.get("class_name") if isinstance(opt, dict) else opt
+        raise fail(f"optimizer {name!r} is not supported; glassnet has {', '.join(_KERAS_OPTIMIZERS)}")
+    config = dict(opt.get("config") or {})
+    for key, off in _OPTIMIZER_OFF.items():
+        value = config.pop(key, off)
+        if value != off and not (key == "ema_momentum"):
+            raise fail(f"optimizer argument {key}={value!r} is not supported by glassnet")
+    lr = config.get("learning_rate")
+    if isinstance(lr, dict):
+        if lr.get("class_name") not in _KERAS_SCHEDULES:
+            raise fail(f"learning-rate schedule {lr.get('class_name')!r} is not supported; glassnet has "
+                       f"{', '.join(_KERAS_SCHEDULES)}")
+        try:
+            config["learning_rate"] = table("schedules")[lr["class_name"]].from_config(dict(lr.get("config") or {}))
+        except (TypeError, ValueError) as e:
+            raise fail(f"learning-rate schedule {lr['class_name']}: {e}") from None
+    try:
+        optimizer = table("optimizers")[opt["class_name"]].from_config(config)
+    except (TypeError, ValueError) as e:
+        raise fail(f"optimizer {opt['class_name']}: {e}") from None
+
+    def read(value, module, what):
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, dict) and value.get("class_name") == "function" and isinstance(value.get("config"), str):
+            return value["config"]
+        if not isinstance(value, dict) or not isinstance(value.get("class_name"), str):
+            raise fail(f"{what} {value!r:.200} is not supported (glassnet models have a single output)")
+        try:
+            return module.get({"class_name": value["class_name"], "config": value.get("config") or {}})
+        except (TypeError, ValueError) as e:
+            raise fail(f"{what} {value['class_name']!r} is not supported ({e})") from None
+
+    loss = read(comp.get("loss"), losses, "loss")
+    if isinstance(loss, str):
+        try:
+            losses.get(loss)
+        except (TypeError, ValueError) as e:
+            raise fail(str(e)) from None
+    lists = {}
+    for key in ("metrics", "weighted_metrics"):
+        value = comp.get(key)
+        if value is not None and not isinstance(value, list):
+            raise fail(f"{key} must be a list (glassnet models have a single output), got {value!r:.200}")
+        lists[key] = [read(m, metrics, "metric") for m in value or []] or None
+        for m in lists[key] or []:
+            if isinstance(m, str) and m.lower() not in ("accuracy", "acc"):
+                try:
+                    metrics.get(m)
+                except (TypeError, ValueError) as e:
+                    raise fail(str(e)) from None
+    loss_weights = comp.get("loss_weights")
+    if loss_weights is not None and not (isinstance(loss_weights, (int, float)) or (
+            isinstance(loss_weights, list) and len(loss_weights) == 1)):
+        raise fail(f"loss_weights {loss_weights!r} is not supported (glassnet models have a single output)")
+    return {"optimizer": optimizer, "loss": loss, "loss_weights": loss_weights, **lists}
+
+
+def _restore_optimizer(model, datasets, filepath):
+    """Keras's optimizer variables -> glassnet's iterations and slots (all checked before any is set)."""
+    opt = model.optimizer
+    layout = _slot_layout(opt)
+    if not datasets or layout is None:
+        return
+    blocks, u_product = layout
+    trainable = model.trainable_weights
+    head = 1 if _has_schedule(opt) else 2  # iterations (+ learning_rate, which the config also holds)
+    full = head + sum(len(b) for b in blocks) * len(trainable) + int(u_product)
+    if len(datasets) not in (head, full):
+        raise _bad(filepath, f"the optimizer state holds {len(datasets)} variables, but {type(opt).__name__} on this "
+                             f"model has {full} (or {head} before its first step): the compile settings and the "
+                             "state disagree. Load with compile=False to skip them.")
+    label = f"{filepath}: optimizer/vars"
+    iterations = int(_read_dataset(datasets[0], (), "i", f"{label}/0"))
+    if head == 2:
+        _read_dataset(datasets[1], (), "f", f"{label}/1")
+    if iterations < 0:
+        raise _bad(filepath, f"optimizer iterations is negative ({iterations}).")
+    if len(datasets) == full:  # else Keras saved the optimizer before its first step: no slots yet
+        values, i = [], head
+        for block in blocks:
+            for w in trainable:
+                for name in block:
+                    values.append((w, name, _read_dataset(datasets[i], w.shape, "f", f"{label}/{i}")))
+                    i += 1
+        product = float(_read_dataset(datasets[i], (), "f", f"{label}/{i}")) if u_product else None
+        opt.build(trainable)
+        where = {id(w): (g, sl) for g, group in enumerate(opt.groups) for w, sl in zip(group.weights, group.slices)}
+        for w, name, value in values:
+            g, sl = where[id(w)]
+            opt.slots[g][name][sl] = value.ravel()
+        if u_product:
+            opt.u_product = product
+    opt.iterations = iterations
+
+
+def _read_config(zf, filepath, custom_objects):
+    """config.json -> (model config, translated layers, build shape or None, compile config or None)."""
+    try:
+        config = json.loads(_read_member(zf, filepath, "config.json"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise _bad(filepath, f"config.json is not valid JSON ({e}).") from None
+    _refuse_code(config, filepath)
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+        raise _malformed(filepath, "expected {\"class_name\": \"Sequential\", \"config\": {...}}")
+    if config.get("class_name") != "Sequential":
+        raise _bad(filepath, f"the model is a Keras {config.get('class_name')!r}; glassnet reads Sequential models "
+                             f"(of the layers {', '.join(SUPPORTED_LAYERS)}).")
+    model_config = config["config"]
+    entries = model_config.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise _malformed(filepath, "'layers' must be a non-empty list")
+    try:
+        translated = [_translate_layer(entry, i, custom_objects) for i, entry in enumerate(entries)]
+        _policy_name(model_config.get("dtype"), "the model")
+    except ValueError as e:
+        raise _bad(filepath, str(e)) from None
+    if any(kind == "InputLayer" for _, _, kind in translated[1:]):
+        raise _malformed(filepath, "an InputLayer may only be the first layer")
+    build_shape = model_config.get("build_input_shape") or (config.get("build_config") or {}).get("input_shape")
+    if translated[0][2] != "InputLayer":
+        if build_shape is None:
+            raise _bad(filepath, "the model has no input shape (it was never built), so it has no weights.")
+        _shape_list(build_shape, f"{filepath}: build_input_shape", "build_input_shape")
+    comp = config.get("compile_config")
+    if comp is not None and not isinstance(comp, dict):
+        raise _malformed(filepath, "'compile_config' must be an object or null")
+    return model_config, translated, build_shape, comp
+
+
+def _build(filepath, model_config, translated, build_shape, budget):
+    """The glassnet Sequential the config describes, allocating at most ``budget`` bytes of weights."""
+    from ..models import Sequential
+    try:
+        with backend.weight_budget(budget, filepath):
+            layers = [cls.from_config(dict(cfg)) for cls, cfg, _ in translated]
+            model = Sequential(layers, name=model_config.get("name"),
+                               trainable=bool(model_config.get("trainable", True)))
+            if not model.built:
+                model.build(tuple(build_shape))
+    except (TypeError, KeyError, AttributeError, IndexError) as e:
+        raise _malformed(filepath, f"{type(e).__name__}: {e}") from None
+    except ValueError as e:
+        raise _bad(filepath, str(e).replace(filepath + ": ", "")) from None
+    return model
+
+
+def _assign_weights(model, keys, layer_vars, filepath):
+    """Check every layer's datasets against its weights (count, shape, kind), then assign them all."""
+    from ..layers import Normalization
+    assignments = []
+    for key, layer, datasets in zip(keys, model.layers, layer_vars):
+        # Keras keeps Normalization statistics given as arguments in the config, not in variables
+        fixed = isinstance(layer, Normalization) and layer._init_mean is not None
+        targets = [] if fixed else layer.weights
+        if len(datasets) != len(targets):
+            raise _bad(filepath, f"layer '{layer.name}' ({type(layer).__name__}) has {len(targets)} weight arrays but "
+                                 f"model.weights.h5 holds {len(datasets)} under layers/{key}: the config and the "
+                                 "weights disagree.")
+        for i, (w, ds) in enumerate(zip(targets, datasets)):
+            value = _read_dataset(ds, w.shape, "f" if w.dtype.kind == "f" else "i",
+                                  f"{filepath}: layers/{key}/vars/{i} (weight '{w.path}')")
+            assignments.append((w, value))
+    for w, value in assignments:
+        w.assign(value.astype(w.dtype))  # Keras stores float64 layers as float32 on JAX/NumPy; count as int32
+    for layer in model.layers:
+        if isinstance(layer, Normalization):
+            layer.adapted = True  # Keras normalizes with whatever statistics it holds
+
+
+def load_model(filepath, custom_objects=None, compile=True):
+    """Rebuild a Sequential model from a Keras 3 ``.keras`` file; nothing in the file is executed.
+
+    ``custom_objects`` may map a Keras layer class name to a glassnet Layer class (your code); its
+    weights are read in ``layer.weights`` order.
+    """
+    h5py = _h5py()
+    filepath = os.fspath(filepath)
+    with _open(filepath) as zf:
+        model_config, translated, build_shape, comp = _read_config(zf, filepath, custom_objects)
+        body = translated[1:] if translated[0][2] == "InputLayer" else translated
+        weights_data = _read_member(zf, filepath, "model.weights.h5")
+    try:
+        h5 = h5py.File(io.BytesIO(weights_data), "r")
+    except (OSError, ValueError, RuntimeError) as e:
+        raise _bad(filepath, f"model.weights.h5 is not a valid HDF5 file ({e}).") from None
+    with h5:
+        keys = _h5_keys(kind for _, _, kind in body)
+        where = f"{filepath}: model.weights.h5"
+        try:
+            layer_vars = [_vars(h5, f"layers/{key}", where) for key in keys]
+            layers_group = _h5_child(h5, "layers", "group", where)
+            extra = sorted(set(layers_group.keys()) - set(keys)) if layers_group is not None else []
+            opt_vars = _vars(h5, "optimizer", where) if compile and comp else []
+        except (OSError, KeyError, RuntimeError, TypeError) as e:
+            raise _bad(filepath, f"model.weights.h5 is corrupt ({type(e).__name__}: {e}).") from None
+        if extra:
+            raise _bad(filepath, f"model.weights.h5 holds weights for layers {extra[:5]} that the config does not "
+                                 "have: the config and the weights disagree.")
+        stored = sum(ds.id.get_storage_size() for group in layer_vars + [opt_vars] for ds in group)
+        if stored > len(weights_data):
+            raise _bad(filepath, f"model.weights.h5 declares {stored} bytes of weights but is only "
+                                 f"{len(weights_data)} bytes long: corrupt or hostile file.")
+        # The architecture may allocate what the file holds (at up to 8 bytes a value), plus the
+        # statistics of Normalization layers given in the config (a scalar may broadcast to 4096 values).
+        budget = sum(ds.size * 8 for group in layer_vars for ds in group)
+        budget += sum(16 * max(np.size(cfg["mean"]), 4096) + 8 for _, cfg, kind in body
+                      if kind == "Normalization" and cfg.get("mean") is not None)
+        model = _build(filepath, model_config, translated, build_shape, budget)
+        _assign_weights(model, keys, layer_vars, filepath)
+        model.metadata = {}
+        model.training_seed = None
+        if compile and comp:
+            model.compile(**_compile_args(comp, filepath))
+            _restore_optimizer(model, opt_vars, filepath)
+    return model
