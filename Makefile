@@ -32,11 +32,13 @@ test: setup-test
 	$(BIN)/python -m pytest -q
 
 $(VENV)/.bench-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/pip install -q -e ".[bench,keras]"
 	touch $@
 
 bench: $(VENV)/.bench-deps
 	$(BIN)/python benchmarks/bench_tutorial.py
+	$(BIN)/python benchmarks/bench_import.py
+	$(BIN)/python benchmarks/bench_load.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
