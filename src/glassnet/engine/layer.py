@@ -26,6 +26,8 @@ class Layer:
 
     _LEGACY_KWARGS = {}  # Keras 2 argument -> Keras 3 argument, per layer class
     activity_regularizer = None
+    supports_masking = False  # passes an incoming mask through unchanged (see compute_mask)
+    consumes_mask = False     # forward/call accept mask= (e.g. RNNs skip masked time steps)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -140,6 +142,12 @@ class Layer:
             want = ", ".join("None" if e is None else str(e) for e in expected)
             raise ValueError(f"{type(self).__name__} '{self.name}' expects inputs of shape ({want}), got shape "
                              f"{tuple(shape)}. Check the shape of the data you pass in.")
+
+    def compute_mask(self, x, mask=None):
+        """The mask of this layer's output: None, the incoming mask (``supports_masking``), or a new one.
+
+        Masks are boolean arrays over the batch and time axes, True where a step holds real data."""
+        return mask if self.supports_masking else None
 
     def regularization_loss(self):
         """Σ of this layer's weight penalties (added to the training loss)."""

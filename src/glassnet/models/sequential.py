@@ -90,10 +90,15 @@ class Sequential(Model):
             raise AttributeError(f"Sequential model '{self.name}' has no defined outputs yet.")
         return [KerasTensor(self.output_shape, self._layers[-1].dtype, self._layers[-1])]
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, mask=None):
         backwards = []
         for layer in self._layers:
-            x, backward = layer.forward(x, training)
+            x_in = x
+            if mask is not None and layer.consumes_mask:
+                x, backward = layer.forward(x, training, mask=mask)
+            else:
+                x, backward = layer.forward(x, training)
+            mask = layer.compute_mask(x_in, mask)
             backwards.append(backward)
 
         def backward(dy):
@@ -103,9 +108,14 @@ class Sequential(Model):
 
         return x, backward
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, mask=None):
         for layer in self._layers:
-            x = layer.call(x, training)
+            x_in = x
+            if mask is not None and layer.consumes_mask:
+                x = layer.call(x, training, mask=mask)
+            else:
+                x = layer.call(x, training)
+            mask = layer.compute_mask(x_in, mask)
         return x
 
     def compute_output_shape(self, input_shape):
