@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from . import backend
+from . import backend, graph
 from .registry import register
 from .weight import Weight
 from .. import initializers as _initializers
@@ -57,6 +57,7 @@ class Layer:
         self._weights = []
         self.input_shape = None
         self.output_shape = None
+        self._inbound_nodes = []  # one per symbolic call (functional models)
 
     # --- weights --------------------------------------------------------------------------------
     def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, constraint=None,
@@ -126,12 +127,25 @@ class Layer:
         return self.forward(x, training)[0]
 
     def __call__(self, x, training=False):
-        x = np.asarray(x)
-        if x.dtype.kind in "fiub" and x.dtype != self.dtype and self.dtype.startswith("float"):
-            x = x.astype(self.dtype)
-        if self.built:
-            self._check_input_shape(x.shape)
-        self._maybe_build(x.shape)
+        """Call on arrays (builds the layer on first use), or on KerasTensors (records a graph node)."""
+        if graph.is_symbolic(x):
+            return graph.call_symbolic(self, x)
+        given = x
+        if isinstance(x, (list, tuple)):
+            x = [np.asarray(v) for v in x]
+            self._maybe_build([v.shape for v in x])
+        else:
+            x = np.asarray(x)
+            if x.dtype.kind in "fiub" and x.dtype != self.dtype and self.dtype.startswith("float"):
+                x = x.astype(self.dtype)
+            if self.built:
+                self._check_input_shape(x.shape)
+            self._maybe_build(x.shape)
+        if graph._tape is not None:  # inside a subclassed Model's forward: keep the backward
+            y, backward = self.forward(x, training)
+            graph.record(list(given) if isinstance(given, (list, tuple)) else [given],
+                         isinstance(given, (list, tuple)), y, backward)
+            return y
         return self.call(x, training=training)
 
     def _check_input_shape(self, shape):

@@ -1,7 +1,10 @@
 """Layers: each one's forward and backward math in one place."""
 from ..engine.layer import Layer
-from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, KerasTensor, Reshape
+from ..engine.graph import KerasTensor
+from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract, add, concatenate
 from .preprocessing import Normalization
 
 __all__ = ["Layer", "Activation", "Dense", "Dropout", "Flatten", "Input", "InputLayer", "KerasTensor",
-           "Reshape", "Normalization"]
+           "Reshape", "Normalization", "Add", "Average", "Concatenate", "Dot", "Maximum", "Minimum", "Multiply",
+           "Subtract", "add", "concatenate"]

@@ -8,6 +8,7 @@ from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .. import constraints as _constraints
 from ..engine import backend
+from ..engine.graph import KerasTensor, Node
 from ..engine.layer import Layer
 from ..engine.registry import register, serialize
 
@@ -247,6 +248,9 @@ class InputLayer(Layer):
         self.batch_size = batch_size
         self.built = True
         self.input_shape = self.output_shape = (batch_size,) + self.shape
+        node = Node(self, [], list_input=False)
+        node.outputs = [KerasTensor(self.input_shape, self.dtype, node, 0, name=self.name)]
+        self.output = node.outputs[0]
 
     def forward(self, x, training=False):
         return x, lambda dy: dy
@@ -255,20 +259,7 @@ class InputLayer(Layer):
         return {"name": self.name, "dtype": self.dtype, "batch_shape": [self.batch_size, *self.shape]}
 
 
-class KerasTensor:
-    """A symbolic input: what ``Input(shape)`` returns (shape includes the batch axis as None)."""
-
-    def __init__(self, shape, dtype, layer):
-        self.shape = tuple(shape)
-        self.dtype = dtype
-        self._layer = layer
-        self.name = layer.name
-
-    def __repr__(self):
-        return f"<KerasTensor shape={self.shape}, dtype={self.dtype}, name={self.name}>"
-
-
 def Input(shape=None, batch_size=None, dtype=None, name=None, batch_shape=None):
     """A symbolic model input, e.g. ``Sequential([Input((8,)), Dense(1)])``."""
     layer = InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, name=name, batch_shape=batch_shape)
-    return KerasTensor(layer.input_shape, layer.dtype, layer)
+    return layer.output

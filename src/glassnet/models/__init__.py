@@ -1,4 +1,5 @@
 """Models: Sequential and the training loop they share."""
+from .functional import Functional
 from .model import Model
 from .sequential import Sequential
 
@@ -9,4 +10,4 @@ def load_model(filepath, custom_objects=None, compile=True):
     return _load(filepath, custom_objects=custom_objects, compile=compile)
 
 
-__all__ = ["Model", "Sequential", "load_model"]
+__all__ = ["Model", "Functional", "Sequential", "load_model"]

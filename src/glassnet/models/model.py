@@ -33,7 +33,20 @@ def _unique(weights):
 
 
 class Model(Layer):
-    """Base of Sequential (and of functional models): weights over layers plus the training API."""
+    """Base of Sequential and functional models, and of your own models: weights over layers plus the
+    training API.
+
+    ``Model(inputs, outputs)`` builds a functional model. A subclass that assigns layers as attributes
+    and defines ``call(x, training=False)`` gets its backward pass from the layers it calls (they are
+    recorded while ``call`` runs in training); combine tensors with layers (e.g. ``Add()``), not with
+    NumPy operators, so the backward pass can follow them.
+    """
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Model and (args or "inputs" in kwargs or "outputs" in kwargs):
+            from .functional import Functional
+            return super().__new__(Functional)
+        return super().__new__(cls)
 
     def __init__(self, name=None, trainable=True, **kwargs):
         super().__init__(name=name or backend.unique_name(backend.snake_case(type(self).__name__)),
@@ -43,14 +56,59 @@ class Model(Layer):
         self.compiled = False
         self.stop_training = False
         self.history = None
-        self._metric_specs = []
+        self._heads = None
         self._metrics = None
+        self._loss_count = None
         self.training_seed = None  # drawn on the first fit; saved with the model so resumed runs match
 
     # --- structure ------------------------------------------------------------------------------
     @property
     def layers(self):
-        raise NotImplementedError
+        """Layers assigned as attributes (directly or in lists), in assignment order."""
+        found = []
+        for value in vars(self).values():
+            items = value if isinstance(value, (list, tuple)) else [value]
+            for item in items:
+                if isinstance(item, Layer) and item is not self and all(item is not f for f in found):
+                    found.append(item)
+        return found
+
+    # --- subclassed models: call() composes layers; its backward comes from the recorded calls -----
+    def call(self, x, training=False):
+        raise NotImplementedError(f"{type(self).__name__} must define call(self, x, training=False), or be built with "
+                                  "Sequential([...]) or Model(inputs, outputs).")
+
+    def forward(self, x, training=False):
+        from ..engine import graph
+        tape = []
+        with graph.recording(tape):
+            y = self.call(x, training=training)
+        given = x
+
+        def backward(dy):
+            grads = {id(y): dy}
+            for inputs, list_input, out, back in reversed(tape):
+                g = grads.pop(id(out), None)
+                if g is None:
+                    continue
+                dx = back(g)
+                for arr, d in zip(inputs, dx if list_input else [dx]):
+                    if d is not None:
+                        grads[id(arr)] = grads[id(arr)] + d if id(arr) in grads else d
+            if id(given) not in grads:
+                raise ValueError(f"{type(self).__name__}.call() combines tensors outside layers, so its backward pass "
+                                 "cannot be followed. Use layers for every operation (e.g. Add() instead of +).")
+            return grads[id(given)]
+
+        return y, backward
+
+    def build(self, input_shape):
+        """Subclassed models build by running call() once on zeros of ``input_shape``."""
+        shape = tuple(1 if d is None else d for d in input_shape)
+        out = self.call(np.zeros(shape, backend.floatx()), training=False)
+        self.input_shape = (None,) + tuple(input_shape[1:])
+        self.output_shape = (None,) + tuple(np.shape(out)[1:])
+        self.built = True
 
     @property
     def weights(self):
@@ -112,7 +170,10 @@ class Model(Layer):
     # --- compile --------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, loss_weights=None, metrics=None, weighted_metrics=None,
                 run_eagerly=False, steps_per_execution=1, jit_compile="auto", auto_scale_loss=True, **kwargs):
-        """Choose the optimizer, the loss and the metrics (Keras's arguments and defaults)."""
+        """Choose the optimizer, the loss(es) and the metrics (Keras's arguments and defaults).
+
+        For several outputs, ``loss``, ``loss_weights`` and ``metrics`` may be lists (in output order)
+        or dicts keyed by output name; one loss given alone applies to every output."""
         if "lr" in kwargs or "decay" in kwargs:
             raise TypeError("compile() does not take `lr`/`decay`; pass them to the optimizer, e.g. "
                             "optimizer=SGD(learning_rate=0.01).")
@@ -120,14 +181,19 @@ class Model(Layer):
         if kwargs:
             raise TypeError(f"compile() got unexpected keyword argument(s) {sorted(kwargs)}.")
         self.optimizer = _optimizers.get(optimizer)
-        self.loss = None if loss is None else _losses.get(loss)
-        self.loss_weight = 1.0 if loss_weights is None else float(
-            loss_weights[0] if isinstance(loss_weights, (list, tuple)) else loss_weights)
+        per_output = isinstance(loss, (list, tuple, dict))
+        self.loss = loss if per_output else (None if loss is None else _losses.get(loss))
+        if isinstance(loss_weights, (list, tuple)) and len(loss_weights) == 1:
+            loss_weights = loss_weights[0]
+        self.loss_weight = 1.0 if loss_weights is None or isinstance(loss_weights, (list, tuple, dict)) \
+            else float(loss_weights)
         if isinstance(metrics, (str, _metrics.Metric)) or callable(metrics) and not isinstance(metrics, (list, tuple)):
             metrics = [metrics]
         if isinstance(weighted_metrics, (str, _metrics.Metric)):
             weighted_metrics = [weighted_metrics]
-        self._metric_specs = [(m, False) for m in (metrics or [])] + [(m, True) for m in (weighted_metrics or [])]
+        self._loss_spec, self._loss_weights_spec = loss, loss_weights
+        self._metrics_spec, self._weighted_spec = metrics, weighted_metrics
+        self._heads = None
         self._metrics = None
         self.compiled = True
         self._compile_args = {"optimizer": optimizer, "loss": loss, "metrics": metrics}
@@ -140,39 +206,78 @@ class Model(Layer):
             raise ValueError(f"Model '{self.name}' was compiled without a loss, so {where}() has nothing to minimise. "
                              "Pass one to compile(), e.g. loss='mse'.")
 
-    def _build_metrics(self, y_true, y_pred):
-        metrics = []
-        for spec, weighted in self._metric_specs:
-            if isinstance(spec, str) and spec.lower() in ("accuracy", "acc"):
-                m = _metrics.accuracy_for_shapes(spec, y_true, y_pred)
-            else:
-                m = _metrics.get(spec)
-            metrics.append((m, weighted))
-        names = [m.name for m, _ in metrics]
-        if len(set(names)) != len(names) or "loss" in names:
-            raise ValueError(f"compile(metrics=...) gives duplicate metric names {names}; name them apart, e.g. "
-                             "glassnet.metrics.AUC(name='auc_pr', curve='PR').")
-        self._metrics = metrics
+    def _output_names(self):
+        names = getattr(self, "output_names", None)
+        if names:
+            return list(names)
+        return [self.layers[-1].name] if self.layers else ["output"]
+
+    @staticmethod
+    def _per_output(spec, names, what, default):
+        """A compile argument spread over the outputs: one value for all, a list in order, or a dict by name."""
+        if isinstance(spec, dict):
+            unknown = [k for k in spec if k not in names]
+            if unknown:
+                raise ValueError(f"compile({what}=...) names {unknown}, which are not outputs of the model; its "
+                                 f"outputs are {names}.")
+            return [spec.get(n, default) for n in names]
+        if isinstance(spec, (list, tuple)) and len(names) > 1:
+            if len(spec) != len(names):
+                raise ValueError(f"compile({what}=...) gives {len(spec)} entries for a model with {len(names)} outputs "
+                                 f"{names}; give one per output or a dict keyed by output name.")
+            return list(spec)
+        return [spec] * len(names)
+
+    def _resolve_heads(self):
+        """One head per output: its name, loss, loss weight and metric specs (resolved once per compile)."""
+        if self._heads is not None:
+            return self._heads
+        names = self._output_names()
+        multi = len(names) > 1
+        losses = self._per_output(self._loss_spec, names, "loss", None)
+        weights = self._per_output(self._loss_weights_spec, names, "loss_weights", 1.0)
+        if multi and self._metrics_spec and not isinstance(self._metrics_spec, dict) and all(
+                isinstance(m, (list, tuple)) for m in self._metrics_spec):
+            metric_lists = self._per_output(self._metrics_spec, names, "metrics", [])
+        else:
+            metric_lists = self._per_output(self._metrics_spec, names, "metrics", []) if isinstance(
+                self._metrics_spec, dict) else [self._metrics_spec or []] * len(names)
+        weighted = self._per_output(self._weighted_spec, names, "weighted_metrics", []) if isinstance(
+            self._weighted_spec, dict) else [self._weighted_spec or []] * len(names)
+        self._heads = []
+        out_shapes = self.output_shape if isinstance(self.output_shape, list) else [self.output_shape]
+        for name, loss, weight, mets, wmets in zip(names, losses, weights, metric_lists, weighted):
+            mets = [mets] if isinstance(mets, (str, _metrics.Metric)) else list(mets or [])
+            wmets = [wmets] if isinstance(wmets, (str, _metrics.Metric)) else list(wmets or [])
+            self._heads.append(_Head(name, None if loss is None else _losses.get(loss),
+                                     1.0 if weight is None else float(weight),
+                                     [(m, False) for m in mets] + [(m, True) for m in wmets], multi))
+            self._heads[-1].output_shape = out_shapes[len(self._heads) - 1] if self.built else None
+        if all(h.loss is None for h in self._heads):
+            raise ValueError(f"compile(loss=...) gives no loss for any output of model '{self.name}' ({names}).")
+        return self._heads
 
     @property
     def metrics(self):
-        return [m for m, _ in (self._metrics or [])]
+        return [m for head in (self._heads or []) for m, _ in (head.metrics or [])]
 
     @property
     def metrics_names(self):
-        """['loss', *metric names] (Keras 2's list; Keras 3 returns ['loss', 'compile_metrics'])."""
-        return ["loss"] + [m.name for m in self.metrics]
+        """['loss', *per-output losses (several outputs), *metric names] (Keras 2's list)."""
+        heads = self._heads or []
+        names = ["loss"] + [h.loss_name for h in heads if h.multi and h.loss is not None]
+        return names + [h.metric_name(m) for h in heads for m, _ in (h.metrics or [])]
 
     def reset_metrics(self):
         self._loss_total = 0.0
         self._loss_count = 0
-        for m in self.metrics:
-            m.reset_state()
+        for head in self._heads or []:
+            head.reset()
 
     # --- one batch ------------------------------------------------------------------------------
-    def _prepare_training(self, x):
+    def _prepare_training(self, xs):
         """Build the model, pack trainable weights into flat buffers and build the optimizer once."""
-        self._ensure_built(x.shape)
+        self._ensure_built(xs[0].shape)
         trainable = self.trainable_weights
         if not trainable:
             raise ValueError(f"Model '{self.name}' has no trainable weights (are all layers frozen?), so there is "
@@ -203,70 +308,148 @@ class Model(Layer):
             total += float(layer.last_activity_loss)
         return total
 
-    def _train_batch(self, x, y, sw):
-        y_pred, backward = self.forward(x, training=True)
-        loss, dy = self.loss.value_and_grad(y, y_pred, sw)
-        if self.loss_weight != 1.0:
-            loss, dy = loss * self.loss_weight, dy * self.loss_weight
+    @staticmethod
+    def _feed(xs):
+        return xs[0] if len(xs) == 1 else xs
+
+    def _train_batch(self, xs, ys, sw):
+        out, backward = self.forward(self._feed(xs), training=True)
+        heads = self._heads
+        preds = out if len(heads) > 1 else [out]
+        total, dys, parts = 0.0, [], []
+        for head, y, p in zip(heads, ys, preds):
+            if head.loss is None:
+                dys.append(None)
+                parts.append(None)
+                continue
+            loss, dy = head.loss.value_and_grad(y, p, sw)
+            if head.weight != 1.0:
+                dy = dy * head.weight
+            total += head.weight * loss
+            dys.append(dy)
+            parts.append(loss)
         if self._regularized or self._activity:
-            loss += self._penalties()
+            total += self._penalties()
         for group in self.optimizer.groups:
             group.grad.fill(0)
-        backward(dy)
+        backward(dys if len(heads) > 1 else dys[0])
         for w in self._regularized:
             if w.trainable:
                 w.grad += w.regularizer.gradient(w.value)
         self.optimizer.apply()
-        return loss, y_pred
+        return total, preds, parts
 
-    def _test_batch(self, x, y, sw):
-        y_pred = self.call(x, training=False)
-        loss = self.loss(y, y_pred, sw) * self.loss_weight
+    def _test_batch(self, xs, ys, sw):
+        out = self.call(self._feed(xs), training=False)
+        heads = self._heads
+        preds = out if len(heads) > 1 else [out]
+        total, parts = 0.0, []
+        for head, y, p in zip(heads, ys, preds):
+            part = None if head.loss is None else float(head.loss(y, p, sw))
+            parts.append(part)
+            if part is not None:
+                total += head.weight * part
         if self._has_penalties():
-            loss += sum(w.regularizer(w.value) for w in self.weights if w.regularizer is not None)
-        return float(loss), y_pred
+            total += sum(w.regularizer(w.value) for w in self.weights if w.regularizer is not None)
+        return float(total), preds, parts
 
     def _has_penalties(self):
         return any(w.regularizer is not None for w in self.weights)
 
-    def _track(self, loss, y, y_pred, sw, n):
-        if self._metrics is None:
-            self._build_metrics(y, y_pred)
-            self.reset_metrics()
+    def _track(self, loss, ys, preds, sw, n, parts):
         self._loss_total += loss * n
         self._loss_count += n
-        for m, weighted in self._metrics:
-            m.update_state(y, y_pred, sw if weighted else None)
+        for head, y, p, part in zip(self._heads, ys, preds, parts):
+            head.track(y, p, sw, n, part)
 
     def _logs(self):
         logs = {"loss": self._loss_total / self._loss_count if self._loss_count else 0.0}
-        for m in self.metrics:
-            logs[m.name] = float(m.result())
+        for head in self._heads:
+            head.log(logs)
         return dict(sorted(logs.items()))
 
     # --- data -----------------------------------------------------------------------------------
-    def _check_x(self, x, where):
-        x = _data.as_array(x, "x", where)
-        if self.built:
-            _data.check_input_shape(x, self.input_shape, where, self.name)
-        _data.check_finite(x, "x", where)
-        dtype = self._input_dtype()
-        return x if x.dtype == dtype else x.astype(dtype)
+    def _input_shapes(self):
+        if not self.built:
+            return None
+        shape = self.input_shape
+        return shape if isinstance(shape, list) else [shape]
 
-    def _check_xy(self, x, y, sample_weight, where):
-        x = self._check_x(x, where)
-        y = _data.as_array(y, "y", where)
-        _data.check_same_length(len(x), y, "y", where)
-        _data.check_finite(y, "y", where)
-        if y.dtype.kind in "biuf" and not getattr(self.loss, "sparse_labels", False) and y.dtype != x.dtype:
-            y = y.astype(x.dtype)
+    def _check_inputs(self, x, where):
+        """The inputs as a list of validated arrays (one per model input), cast to the input dtype."""
+        arrays = self._arrays(x) if hasattr(self, "_arrays") else [x]
+        shapes = self._input_shapes()
+        names = getattr(self, "input_names", None) or ["x"]
+        out = []
+        for i, arr in enumerate(arrays):
+            what = "x" if len(arrays) == 1 else f"x[{names[i]!r}]"
+            arr = _data.as_array(arr, what, where)
+            if shapes is not None:
+                _data.check_input_shape(arr, shapes[i], where, self.name)
+            _data.check_finite(arr, what, where)
+            dtype = self._input_dtype()
+            out.append(arr if arr.dtype == dtype else arr.astype(dtype))
+        for arr, name in zip(out[1:], names[1:]):
+            _data.check_same_length(len(out[0]), arr, f"x[{name!r}]", where)
+        return out
+
+    def _check_x(self, x, where):
+        return self._feed(self._check_inputs(x, where))
+
+    def _check_targets(self, y, n, dtype, where):
+        heads = self._heads
+        names = [h.name for h in heads]
+        if len(heads) == 1:
+            targets = [y]
+        elif isinstance(y, dict):
+            unknown = [k for k in y if k not in names]
+            if unknown:
+                raise ValueError(f"{where}(): y names {unknown}, which are not outputs; the outputs are {names}.")
+            targets = [y.get(name) for name in names]
+        elif isinstance(y, (list, tuple)) and len(y) == len(heads):
+            targets = list(y)
+        else:
+            raise ValueError(f"{where}(): model '{self.name}' has {len(heads)} outputs {names}; pass y as a list in that "
+                             "order or a dict keyed by output name.")
+        out = []
+        for head, target in zip(heads, targets):
+            what = "y" if len(heads) == 1 else f"y[{head.name!r}]"
+            if target is None:
+                if head.loss is not None:
+                    raise ValueError(f"{where}(): no target given for output {head.name!r}, which has a loss.")
+                out.append(None)
+                continue
+            target = _data.as_array(target, what, where)
+            _data.check_same_length(n, target, what, where)
+            _data.check_finite(target, what, where)
+            if target.dtype.kind in "biuf" and not getattr(head.loss, "sparse_labels", False):
+                if target.dtype != dtype:
+                    target = target.astype(dtype)
+                shape = head.output_shape
+                if shape is not None and target.ndim == len(shape) - 1 and shape[-1] == 1:
+                    target = target[..., None]  # (N,) labels for an (N, 1) output: Keras aligns them the same way
+            out.append(target)
+        return out
+
+    def _check_data(self, x, y, sample_weight, where):
+        """Validated (inputs, targets, sample_weight): lists of arrays, one per model input / output."""
+        xs = self._check_inputs(x, where)
+        self._ensure_built(xs[0].shape)
+        self._resolve_heads()
+        n, dtype = len(xs[0]), xs[0].dtype
+        ys = self._check_targets(y, n, dtype, where)
         if sample_weight is not None:
-            sample_weight = _data.as_array(sample_weight, "sample_weight", where).astype(x.dtype)
-            _data.check_same_length(len(x), sample_weight, "sample_weight", where)
+            sample_weight = _data.as_array(sample_weight, "sample_weight", where).astype(dtype)
+            _data.check_same_length(n, sample_weight, "sample_weight", where)
             _data.check_finite(sample_weight, "sample_weight", where)
             if (sample_weight < 0).any():
                 raise ValueError(f"sample_weight passed to {where}() has negative values; weights must be >= 0.")
-        return x, y, sample_weight
+        return xs, ys, sample_weight
+
+    def _check_xy(self, x, y, sample_weight, where):
+        """Single input/output form of _check_data (kept for callers that expect arrays)."""
+        xs, ys, sw = self._check_data(x, y, sample_weight, where)
+        return self._feed(xs), ys[0] if len(ys) == 1 else ys, sw
 
     @staticmethod
     def _batch_size(batch_size, where):
@@ -284,6 +467,10 @@ class Model(Layer):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}.")
         return int(verbose)
 
+    @staticmethod
+    def _take(arrays, index):
+        return [None if a is None else a[index] for a in arrays]
+
     # --- fit ------------------------------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
@@ -295,12 +482,15 @@ class Model(Layer):
         if kwargs:
             raise TypeError(f"fit() got an unexpected keyword argument {next(iter(kwargs))!r}.")
         self._assert_compiled("fit")
-        x, y, sample_weight = self._check_xy(x, y, sample_weight, "fit")
+        xs, ys, sample_weight = self._check_data(x, y, sample_weight, "fit")
         if class_weight is not None:
             if sample_weight is not None:
                 raise ValueError("You cannot use `class_weight` and `sample_weight` at the same time; fold the class "
                                  "weights into sample_weight.")
-            sample_weight = _data.class_weight_to_sample_weight(y, class_weight).astype(x.dtype)
+            if len(ys) > 1:
+                raise ValueError("class_weight works for single-output models; for several outputs pass "
+                                 "sample_weight instead.")
+            sample_weight = _data.class_weight_to_sample_weight(ys[0], class_weight).astype(xs[0].dtype)
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"fit() expects epochs to be a non-negative integer, got {epochs!r}.")
         batch_size = self._batch_size(batch_size, "fit")
@@ -310,22 +500,25 @@ class Model(Layer):
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                 raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight).")
             vx, vy, vw = (tuple(validation_data) + (None,))[:3]
-            val = self._check_xy(vx, vy, vw, "fit (validation_data)")
+            val = self._check_data(vx, vy, vw, "fit (validation_data)")
         elif validation_split:
             if not 0 < validation_split < 1:
                 raise ValueError(f"validation_split must be in (0, 1), got {validation_split}.")
-            split_at = int(math.floor(len(x) * (1.0 - validation_split)))
-            if split_at == 0 or split_at == len(x):
+            n_all = len(xs[0])
+            split_at = int(math.floor(n_all * (1.0 - validation_split)))
+            if split_at == 0 or split_at == n_all:
                 raise ValueError(f"validation_split={validation_split} leaves an empty training or validation set "
-                                 f"with {len(x)} samples; use a larger dataset or another split.")
-            val = (x[split_at:], y[split_at:], None if sample_weight is None else sample_weight[split_at:])
-            x, y = x[:split_at], y[:split_at]
+                                 f"with {n_all} samples; use a larger dataset or another split.")
+            rest = slice(split_at, None)
+            val = (self._take(xs, rest), self._take(ys, rest),
+                   None if sample_weight is None else sample_weight[split_at:])
+            xs, ys = self._take(xs, slice(0, split_at)), self._take(ys, slice(0, split_at))
             sample_weight = None if sample_weight is None else sample_weight[:split_at]
         if shuffle not in (True, False, "batch"):
             raise ValueError(f"shuffle must be True, False or 'batch', got {shuffle!r}.")
 
-        self._prepare_training(x)
-        n = len(x)
+        self._prepare_training(xs)
+        n = len(xs[0])
         steps = math.ceil(n / batch_size)
         if steps_per_epoch is not None:
             steps = min(steps, self._positive_int(steps_per_epoch, "steps_per_epoch", "fit"))
@@ -355,10 +548,13 @@ class Model(Layer):
                                         for start in range(0, n, batch_size)])
             else:
                 order = None
-            xs, ys = (x, y) if order is None else (x[order], y[order])
-            ws = None if sample_weight is None else (sample_weight if order is None else sample_weight[order])
+            if order is None:
+                exs, eys, ews = xs, ys, sample_weight
+            else:
+                exs, eys = self._take(xs, order), self._take(ys, order)
+                ews = None if sample_weight is None else sample_weight[order]
             with backend.using_rng(rng):
-                self._run_epoch(xs, ys, ws, steps, batch_size, cb)
+                self._run_epoch(exs, eys, ews, steps, batch_size, cb)
             logs = self._logs()
             if val is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._evaluate_arrays(*val, validation_batch_size or batch_size, steps=validation_steps,
@@ -379,19 +575,19 @@ class Model(Layer):
             sl = slice(step * batch_size, (step + 1) * batch_size)
             if cb.on_train_batch_begin:
                 cb.on_train_batch_begin(step, {})
-            xb, yb = xs[sl], ys[sl]
+            xb, yb = self._take(xs, sl), self._take(ys, sl)
             wb = None if ws is None else ws[sl]
-            loss, y_pred = self._train_batch(xb, yb, wb)
-            self._track(loss, yb, y_pred, wb, len(xb))
+            loss, preds, parts = self._train_batch(xb, yb, wb)
+            self._track(loss, yb, preds, wb, len(xb[0]), parts)
             if cb.on_train_batch_end:
                 cb.on_train_batch_end(step, self._logs())
             if self.stop_training:
                 break
 
     # --- evaluate / predict ---------------------------------------------------------------------
-    def _evaluate_arrays(self, x, y, sw, batch_size, bar=None, steps=None, cb=None):
+    def _evaluate_arrays(self, xs, ys, sw, batch_size, bar=None, steps=None, cb=None):
         self.reset_metrics()
-        n_steps = math.ceil(len(x) / batch_size)
+        n_steps = math.ceil(len(xs[0]) / batch_size)
         if steps is not None:
             n_steps = min(n_steps, self._positive_int(steps, "steps", "evaluate"))
         if cb is not None and cb.on_test_begin:
@@ -401,8 +597,9 @@ class Model(Layer):
                 cb.on_test_batch_begin(step, {})
             sl = slice(step * batch_size, (step + 1) * batch_size)
             wb = None if sw is None else sw[sl]
-            loss, y_pred = self._test_batch(x[sl], y[sl], wb)
-            self._track(loss, y[sl], y_pred, wb, len(y_pred))
+            xb, yb = self._take(xs, sl), self._take(ys, sl)
+            loss, preds, parts = self._test_batch(xb, yb, wb)
+            self._track(loss, yb, preds, wb, len(xb[0]), parts)
             if bar is not None:
                 bar.update(step + 1, self._logs(), finalize=step + 1 == n_steps)
             if cb is not None and cb.on_test_batch_end:
@@ -418,17 +615,21 @@ class Model(Layer):
             raise ValueError(f"{where}() expects {what} to be a positive integer or None, got {value!r}.")
         return int(value)
 
+    def _ordered(self, logs):
+        """[loss, *per-output losses, *metrics] in compile order (a float when that is all there is)."""
+        values = [logs[name] for name in self.metrics_names]
+        return values[0] if len(values) == 1 else values
+
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None, steps=None,
                  callbacks=None, return_dict=False, **kwargs):
         """Loss and metrics on (x, y): ``[loss, *metrics]`` in compile order (a float if there are none)."""
         if kwargs:
             raise TypeError(f"evaluate() got an unexpected keyword argument {next(iter(kwargs))!r}.")
         self._assert_compiled("evaluate")
-        x, y, sample_weight = self._check_xy(x, y, sample_weight, "evaluate")
-        self._ensure_built(x.shape)
+        xs, ys, sample_weight = self._check_data(x, y, sample_weight, "evaluate")
         batch_size = self._batch_size(batch_size, "evaluate")
         verbose = self._verbose(verbose)
-        n_steps = math.ceil(len(x) / batch_size)
+        n_steps = math.ceil(len(xs[0]) / batch_size)
         if steps is not None:
             n_steps = min(n_steps, self._positive_int(steps, "steps", "evaluate"))
         bar = None
@@ -436,19 +637,16 @@ class Model(Layer):
             from ..utils.progbar import Progbar
             bar = Progbar(n_steps, verbose=verbose)
         cb = _callbacks.CallbackList(callbacks, self, {"verbose": verbose, "steps": n_steps}) if callbacks else None
-        logs = self._evaluate_arrays(x, y, sample_weight, batch_size, bar, n_steps, cb)
-        if return_dict:
-            return logs
-        values = [logs["loss"]] + [logs[m.name] for m in self.metrics]
-        return values[0] if len(values) == 1 else values
+        logs = self._evaluate_arrays(xs, ys, sample_weight, batch_size, bar, n_steps, cb)
+        return logs if return_dict else self._ordered(logs)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """Outputs for x, computed in batches with dropout off (a float array, like Keras's)."""
-        x = self._check_x(x, "predict")
-        self._ensure_built(x.shape)
+        """Outputs for x, computed in batches with dropout off (a float array, or a list for several outputs)."""
+        xs = self._check_inputs(x, "predict")
+        self._ensure_built(xs[0].shape)
         batch_size = self._batch_size(batch_size, "predict")
         verbose = self._verbose(verbose)
-        n_steps = math.ceil(len(x) / batch_size)
+        n_steps = math.ceil(len(xs[0]) / batch_size)
         if steps is not None:
             n_steps = min(n_steps, self._positive_int(steps, "steps", "predict"))
         bar = None
@@ -462,7 +660,8 @@ class Model(Layer):
         for step in range(n_steps):
             if cb is not None and cb.on_predict_batch_begin:
                 cb.on_predict_batch_begin(step, {})
-            out = self.call(x if n_steps == 1 else x[step * batch_size:(step + 1) * batch_size], training=False)
+            batch = xs if n_steps == 1 else self._take(xs, slice(step * batch_size, (step + 1) * batch_size))
+            out = self.call(self._feed(batch), training=False)
             outs.append(out)
             if bar:
                 bar.update(step + 1, finalize=step + 1 == n_steps)
@@ -470,49 +669,43 @@ class Model(Layer):
                 cb.on_predict_batch_end(step, {"outputs": out})
         if cb is not None and cb.on_predict_end:
             cb.on_predict_end()
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+        if len(outs) == 1:
+            return outs[0]
+        if isinstance(outs[0], list):
+            return [np.concatenate([o[i] for o in outs]) for i in range(len(outs[0]))]
+        return np.concatenate(outs)
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False,
                        reset_metrics=True):
         """One optimizer step on one batch; returns ``[loss, *metrics]`` for this batch (Keras 2's default)."""
         self._assert_compiled("train_on_batch")
-        x, y, sample_weight = self._check_xy(x, y, sample_weight, "train_on_batch")
+        xs, ys, sample_weight = self._check_data(x, y, sample_weight, "train_on_batch")
         if class_weight is not None:
-            sample_weight = _data.class_weight_to_sample_weight(y, class_weight).astype(x.dtype)
-        self._prepare_training(x)
-        if reset_metrics or self._metrics is None:
-            self._metrics_ready_for_batch()
-        loss, y_pred = self._train_batch(x, y, sample_weight)
-        self._track(loss, y, y_pred, sample_weight, len(x))
+            sample_weight = _data.class_weight_to_sample_weight(ys[0], class_weight).astype(xs[0].dtype)
+        self._prepare_training(xs)
+        if reset_metrics or self._loss_count is None:
+            self.reset_metrics()
+        loss, preds, parts = self._train_batch(xs, ys, sample_weight)
+        self._track(loss, ys, preds, sample_weight, len(xs[0]), parts)
         return self._batch_result(return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False, reset_metrics=True):
         self._assert_compiled("test_on_batch")
-        x, y, sample_weight = self._check_xy(x, y, sample_weight, "test_on_batch")
-        self._ensure_built(x.shape)
-        if reset_metrics or self._metrics is None:
-            self._metrics_ready_for_batch()
-        loss, y_pred = self._test_batch(x, y, sample_weight)
-        self._track(loss, y, y_pred, sample_weight, len(x))
-        return self._batch_result(return_dict)
-
-    def _metrics_ready_for_batch(self):
-        if self._metrics is not None:
+        xs, ys, sample_weight = self._check_data(x, y, sample_weight, "test_on_batch")
+        if reset_metrics or self._loss_count is None:
             self.reset_metrics()
-        else:
-            self._loss_total, self._loss_count = 0.0, 0
+        loss, preds, parts = self._test_batch(xs, ys, sample_weight)
+        self._track(loss, ys, preds, sample_weight, len(xs[0]), parts)
+        return self._batch_result(return_dict)
 
     def _batch_result(self, return_dict):
         logs = self._logs()
-        if return_dict:
-            return logs
-        values = [logs["loss"]] + [logs[m.name] for m in self.metrics]
-        return values[0] if len(values) == 1 else values
+        return logs if return_dict else self._ordered(logs)
 
     def predict_on_batch(self, x):
-        x = self._check_x(x, "predict_on_batch")
-        self._ensure_built(x.shape)
-        return self.call(x, training=False)
+        xs = self._check_inputs(x, "predict_on_batch")
+        self._ensure_built(xs[0].shape)
+        return self.call(self._feed(xs), training=False)
 
     # --- Keras 2 methods that Keras 3 removed ---------------------------------------------------
     def predict_classes(self, x, batch_size=32, verbose=0):
@@ -560,3 +753,53 @@ class Model(Layer):
         """
         from ..saving import save_model
         save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
+
+
+class _Head:
+    """One model output in training: its loss, loss weight, metrics and running loss."""
+
+    def __init__(self, name, loss, weight, metric_specs, multi):
+        self.name, self.loss, self.weight, self.metric_specs, self.multi = name, loss, weight, metric_specs, multi
+        self.metrics = None
+        self.loss_name = f"{name}_loss"
+        self.output_shape = None
+        self.reset()
+
+    def reset(self):
+        self.loss_total, self.count = 0.0, 0
+        for m, _ in self.metrics or []:
+            m.reset_state()
+
+    def metric_name(self, metric):
+        return f"{self.name}_{metric.name}" if self.multi else metric.name
+
+    def _build(self, y_true, y_pred):
+        metrics = []
+        for spec, weighted in self.metric_specs:
+            if isinstance(spec, str) and spec.lower() in ("accuracy", "acc"):
+                m = _metrics.accuracy_for_shapes(spec, y_true, y_pred)
+            else:
+                m = _metrics.get(spec)
+            metrics.append((m, weighted))
+        names = [m.name for m, _ in metrics]
+        if len(set(names)) != len(names) or "loss" in names:
+            raise ValueError(f"compile(metrics=...) gives duplicate metric names {names}; name them apart, e.g. "
+                             "glassnet.metrics.AUC(name='auc_pr', curve='PR').")
+        self.metrics = metrics
+
+    def track(self, y, y_pred, sw, n, loss):
+        if y is None:
+            return
+        if self.metrics is None:
+            self._build(y, y_pred)
+        if loss is not None:
+            self.loss_total += loss * n
+            self.count += n
+        for m, weighted in self.metrics:
+            m.update_state(y, y_pred, sw if weighted else None)
+
+    def log(self, logs):
+        if self.multi and self.loss is not None:
+            logs[self.loss_name] = self.loss_total / self.count if self.count else 0.0
+        for m, _ in self.metrics or []:
+            logs[self.metric_name(m)] = float(m.result())

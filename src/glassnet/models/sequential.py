@@ -1,7 +1,8 @@
 """Sequential: a stack of layers, each feeding the next; backward runs their closures in reverse."""
 from ..engine.layer import Layer
 from ..engine.registry import deserialize, register, serialize
-from ..layers.core import InputLayer, KerasTensor
+from ..engine.graph import KerasTensor
+from ..layers.core import InputLayer
 from .model import Model
 
 
@@ -27,7 +28,10 @@ class Sequential(Model):
     def add(self, layer):
         """Append a layer; an ``Input``/``InputLayer`` (or ``input_dim=`` on the first layer) builds the model."""
         if isinstance(layer, KerasTensor):
-            layer = layer._layer
+            if layer.node is None or not isinstance(layer.node.layer, InputLayer):
+                raise TypeError("Sequential accepts an Input(...) tensor only as its first element; for graphs of "
+                                "layers use the functional API: Model(inputs, outputs).")
+            layer = layer.node.layer
         if isinstance(layer, InputLayer):
             if self._layers or self._input_layer is not None:
                 raise ValueError(f"Sequential model '{self.name}' accepts an Input only as its first layer; it already "
@@ -81,17 +85,23 @@ class Sequential(Model):
     def inputs(self):
         if not self.built:
             raise AttributeError(f"Sequential model '{self.name}' has no defined inputs yet.")
-        layer = self._input_layer or InputLayer(shape=self.input_shape[1:], name="input_layer")
-        return [KerasTensor(self.input_shape, self._input_dtype(), layer)]
+        if self._input_layer is not None:
+            return [self._input_layer.output]
+        return [KerasTensor(self.input_shape, self._input_dtype(), name="input_layer")]
 
     @property
     def outputs(self):
         if not self.built:
             raise AttributeError(f"Sequential model '{self.name}' has no defined outputs yet.")
-        return [KerasTensor(self.output_shape, self._layers[-1].dtype, self._layers[-1])]
+        return [KerasTensor(self.output_shape, self._layers[-1].dtype, name=self._layers[-1].name)]
 
     def forward(self, x, training=False, mask=None):
         backwards = []
+        if mask is None and not self._masking:  # the common case: no layer makes or takes masks
+            for layer in self._layers:
+                x, backward = layer.forward(x, training)
+                backwards.append(backward)
+            return x, self._chain(backwards)
         for layer in self._layers:
             x_in = x
             if mask is not None and layer.consumes_mask:
@@ -100,15 +110,27 @@ class Sequential(Model):
                 x, backward = layer.forward(x, training)
             mask = layer.compute_mask(x_in, mask)
             backwards.append(backward)
+        return x, self._chain(backwards)
 
+    @staticmethod
+    def _chain(backwards):
         def backward(dy):
             for back in reversed(backwards):
                 dy = back(dy)
             return dy
 
-        return x, backward
+        return backward
+
+    @property
+    def _masking(self):
+        """True when some layer makes masks (overrides compute_mask), so forward must carry them."""
+        return any(type(layer).compute_mask is not Layer.compute_mask for layer in self._layers)
 
     def call(self, x, training=False, mask=None):
+        if mask is None and not self._masking:
+            for layer in self._layers:
+                x = layer.call(x, training)
+            return x
         for layer in self._layers:
             x_in = x
             if mask is not None and layer.consumes_mask:

@@ -33,12 +33,24 @@ def format_shape(shape):
     return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
+def _connections(model, layer):
+    """Keras's "Connected to" text: the tensors each call of ``layer`` in ``model`` takes, as name[node][index]."""
+    refs = []
+    for node in getattr(model, "_nodes", []):
+        if node.layer is layer:
+            refs += ["{}[{}][{}]".format(*model._tensor_ref(t)) for t in node.inputs]
+    return ", ".join(refs) if refs else "-"
+
+
 def summary_lines(model, line_length=None):
-    length = min(line_length or 88, _console_width() - 4)
-    c1 = round(length * 0.45) - 1
-    c3 = round(length * 0.20)
-    widths = [c1, length - 4 - c1 - c3, c3]
-    aligns = ["left", "left", "right"]
+    graph = hasattr(model, "_nodes")  # functional models get Keras's "Connected to" column
+    positions = [0.3, 0.56, 0.74, 1.0] if graph else [0.45, 0.80, 1.0]
+    length = min(line_length or (108 if graph else 88), _console_width() - 4)
+    stops = [int(length * p) for p in positions]
+    widths = [b - a - 1 for a, b in zip([0] + stops[:-1], stops)]
+    widths[-2] -= 1  # what rich's layout leaves for the borders (matches Keras's tables)
+    aligns = ["left", "left", "right", "left"][:len(widths)]
+    headers = ("Layer (type)", "Output Shape", "Param #", "Connected to")[:len(widths)]
 
     def rule(left, mid, right, fill):
         return left + mid.join(fill * w for w in widths) + right
@@ -51,14 +63,19 @@ def summary_lines(model, line_length=None):
 
     lines = [f'Model: "{model.name}"', rule("┏", "┳", "┓", "━")]
     header = [" " + h.ljust(w - 2) + " " if a == "left" else " " + h.rjust(w - 2) + " "
-              for h, w, a in zip(("Layer (type)", "Output Shape", "Param #"), widths, aligns)]
+              for h, w, a in zip(headers, widths, aligns)]
     lines.append("┃" + "┃".join(header) + "┃")
     lines.append(rule("┡", "╇", "┩", "━"))
     layers = model.layers
     for i, layer in enumerate(layers):
         params = f"{layer.count_params():,}" if layer.built else "0 (unbuilt)"
-        lines += row([f"{layer.name} ({type(layer).__name__})",
-                      format_shape(layer.output_shape) if layer.built else "?", params])
+        shape = layer.output_shape if layer.built else None
+        shape_text = (", ".join(format_shape(s) for s in shape) if isinstance(shape, list) else format_shape(shape)) \
+            if layer.built else "?"
+        values = [f"{layer.name} ({type(layer).__name__})", shape_text, params]
+        if graph:
+            values.append(_connections(model, layer))
+        lines += row(values)
         lines.append(rule("├", "┼", "┤", "─") if i < len(layers) - 1 else rule("└", "┴", "┘", "─"))
     if not layers:
         lines.append(rule("└", "┴", "┘", "─"))

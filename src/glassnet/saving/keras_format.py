@@ -287,9 +287,8 @@ def _metric_to_keras(metric):
 def _compile_config(model):
     if not model.compiled or getattr(model, "_compile_args", None) is None:
         return None
-    specs = getattr(model, "_metric_specs", [])
-    metrics = [_metric_to_keras(m) for m, weighted in specs if not weighted]
-    weighted = [_metric_to_keras(m) for m, w in specs if w]
+    metrics = [_metric_to_keras(m) for m in model._metrics_spec or []]
+    weighted = [_metric_to_keras(m) for m in model._weighted_spec or []]
     loss_weight = getattr(model, "loss_weight", 1.0)
     return {"optimizer": _optimizer_to_keras(model.optimizer), "loss": _loss_to_keras(model._compile_args["loss"]),
             "loss_weights": None if loss_weight == 1.0 else loss_weight, "metrics": metrics or None,

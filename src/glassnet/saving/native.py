@@ -131,15 +131,44 @@ def _serialize_compile(model):
     args = getattr(model, "_compile_args", None)
     if not model.compiled or args is None:
         return None
-    loss = args["loss"]
-    if isinstance(loss, _losses.Loss):
-        loss = {"class_name": type(loss).__name__, "config": loss.get_config()}
-    elif callable(loss):
-        loss = getattr(loss, "__name__", None)
-    metrics = []
-    for m in args["metrics"] or []:
-        metrics.append(m if isinstance(m, str) else {"class_name": type(m).__name__, "config": m.get_config()})
-    return {"optimizer": _optimizers.serialize(model.optimizer), "loss": loss, "metrics": metrics}
+
+    def ser(obj):  # a loss/metric spec: a name, an object, or a list/dict of them (one per output)
+        if isinstance(obj, (list, tuple)):
+            return [ser(o) for o in obj]
+        if isinstance(obj, dict):
+            return {"per_output": {k: ser(v) for k, v in obj.items()}}
+        if obj is None or isinstance(obj, (str, int, float)):
+            return obj
+        if isinstance(obj, _losses.Loss) or hasattr(obj, "get_config"):
+            return {"class_name": type(obj).__name__, "config": obj.get_config()}
+        return getattr(obj, "__name__", None)
+
+    return {"optimizer": _optimizers.serialize(model.optimizer), "loss": ser(args["loss"]),
+            "metrics": ser(args["metrics"] or []), "loss_weights": ser(model._loss_weights_spec)}
+
+
+def _deserialize_spec(spec, kind):
+    """Inverse of ser() above: {"per_output": {...}} dicts map output names; class configs become objects."""
+    from .. import losses as _losses
+    from .. import metrics as _metrics
+    if isinstance(spec, list):
+        return [_deserialize_spec(s, kind) for s in spec]
+    if isinstance(spec, dict):
+        if "per_output" in spec:
+            return {k: _deserialize_spec(v, kind) for k, v in spec["per_output"].items()}
+        return (_losses if kind == "loss" else _metrics).get(spec)
+    return spec
+
+
+def _signature(model):
+    """Names, shapes and dtypes of the model's inputs and outputs (what a server needs to know)."""
+    in_shapes = model.input_shape if isinstance(model.input_shape, list) else [model.input_shape]
+    out_shapes = model.output_shape if isinstance(model.output_shape, list) else [model.output_shape]
+    in_names = getattr(model, "input_names", None) or ["input"]
+    out_names = getattr(model, "output_names", None) or ["output"]
+    dtype = model._input_dtype()
+    return {"inputs": [{"name": n, "shape": list(s), "dtype": dtype} for n, s in zip(in_names, in_shapes)],
+            "outputs": [{"name": n, "shape": list(s), "dtype": dtype} for n, s in zip(out_names, out_shapes)]}
 
 
 def save_model(model, filepath, overwrite=True, include_optimizer=True):
@@ -153,11 +182,9 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "glassnet_version": __version__,
               "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),
               "model": {"class_name": type(model).__name__, "config": model.get_config()},
-              "build_input_shape": list(model.input_shape), "compile": _serialize_compile(model),
-              "signature": {"inputs": [{"name": "input", "shape": list(model.input_shape),
-                                        "dtype": model._input_dtype()}],
-                            "outputs": [{"name": "output", "shape": list(model.output_shape),
-                                         "dtype": model.layers[-1].dtype}]},
+              "build_input_shape": [list(s) for s in model.input_shape] if isinstance(model.input_shape, list)
+              else list(model.input_shape), "compile": _serialize_compile(model),
+              "signature": _signature(model),
               "metadata": getattr(model, "metadata", {}) or {},
               "training": {"seed": getattr(model, "training_seed", None)}}
     buf = io.BytesIO()
@@ -255,7 +282,8 @@ def load_model(filepath, custom_objects=None, compile=True):
         if comp is not None and not (isinstance(comp, dict) and isinstance(comp.get("optimizer"), dict)):
             raise _malformed(filepath, "'compile' must be null or an object with an 'optimizer' config")
         shape = config.get("build_input_shape")
-        if not (isinstance(shape, list) and all(d is None or (isinstance(d, int) and d > 0) for d in shape)):
+        shapes = shape if isinstance(shape, list) and shape and isinstance(shape[0], list) else [shape]
+        if not all(isinstance(s, list) and all(d is None or (isinstance(d, int) and d > 0) for d in s) for s in shapes):
             raise _malformed(filepath, f"'build_input_shape' must be a list of positive ints or null, got {shape!r}")
         weights_data = read_member(zf, "model.weights.safetensors")
         tensors, _ = safetensors.loads(weights_data, filepath)
@@ -280,8 +308,10 @@ def load_model(filepath, custom_objects=None, compile=True):
         if compile and comp:
             from .. import optimizers as _optimizers
             try:
-                model.compile(optimizer=_optimizers.deserialize(comp["optimizer"]), loss=comp.get("loss"),
-                              metrics=comp.get("metrics") or None)
+                model.compile(optimizer=_optimizers.deserialize(comp["optimizer"]),
+                              loss=_deserialize_spec(comp.get("loss"), "loss"),
+                              metrics=_deserialize_spec(comp.get("metrics"), "metric") or None,
+                              loss_weights=_deserialize_spec(comp.get("loss_weights"), "weight"))
             except (KeyError, TypeError, AttributeError) as e:
                 raise _malformed(filepath, f"compile settings: {type(e).__name__}: {e}") from None
             if "optimizer.safetensors" in zf.namelist():

@@ -1,0 +1,222 @@
+"""Functional models: ``Model(inputs, outputs)`` over a graph of layer calls.
+
+forward runs the recorded nodes in topological order, keeping each layer's ``backward``; backward
+runs them in reverse, summing the gradients of tensors that feed several layers (shared layers and
+fan-out just work, since every layer adds into its weights' ``grad``).
+"""
+import numpy as np
+
+from ..engine import graph
+from ..engine.graph import KerasTensor
+from ..engine.registry import deserialize, register, serialize
+from ..layers.core import InputLayer
+from .model import Model
+
+
+def _as_list(x):
+    if isinstance(x, dict):
+        return list(x.values())
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+@register("layers")
+class Functional(Model):
+    """A model defined by its input and output tensors, e.g.
+
+        inputs = Input((8,)); h = Dense(10, activation="relu")(inputs)
+        model = Model(inputs, Dense(1, activation="sigmoid")(h))
+    """
+
+    def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
+        super().__init__(name=name, trainable=trainable, **kwargs)
+        self._input_names = list(inputs) if isinstance(inputs, dict) else None
+        self._output_names_given = list(outputs) if isinstance(outputs, dict) else None
+        self._inputs = _as_list(inputs)
+        self._outputs = _as_list(outputs)
+        for t in self._inputs + self._outputs:
+            if not isinstance(t, KerasTensor):
+                raise TypeError(f"Model(inputs, outputs) expects symbolic tensors from Input(...) and layer calls, got "
+                                f"{type(t).__name__}.")
+        for t in self._inputs:
+            if not isinstance(t.node.layer, InputLayer):
+                raise ValueError(f"Model inputs must come straight from Input(...); '{t.name}' is the output of layer "
+                                 f"'{t.node.layer.name}'.")
+        self._nodes = graph.topological_nodes(self._outputs)
+        reachable = {id(n.layer) for n in self._nodes if isinstance(n.layer, InputLayer)}
+        given = {id(t.node.layer) for t in self._inputs}
+        missing = [n.layer.name for n in self._nodes if isinstance(n.layer, InputLayer) and id(n.layer) not in given]
+        if missing:
+            raise ValueError(f"Graph disconnected: the outputs depend on input(s) {missing}, which are not in "
+                             f"Model(inputs=...). Add them to the inputs.")
+        unused = [t.name for t in self._inputs if id(t.node.layer) not in reachable]
+        if unused:
+            raise ValueError(f"Input(s) {unused} do not reach any output; remove them from Model(inputs=...).")
+        self._layers = []
+        for node in self._nodes:
+            if node.layer not in self._layers:
+                self._layers.append(node.layer)
+        self.input_shape = self._inputs[0].shape if len(self._inputs) == 1 else [t.shape for t in self._inputs]
+        self.output_shape = self._outputs[0].shape if len(self._outputs) == 1 else [t.shape for t in self._outputs]
+        self.built = True
+
+    # --- structure ------------------------------------------------------------------------------
+    @property
+    def layers(self):
+        return list(self._layers)
+
+    @property
+    def inputs(self):
+        return list(self._inputs)
+
+    @property
+    def outputs(self):
+        return list(self._outputs)
+
+    @property
+    def input_names(self):
+        return self._input_names or [t.node.layer.name for t in self._inputs]
+
+    @property
+    def output_names(self):
+        return self._output_names_given or [t.node.layer.name for t in self._outputs]
+
+    def _input_dtype(self):
+        return self._inputs[0].dtype
+
+    def _ensure_built(self, shape):
+        pass
+
+    def _arrays(self, x):
+        """The model inputs as a list in input order (from an array, a list, or a dict keyed by input name)."""
+        if isinstance(x, dict):
+            missing = [n for n in self.input_names if n not in x]
+            extra = [k for k in x if k not in self.input_names]
+            if missing or extra:
+                raise ValueError(f"Model '{self.name}' takes inputs {self.input_names}; got keys {sorted(x)} "
+                                 f"(missing {missing}, unexpected {extra}).")
+            return [x[n] for n in self.input_names]
+        xs = _as_list(x)
+        if len(xs) != len(self._inputs):
+            raise ValueError(f"Model '{self.name}' takes {len(self._inputs)} input(s) {self.input_names}, got "
+                             f"{len(xs)}. Pass a list in that order or a dict keyed by input name.")
+        return xs
+
+    # --- computing ------------------------------------------------------------------------------
+    def forward(self, x, training=False):
+        values = {id(t): v for t, v in zip(self._inputs, self._arrays(x))}
+        steps = []
+        for node in self._nodes:
+            if isinstance(node.layer, InputLayer):
+                continue
+            args = [values[id(t)] for t in node.inputs]
+            y, backward = node.layer.forward(args if node.list_input else args[0], training)
+            outs = y if len(node.outputs) > 1 else [y]
+            for t, v in zip(node.outputs, outs):
+                values[id(t)] = v
+            steps.append((node, backward))
+        results = [values[id(t)] for t in self._outputs]
+
+        def backward(dys):
+            dys = dys if len(self._outputs) > 1 else [dys]
+            grads = {}
+            for t, g in zip(self._outputs, dys):
+                if g is not None:
+                    grads[id(t)] = grads[id(t)] + g if id(t) in grads else g
+            for node, back in reversed(steps):
+                gs = [grads.get(id(t)) for t in node.outputs]
+                if all(g is None for g in gs):
+                    continue  # nothing downstream of this call reaches a loss
+                if len(gs) > 1:
+                    gs = [np.zeros_like(values[id(t)]) if g is None else g for t, g in zip(node.outputs, gs)]
+                dx = back(gs if len(gs) > 1 else gs[0])
+                dxs = dx if node.list_input else [dx]
+                for t, g in zip(node.inputs, dxs):
+                    if g is not None:
+                        grads[id(t)] = grads[id(t)] + g if id(t) in grads else g
+            dx = [grads.get(id(t)) for t in self._inputs]
+            return dx if len(dx) > 1 else dx[0]
+
+        return (results if len(results) > 1 else results[0]), backward
+
+    def call(self, x, training=False):
+        values = {id(t): v for t, v in zip(self._inputs, self._arrays(x))}
+        for node in self._nodes:
+            if isinstance(node.layer, InputLayer):
+                continue
+            args = [values[id(t)] for t in node.inputs]
+            y = node.layer.call(args if node.list_input else args[0], training)
+            outs = y if len(node.outputs) > 1 else [y]
+            for t, v in zip(node.outputs, outs):
+                values[id(t)] = v
+        results = [values[id(t)] for t in self._outputs]
+        return results if len(results) > 1 else results[0]
+
+    def compute_output_shape(self, input_shape):
+        return self.output_shape
+
+    # --- configuration --------------------------------------------------------------------------
+    def _tensor_ref(self, t):
+        """[layer name, index of the call among that layer's calls in THIS model, output index]."""
+        ids = {id(n) for n in self._nodes}
+        calls = [n for n in t.node.layer._inbound_nodes if id(n) in ids]
+        return [t.node.layer.name, calls.index(t.node), t.index]
+
+    def get_config(self):
+        layers = []
+        for layer in self._layers:
+            ids = {id(n) for n in self._nodes}
+            nodes = [n for n in layer._inbound_nodes if id(n) in ids]
+            layers.append({**serialize(layer), "name": layer.name,
+                           "inbound_nodes": [{"args": [self._tensor_ref(t) for t in n.inputs],
+                                              "list_input": n.list_input} for n in nodes]})
+        return {"name": self.name, "trainable": self.trainable, "layers": layers,
+                "input_layers": [self._tensor_ref(t) for t in self._inputs],
+                "output_layers": [self._tensor_ref(t) for t in self._outputs],
+                "input_names": self._input_names, "output_names": self._output_names_given}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        created, outputs_of = {}, {}
+        pending = list(config["layers"])
+        for spec in pending:
+            layer = deserialize("layers", {"class_name": spec["class_name"], "config": spec["config"]}, "layer",
+                                custom_objects)
+            created[spec["name"]] = layer
+            if isinstance(layer, InputLayer):
+                outputs_of[(spec["name"], 0)] = [layer.output]
+        progress = True
+        remaining = [s for s in pending if not isinstance(created[s["name"]], InputLayer)]
+        node_counter = {}
+        while remaining and progress:
+            progress = False
+            for spec in list(remaining):
+                nodes = spec["inbound_nodes"]
+                k = node_counter.get(spec["name"], 0)
+                while k < len(nodes):
+                    refs = nodes[k]["args"]
+                    if not all((r[0], r[1]) in outputs_of for r in refs):
+                        break
+                    args = [outputs_of[(r[0], r[1])][r[2]] for r in refs]
+                    out = created[spec["name"]](args if nodes[k]["list_input"] else args[0])
+                    outputs_of[(spec["name"], k)] = out if isinstance(out, list) else [out]
+                    k += 1
+                    progress = True
+                node_counter[spec["name"]] = k
+                if k == len(nodes):
+                    remaining.remove(spec)
+        if remaining:
+            raise ValueError(f"Functional config could not be rebuilt: layers {[s['name'] for s in remaining]} "
+                             "refer to tensors that never appear.")
+
+        def tensor(ref):
+            return outputs_of[(ref[0], ref[1])][ref[2]]
+
+        inputs = [tensor(r) for r in config["input_layers"]]
+        outputs = [tensor(r) for r in config["output_layers"]]
+        if config.get("input_names"):
+            inputs = dict(zip(config["input_names"], inputs))
+        if config.get("output_names"):
+            outputs = dict(zip(config["output_names"], outputs))
+        return cls(inputs if len(inputs) > 1 or isinstance(inputs, dict) else inputs[0],
+                   outputs if len(outputs) > 1 or isinstance(outputs, dict) else outputs[0],
+                   name=config.get("name"), trainable=config.get("trainable", True))

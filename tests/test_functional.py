@@ -1,0 +1,270 @@
+"""Merge layers, the functional API (multi-input/output, shared layers, nested models) and subclassed models."""
+import re
+
+import numpy as np
+import pytest
+
+import glassnet
+from glassnet import Input, Model, Sequential
+from glassnet.layers import (Add, Average, Concatenate, Dense, Dot, Dropout, Maximum, Minimum, Multiply,
+                             Normalization, Subtract)
+
+
+def rel_error(a, b):
+    return np.max(np.abs(a - b)) / max(1e-8, np.max(np.abs(a)) + np.max(np.abs(b)))
+
+
+def numeric_grad(f, x, eps=1e-6):
+    g = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + eps
+        up = f()
+        x[i] = old - eps
+        down = f()
+        x[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
+MERGES = [Add, Subtract, Multiply, Average, Maximum, Minimum, lambda: Concatenate(axis=-1),
+          lambda: Concatenate(axis=1), lambda: Dot(axes=1), lambda: Dot(axes=1, normalize=True)]
+
+
+@pytest.mark.parametrize("make", MERGES)
+def test_merge_layer_gradients(float64, make):
+    layer = make()
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(4, 5)), rng.normal(size=(4, 5))]
+    if isinstance(layer, Add) or type(layer).__name__ in ("Multiply", "Average", "Maximum", "Minimum"):
+        xs.append(rng.normal(size=(4, 5)))
+    y, backward = layer.forward(xs)
+    dy = rng.normal(size=y.shape)
+    dxs = backward(dy)
+    for x, dx in zip(xs, dxs):
+        num = numeric_grad(lambda: float((layer.forward(xs)[0] * dy).sum()), x)
+        assert rel_error(dx, num) < 1e-6
+
+
+def test_dot_rank3_matches_einsum(float64):
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 5, 4))
+    y, backward = Dot(axes=2).forward([a, b])
+    np.testing.assert_allclose(y, np.einsum("nik,njk->nij", a, b))
+    dy = rng.normal(size=y.shape)
+    da, db = backward(dy)
+    np.testing.assert_allclose(da, numeric_grad(lambda: float((Dot(axes=2).forward([a, b])[0] * dy).sum()), a),
+                               atol=1e-7)
+
+
+def test_merge_errors_name_the_problem():
+    a, b = Input((3,)), Input((4,))
+    with pytest.raises(ValueError, match="same shape"):
+        Add()([a, b])
+    with pytest.raises(ValueError, match="list of inputs"):
+        Add()(a)
+    with pytest.raises(ValueError, match="exactly 2 inputs"):
+        Subtract()([a, a, a])
+
+
+def two_in_two_out():
+    num = Input((4,), name="num")
+    cat = Input((3,), name="cat")
+    shared = Dense(5, activation="tanh", name="shared")
+    h = Concatenate()([shared(num), Dense(5, activation="relu", name="cat_proj")(cat)])
+    h = Add()([h, Dense(10, name="skip")(num)])
+    score = Dense(1, activation="sigmoid", name="score")(h)
+    amount = Dense(2, name="amount")(h)
+    return Model(inputs={"num": num, "cat": cat}, outputs={"score": score, "amount": amount}, name="two")
+
+
+def test_functional_forward_equals_the_composition():
+    model = two_in_two_out()
+    rng = np.random.default_rng(2)
+    x = {"num": rng.normal(size=(6, 4)).astype("float32"), "cat": rng.normal(size=(6, 3)).astype("float32")}
+    score, amount = model.predict(x, verbose=0)
+    L = {layer.name: layer for layer in model.layers}
+    h = np.concatenate([L["shared"].call(x["num"]), L["cat_proj"].call(x["cat"])], axis=1) + L["skip"].call(x["num"])
+    np.testing.assert_allclose(score, L["score"].call(h), rtol=1e-6)
+    np.testing.assert_allclose(amount, L["amount"].call(h), rtol=1e-6)
+    assert model.input_names == ["num", "cat"] and model.output_names == ["score", "amount"]
+
+
+def test_functional_gradients_with_fan_out_and_shared_layers(float64):
+    x_in = Input((3,))
+    shared = Dense(3, activation="tanh")
+    h1 = shared(x_in)
+    h2 = shared(h1)                                   # the same layer applied twice
+    out = Dense(1)(Add()([h1, h2, x_in]))             # x_in and h1 fan out
+    model = Model(x_in, out)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 3))
+    dy = rng.normal(size=(5, 1))
+    for w in model.weights:
+        w.grad[...] = 0
+    y, backward = model.forward(x, training=True)
+    dx = backward(dy)
+
+    def objective():
+        return float((model.call(x) * dy).sum())
+
+    assert rel_error(dx, numeric_grad(objective, x)) < 1e-6
+    for w in model.trainable_weights:
+        assert rel_error(w.grad, numeric_grad(objective, w.value)) < 1e-6
+
+
+def test_nested_models_as_layers(float64):
+    inner_in = Input((4,))
+    inner = Model(inner_in, Dense(3, activation="relu")(inner_in), name="inner")
+    outer_in = Input((4,))
+    outer = Model(outer_in, Dense(1)(inner(outer_in)), name="outer")
+    seq = Sequential([Input((4,)), inner, Dense(2)])
+    x = np.random.default_rng(4).normal(size=(3, 4))
+    np.testing.assert_allclose(outer.predict(x, verbose=0), outer.layers[-1].call(inner.call(x)))
+    assert seq.predict(x, verbose=0).shape == (3, 2)
+    assert outer.count_params() == 4 * 3 + 3 + 3 + 1
+
+
+def test_multi_output_training_logs_and_evaluate():
+    model = two_in_two_out()
+    model.compile(optimizer=glassnet.optimizers.Adam(0.01),
+                  loss={"score": "binary_crossentropy", "amount": "mse"},
+                  loss_weights={"score": 2.0, "amount": 0.5},
+                  metrics={"score": ["accuracy"], "amount": ["mae"]})
+    rng = np.random.default_rng(5)
+    x = {"num": rng.normal(size=(64, 4)).astype("float32"), "cat": rng.normal(size=(64, 3)).astype("float32")}
+    y = {"score": (x["num"][:, 0] > 0).astype("float32"), "amount": x["cat"][:, :2] * 2}
+    history = model.fit(x, y, epochs=30, batch_size=16, verbose=0)
+    assert sorted(history.history) == ["amount_loss", "amount_mae", "loss", "score_accuracy", "score_loss"]
+    assert history.history["loss"][-1] < history.history["loss"][0] * 0.5
+    # the total is the weighted sum of the per-output losses
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(2.0 * logs["score_loss"] + 0.5 * logs["amount_loss"], rel=1e-5)
+    values = model.evaluate(x, y, verbose=0)
+    assert model.metrics_names == ["loss", "score_loss", "amount_loss", "score_accuracy", "amount_mae"]
+    assert values == pytest.approx([logs[k] for k in model.metrics_names])
+    # per-output losses equal the losses computed by hand on predict
+    score, amount = model.predict(x, verbose=0)
+    assert logs["amount_loss"] == pytest.approx(float(np.mean((amount - y["amount"]) ** 2)), rel=1e-4)
+    with pytest.raises(ValueError, match="outputs \\['score', 'amount'\\]"):
+        model.fit(x, y["score"], verbose=0)
+
+
+def test_functional_errors():
+    a, b = Input((3,), name="a"), Input((3,), name="b")
+    out = Dense(1)(Add()([a, b]))
+    with pytest.raises(ValueError, match="Graph disconnected.*'b'"):
+        Model(a, out)
+    with pytest.raises(TypeError, match="symbolic tensors"):
+        Model(a, np.zeros(3))
+    model = Model([a, b], out)
+    with pytest.raises(ValueError, match="takes 2 input"):
+        model.predict(np.zeros((2, 3)), verbose=0)
+
+
+SUMMARY = """\
+Model: "functional_3"
+┏━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━┓
+┃ Layer (type)        ┃ Output Shape      ┃    Param # ┃ Connected to      ┃
+┡━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━┩
+│ features            │ (None, 8)         │          0 │ -                 │
+│ (InputLayer)        │                   │            │                   │
+├─────────────────────┼───────────────────┼────────────┼───────────────────┤
+│ dense_3 (Dense)     │ (None, 4)         │         36 │ features[0][0]    │
+├─────────────────────┼───────────────────┼────────────┼───────────────────┤
+│ dense_4 (Dense)     │ (None, 4)         │         36 │ features[0][0]    │
+├─────────────────────┼───────────────────┼────────────┼───────────────────┤
+│ concatenate         │ (None, 8)         │          0 │ dense_3[0][0],    │
+│ (Concatenate)       │                   │            │ dense_4[0][0]     │"""
+
+
+def test_summary_has_keras_connected_to_column(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    f = Input((8,), name="features")
+    c = Concatenate()([Dense(4, name="dense_3")(f), Dense(4, name="dense_4")(f)])
+    model = Model(f, Dense(1)(c), name="functional_3")
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert "\n".join(lines).startswith(SUMMARY)  # the reference's lines, verbatim
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_functional_save_load_round_trip(tmp_path, dtype):
+    glassnet.set_floatx(dtype)
+    model = two_in_two_out()
+    model.compile(optimizer="adam", loss={"score": "binary_crossentropy", "amount": "mse"},
+                  metrics={"score": ["accuracy"]})
+    rng = np.random.default_rng(6)
+    x = {"num": rng.normal(size=(8, 4)).astype(dtype), "cat": rng.normal(size=(8, 3)).astype(dtype)}
+    y = {"score": np.ones(8, dtype), "amount": np.zeros((8, 2), dtype)}
+    model.fit(x, y, epochs=2, verbose=0)
+    model.save(tmp_path / "two.glassnet")
+    loaded = glassnet.load_model(tmp_path / "two.glassnet")
+    for a, b in zip(model.predict(x, verbose=0), loaded.predict(x, verbose=0)):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.input_names == ["num", "cat"] and loaded.output_names == ["score", "amount"]
+    model.train_on_batch(x, y)
+    loaded.train_on_batch(x, y)
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+class Residual(Model):
+    """A subclassed model: layers as attributes, call() composes them."""
+
+    def __init__(self):
+        super().__init__(name="residual")
+        self.norm = Normalization(mean=0.0, variance=1.0)
+        self.hidden = Dense(6, activation="tanh")
+        self.project = Dense(6)
+        self.add = Add()
+        self.drop = Dropout(0.0)
+        self.out = Dense(1, activation="sigmoid")
+
+    def call(self, x, training=False):
+        h = self.norm(x)
+        h = self.add([self.hidden(h), self.project(h)])
+        return self.out(self.drop(h, training=training))
+
+
+def test_subclassed_model_backward_follows_its_layers(float64):
+    model = Residual()
+    x = np.random.default_rng(7).normal(size=(5, 3))
+    model.build((None, 3))
+    assert [type(layer).__name__ for layer in model.layers] == ["Normalization", "Dense", "Dense", "Add", "Dropout",
+                                                                "Dense"]
+    dy = np.random.default_rng(8).normal(size=(5, 1))
+    for w in model.weights:
+        w.grad[...] = 0
+    y, backward = model.forward(x, training=True)
+    dx = backward(dy)
+
+    def objective():
+        return float((model.call(x) * dy).sum())
+
+    assert rel_error(dx, numeric_grad(objective, x)) < 1e-6
+    for w in model.trainable_weights:
+        assert rel_error(w.grad, numeric_grad(objective, w.value)) < 1e-6
+
+
+def test_subclassed_model_trains_and_refuses_untraceable_math(pima_standardized):
+    (x, y), _ = pima_standardized
+    model = Residual()
+    model.compile(optimizer="adam", loss="mse", metrics=["accuracy"])
+    history = model.fit(x, y, epochs=5, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+    class Bad(Model):
+        def __init__(self):
+            super().__init__()
+            self.a = Dense(1)
+
+        def call(self, x, training=False):
+            return self.a(x) * 2.0  # NumPy math outside a layer: no backward for it
+
+    bad = Bad()
+    bad.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="outside layers"):
+        bad.fit(x, y, epochs=1, verbose=0)
