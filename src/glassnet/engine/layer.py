@@ -86,21 +86,21 @@ class Layer:
         return [w for w in self._weights if not w.trainable]
 
     def get_weights(self):
-        return [w.numpy() for w in self._weights]
+        return [w.numpy() for w in self.weights]
 
     def set_weights(self, weights):
-        weights = list(weights)
-        if len(weights) != len(self._weights):
-            raise ValueError(f"Layer '{self.name}' has {len(self._weights)} weights "
-                             f"({[w.name for w in self._weights]}), got a list of {len(weights)}.")
-        for w, v in zip(self._weights, weights):
+        weights, mine = list(weights), self.weights
+        if len(weights) != len(mine):
+            raise ValueError(f"Layer '{self.name}' has {len(mine)} weights ({[w.name for w in mine]}), got a list of "
+                             f"{len(weights)}.")
+        for w, v in zip(mine, weights):
             w.assign(v)
 
     def count_params(self):
         if not self.built:
             raise ValueError(f"Layer '{self.name}' is not built yet, so it has no weights to count. "
                              "Call it on data or build it with an input shape first.")
-        return int(sum(w.size for w in self._weights))
+        return int(sum(w.size for w in self.weights))
 
     # --- building -------------------------------------------------------------------------------
     def build(self, input_shape):
@@ -165,7 +165,7 @@ class Layer:
 
     def regularization_loss(self):
         """Σ of this layer's weight penalties (added to the training loss)."""
-        return sum(w.regularizer(w.value) for w in self._weights if w.regularizer is not None)
+        return sum(w.regularizer(w.value) for w in self.weights if w.regularizer is not None)
 
     # --- configuration --------------------------------------------------------------------------
     def get_config(self):

@@ -2,9 +2,11 @@
 from ..engine.layer import Layer
 from ..engine.graph import KerasTensor
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
+from .attention import MultiHeadAttention
 from .merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract, add, concatenate
 from .preprocessing import Normalization
+from .wrappers import TimeDistributed
 
 __all__ = ["Layer", "Activation", "Dense", "Dropout", "Flatten", "Input", "InputLayer", "KerasTensor",
            "Reshape", "Normalization", "Add", "Average", "Concatenate", "Dot", "Maximum", "Minimum", "Multiply",
-           "Subtract", "add", "concatenate"]
+           "Subtract", "add", "concatenate", "MultiHeadAttention", "TimeDistributed"]
