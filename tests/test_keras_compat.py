@@ -144,7 +144,7 @@ def test_unsupported_names_say_what_exists():
     with pytest.raises(ImportError, match="keras.layers.Conv2D is not available in glassnet.*Dense"):
         from glassnet.keras.layers import Conv2D  # noqa: F401
     with pytest.raises(ImportError, match="never does. Load a local copy"):
-        from glassnet.keras.datasets import mnist  # noqa: F401
+        from glassnet.keras.datasets import cifar10  # noqa: F401
 
 
 def test_keras2_layer_spellings(capsys):
@@ -190,3 +190,11 @@ def test_fit_generator_points_to_fit():
     model = glassnet.Sequential([glassnet.Input((2,)), glassnet.layers.Dense(1)])
     with pytest.raises(AttributeError, match="call fit"):
         model.fit_generator(iter([]))
+
+
+def test_keras_mnist_is_the_bundled_subset_and_says_so(capsys):
+    from glassnet.keras.datasets import mnist
+    (x, y), (xt, yt) = mnist.load_data()
+    assert x.shape == (4000, 28, 28) and xt.shape == (1000, 28, 28) and x.dtype == np.uint8
+    assert sorted(np.unique(y)) == list(range(10))
+    assert "bundled 5,000-digit subset" in capsys.readouterr().err

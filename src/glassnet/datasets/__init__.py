@@ -1,11 +1,11 @@
 """Data sets that ship with glassnet or load from local files (no downloads)."""
-from . import pima
+from . import mnist, pima
 
-__all__ = ["pima"]
+__all__ = ["mnist", "pima"]
 
 
 def __getattr__(name):
-    if name in ("mnist", "cifar10", "cifar100", "imdb", "reuters", "boston_housing", "fashion_mnist",
+    if name in ("cifar10", "cifar100", "imdb", "reuters", "boston_housing", "fashion_mnist",
                 "california_housing"):
         raise AttributeError(f"glassnet.datasets.{name} is not bundled: glassnet never downloads data. Load your "
                              f"local copy with numpy (e.g. np.loadtxt) and pass the arrays to fit().")
