@@ -268,3 +268,23 @@ def test_subclassed_model_trains_and_refuses_untraceable_math(pima_standardized)
     bad.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="outside layers"):
         bad.fit(x, y, epochs=1, verbose=0)
+
+
+def test_functional_models_carry_masks_like_sequential():
+    from glassnet.layers import LSTM, Embedding
+    rng = np.random.default_rng(9)
+    tokens = Input((None,))  # any sequence length
+    out = Dense(1)(LSTM(4)(Embedding(10, 3, mask_zero=True)(tokens)))
+    model = Model(tokens, out)
+    seq = Sequential([Input((None,))] + [layer for layer in model.layers[1:]])
+    x = rng.integers(1, 10, size=(3, 6)).astype("float32")
+    padded = x.copy()
+    padded[:, 4:] = 0  # trailing padding must not change the result of the first four steps
+    np.testing.assert_allclose(model.predict(padded, verbose=0), seq.predict(padded, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(model.predict(padded, verbose=0), model.predict(x[:, :4], verbose=0), rtol=1e-5)
+
+
+def test_sequential_refuses_layers_with_several_outputs():
+    from glassnet.layers import LSTM
+    with pytest.raises(ValueError, match="functional API"):
+        Sequential([Input((5, 3)), LSTM(4, return_state=True)])

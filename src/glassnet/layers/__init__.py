@@ -3,10 +3,13 @@ from ..engine.layer import Layer
 from ..engine.graph import KerasTensor
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Reshape
 from .attention import MultiHeadAttention
+from .embedding import Embedding
+from .recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from .merge import Add, Average, Concatenate, Dot, Maximum, Minimum, Multiply, Subtract, add, concatenate
 from .preprocessing import Normalization
 from .wrappers import TimeDistributed
 
 __all__ = ["Layer", "Activation", "Dense", "Dropout", "Flatten", "Input", "InputLayer", "KerasTensor",
            "Reshape", "Normalization", "Add", "Average", "Concatenate", "Dot", "Maximum", "Minimum", "Multiply",
-           "Subtract", "add", "concatenate", "MultiHeadAttention", "TimeDistributed"]
+           "Subtract", "add", "concatenate", "MultiHeadAttention", "TimeDistributed", "Embedding", "SimpleRNN", "LSTM", "GRU",
+           "Bidirectional"]

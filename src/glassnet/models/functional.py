@@ -102,14 +102,29 @@ class Functional(Model):
         return xs
 
     # --- computing ------------------------------------------------------------------------------
+    def _masks(self, node, values, masks):
+        """The mask reaching ``node`` (single-input layers), and the mask its output carries."""
+        if node.list_input:
+            return None, None
+        t = node.inputs[0]
+        mask = masks.get(id(t))
+        return mask, node.layer.compute_mask(values[id(t)], mask)
+
     def forward(self, x, training=False):
         values = {id(t): v for t, v in zip(self._inputs, self._arrays(x))}
+        masks = {}
         steps = []
         for node in self._nodes:
             if isinstance(node.layer, InputLayer):
                 continue
             args = [values[id(t)] for t in node.inputs]
-            y, backward = node.layer.forward(args if node.list_input else args[0], training)
+            mask, out_mask = self._masks(node, values, masks)
+            if mask is not None and node.layer.consumes_mask:
+                y, backward = node.layer.forward(args[0], training, mask=mask)
+            else:
+                y, backward = node.layer.forward(args if node.list_input else args[0], training)
+            if out_mask is not None:
+                masks[id(node.outputs[0])] = out_mask
             outs = y if len(node.outputs) > 1 else [y]
             for t, v in zip(node.outputs, outs):
                 values[id(t)] = v
@@ -140,11 +155,18 @@ class Functional(Model):
 
     def call(self, x, training=False):
         values = {id(t): v for t, v in zip(self._inputs, self._arrays(x))}
+        masks = {}
         for node in self._nodes:
             if isinstance(node.layer, InputLayer):
                 continue
             args = [values[id(t)] for t in node.inputs]
-            y = node.layer.call(args if node.list_input else args[0], training)
+            mask, out_mask = self._masks(node, values, masks)
+            if mask is not None and node.layer.consumes_mask:
+                y = node.layer.call(args[0], training, mask=mask)
+            else:
+                y = node.layer.call(args if node.list_input else args[0], training)
+            if out_mask is not None:
+                masks[id(node.outputs[0])] = out_mask
             outs = y if len(node.outputs) > 1 else [y]
             for t, v in zip(node.outputs, outs):
                 values[id(t)] = v

@@ -41,6 +41,10 @@ class Sequential(Model):
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add() expects a layer such as Dense(10), got {layer!r} "
                             f"({type(layer).__name__}).")
+        if getattr(layer, "multiple_outputs", False):
+            raise ValueError(f"Layer '{layer.name}' returns several tensors (return_state=True or merge_mode=None), "
+                             "which a Sequential model cannot pass on. Use the functional API: "
+                             "outputs = layer(inputs); Model(inputs, outputs).")
         if any(existing.name == layer.name for existing in self._layers):
             raise ValueError(f"All layers added to a Sequential model should have unique names. Name '{layer.name}' "
                              "is already used; pass name='...' to one of them.")
