@@ -136,6 +136,8 @@ class Dropout(Layer):
     backward: dx = dy ⊙ m / (1 − rate)
     """
 
+    supports_masking = True
+
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not 0 <= rate <= 1:
