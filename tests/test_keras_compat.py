@@ -141,8 +141,8 @@ def test_keras_namespace_mirrors_keras_paths():
 
 
 def test_unsupported_names_say_what_exists():
-    with pytest.raises(ImportError, match="keras.layers.Conv2D is not available in glassnet.*Dense"):
-        from glassnet.keras.layers import Conv2D  # noqa: F401
+    with pytest.raises(ImportError, match="keras.layers.Conv3D is not available in glassnet.*Dense"):
+        from glassnet.keras.layers import Conv3D  # noqa: F401
     with pytest.raises(ImportError, match="never does. Load a local copy"):
         from glassnet.keras.datasets import cifar10  # noqa: F401
 
