@@ -6,6 +6,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from gradcheck import numeric_grad, rel_error
 
 import glassnet
 from glassnet import Input, Model
@@ -16,31 +17,12 @@ from glassnet.layers.wrappers import TimeDistributed
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def rel_error(a, b):
-    return np.max(np.abs(a - b)) / max(1e-8, np.max(np.abs(a)) + np.max(np.abs(b)))
-
-
 def assert_grad(analytic, numeric):
     """Relative error < 1e-6, or both ~0 (e.g. the key bias, which softmax cancels exactly)."""
     if max(np.max(np.abs(analytic)), np.max(np.abs(numeric))) < 1e-6:
         assert np.max(np.abs(analytic - numeric)) < 1e-8
     else:
         assert rel_error(analytic, numeric) < 1e-6
-
-
-def numeric_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        up = f()
-        x[i] = old - eps
-        down = f()
-        x[i] = old
-        g[i] = (up - down) / (2 * eps)
-    return g
 
 
 def make_mha(q_dim=5, v_dim=5, **kwargs):

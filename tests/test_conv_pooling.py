@@ -18,6 +18,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from gradcheck import numeric_grad, rel_error
 
 import glassnet
 from glassnet.engine import kernels
@@ -41,25 +42,6 @@ def f64():
 
 
 # --- (a) finite differences -------------------------------------------------------------------------
-def rel_error(analytic, numeric):
-    a, n = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
-    assert a.shape == n.shape, (a.shape, n.shape)
-    return float(np.max(np.abs(a - n)) / max(1e-8, np.max(np.abs(a)) + np.max(np.abs(n))))
-
-
-def numeric_grad(f, x, h=H):
-    g = np.zeros(x.shape, np.float64)
-    for idx in np.ndindex(*x.shape):
-        old = x[idx]
-        x[idx] = old + h
-        fp = f()
-        x[idx] = old - h
-        fm = f()
-        x[idx] = old
-        g[idx] = (fp - fm) / (2 * h)
-    return g
-
-
 def check_layer_gradients(layer, x, rng, forward_kwargs=None):
     """J = Σ y·dy (+ the activity penalty); backward(dy) must give dJ/dx and add dJ/dW into W.grad."""
     forward_kwargs = forward_kwargs or {}

@@ -3,30 +3,12 @@ import re
 
 import numpy as np
 import pytest
+from gradcheck import numeric_grad, rel_error
 
 import glassnet
 from glassnet import Input, Model, Sequential
 from glassnet.layers import (Add, Average, Concatenate, Dense, Dot, Dropout, Maximum, Minimum, Multiply,
                              Normalization, Subtract)
-
-
-def rel_error(a, b):
-    return np.max(np.abs(a - b)) / max(1e-8, np.max(np.abs(a)) + np.max(np.abs(b)))
-
-
-def numeric_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        up = f()
-        x[i] = old - eps
-        down = f()
-        x[i] = old
-        g[i] = (up - down) / (2 * eps)
-    return g
 
 
 MERGES = [Add, Subtract, Multiply, Average, Maximum, Minimum, lambda: Concatenate(axis=-1),

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from gradcheck import numeric_grad, rel_error
 
 import glassnet
 from glassnet import activations, losses, regularizers
@@ -30,27 +31,6 @@ def _float64():
     glassnet.set_random_seed(0)
     yield
     glassnet.set_floatx("float32")
-
-
-def rel_error(analytic, numeric):
-    """max|a − n| / max(1e-8, max|a| + max|n|)."""
-    a, n = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
-    assert a.shape == n.shape, (a.shape, n.shape)
-    return float(np.max(np.abs(a - n)) / max(1e-8, np.max(np.abs(a)) + np.max(np.abs(n))))
-
-
-def numeric_grad(f, x, h=H):
-    """Central differences of the scalar f() with respect to the array x, perturbed in place."""
-    g = np.zeros(x.shape, np.float64)
-    for idx in np.ndindex(*x.shape):
-        old = x[idx]
-        x[idx] = old + h
-        fp = f()
-        x[idx] = old - h
-        fm = f()
-        x[idx] = old
-        g[idx] = (fp - fm) / (2 * h)
-    return g
 
 
 def assert_grad(analytic, f, x, what=""):

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 import pytest
+from gradcheck import numeric_grad, rel_error
 
 import glassnet
 from glassnet.engine.registry import deserialize
@@ -38,25 +39,6 @@ def f64():
 
 
 # --- (a) gradient checks -------------------------------------------------------------------------------------
-def rel_error(analytic, numeric):
-    a, n = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
-    assert a.shape == n.shape, (a.shape, n.shape)
-    return float(np.max(np.abs(a - n)) / max(1e-8, np.max(np.abs(a)) + np.max(np.abs(n))))
-
-
-def numeric_grad(f, x, h=H):
-    g = np.zeros(x.shape)
-    for idx in np.ndindex(*x.shape):
-        old = x[idx]
-        x[idx] = old + h
-        fp = f()
-        x[idx] = old - h
-        fm = f()
-        x[idx] = old
-        g[idx] = (fp - fm) / (2 * h)
-    return g
-
-
 def check_layer_grads(layer, x, training=True, seed=None, mask=None, rng=None):
     """J = Σ y·dy: compare backward's dx and weight grads with central differences.
 
