@@ -14,6 +14,7 @@ from .normalization import BatchNormalization, GroupNormalization, LayerNormaliz
 from .preprocessing import Normalization
 from .regularization import GaussianDropout, GaussianNoise, SpatialDropout1D, SpatialDropout2D
 from .rescaling import Rescaling
+from .text import TextVectorization
 from .reshaping import Cropping1D, Cropping2D, Permute, RepeatVector, UpSampling1D, UpSampling2D, ZeroPadding1D, \
     ZeroPadding2D
 from .wrappers import TimeDistributed
@@ -28,7 +29,7 @@ __all__ = ["Layer", "Activation", "Dense", "Dropout", "Flatten", "Input", "Input
            "SeparableConv2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
            "GlobalMaxPooling1D", "GlobalMaxPooling2D", "MaxPooling1D", "MaxPooling2D",
            "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool1D", "GlobalAvgPool2D", "GlobalMaxPool1D",
-           "GlobalMaxPool2D", "Convolution1D", "Convolution2D"]
+           "GlobalMaxPool2D", "Convolution1D", "Convolution2D", "TextVectorization"]
 
 # Keras's aliases
 MaxPool1D, MaxPool2D, AvgPool1D, AvgPool2D = MaxPooling1D, MaxPooling2D, AveragePooling1D, AveragePooling2D
