@@ -371,12 +371,14 @@ def good_file(tmp_path):
 
 
 def test_unsupported_layer_names_itself_and_the_supported_list(tmp_path):
-    kmodel = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+    kmodel = keras.Sequential([keras.Input((4, 4, 4, 1)), keras.layers.Conv3D(2, 3), keras.layers.Flatten(),
                                keras.layers.Dense(1)])
-    path = tmp_path / "conv.keras"
+    path = tmp_path / "conv3d.keras"
     kmodel.save(path)
-    with pytest.raises(ValueError, match=r"'Conv2D'.*Supported layers: InputLayer, Dense, Activation, Dropout, "
-                                         r"Flatten, Reshape, Normalization"):
+    with pytest.raises(ValueError, match=r"'Conv3D'.*Supported layers: InputLayer, Dense, Activation, Dropout, "
+                                         r"Flatten, Reshape, Normalization, Conv1D, Conv2D, .*LSTM, GRU, "
+                                         r"Add, .*Dot, MultiHeadAttention, Bidirectional, TimeDistributed "
+                                         r"\(in a Sequential or Functional model\)"):
         glassnet.load_model(path)
 
 
@@ -528,7 +530,8 @@ def test_unknown_config_key_is_named(tmp_path, good_file):
     (b"{not json", "config.json is not valid JSON"),
     (b"\xff\xfe{}", "config.json is not valid JSON"),
     ("[" * 100 + "]" * 100, "nests deeper than 64 levels"),
-    (json.dumps({"class_name": "Functional", "config": {"layers": []}}), "glassnet reads Sequential models"),
+    (json.dumps({"class_name": "Functional", "config": {"layers": []}}), "'layers' must be a non-empty list"),
+    (json.dumps({"class_name": "Model", "config": {"layers": []}}), "glassnet reads Sequential and Functional"),
     (json.dumps({"class_name": "Sequential", "config": {"layers": [{"class_name": "Dense", "config": {
         "name": "d", "units": 2, "dtype": "mixed_float16"}}], "build_input_shape": [None, 4]}}), "no mixed precision"),
 ])
@@ -606,3 +609,301 @@ def test_round_trip_without_optimizer_and_without_input_layer(tmp_path):
     np.testing.assert_array_equal(back.predict(x, verbose=0), model.predict(x, verbose=0))
     np.testing.assert_allclose(keras.saving.load_model(path).predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-6, atol=1e-6)
+
+
+# --- the layers beyond the MLP set: every case is built from the same arguments in glassnet and in Keras ----------
+def randomize(variables, seed=0):
+    """Small random values for every float variable (positive for variances), given (path, shape, dtype)."""
+    r = rng(seed)
+    return [r.uniform(0.5, 1.5, size=shape).astype(dtype) if "variance" in path else
+            r.uniform(-0.5, 0.5, size=shape).astype(dtype) if np.dtype(dtype).kind == "f" else None
+            for path, shape, dtype in variables]
+
+
+LAYER_CASES = {
+    "mnist_convnet": ((12, 12, 1), lambda L: [L.Conv2D(4, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten(),
+                                              L.Dropout(0.5), L.Dense(10, activation="softmax")]),
+    "batchnorm": ((4, 3), lambda L: [L.BatchNormalization(), L.BatchNormalization(axis=1, center=False,
+                                                                                  momentum=0.9, epsilon=0.01)]),
+    "layer_group_norm": ((4, 6), lambda L: [L.LayerNormalization(), L.GroupNormalization(groups=2),
+                                            L.LayerNormalization(axis=[1, 2], scale=False)]),
+    "pooling_1d": ((8, 3), lambda L: [L.MaxPooling1D(2), L.AveragePooling1D(2, strides=1, padding="same"),
+                                      L.GlobalMaxPooling1D()]),
+    "pooling_2d": ((6, 6, 2), lambda L: [L.AveragePooling2D(2), L.MaxPooling2D(2, strides=1, padding="same"),
+                                         L.GlobalAveragePooling2D()]),
+    "global_pools": ((6, 6, 2), lambda L: [L.GlobalMaxPooling2D(keepdims=True), L.Reshape((2, 1)),
+                                           L.GlobalAveragePooling1D()]),
+    "reshaping_1d": ((4, 3), lambda L: [L.Permute((2, 1)), L.ZeroPadding1D(1), L.Cropping1D((1, 2)),
+                                        L.UpSampling1D(2), L.Flatten(), L.RepeatVector(2)]),
+    "reshaping_2d": ((4, 4, 2), lambda L: [L.ZeroPadding2D(1), L.Cropping2D(((1, 0), (0, 1))), L.UpSampling2D(2)]),
+    "noise_rescaling": ((4, 3), lambda L: [L.SpatialDropout1D(0.3), L.GaussianNoise(0.1), L.GaussianDropout(0.2),
+                                           L.Rescaling(2.0, offset=1.0), L.Reshape((2, 2, 3)),
+                                           L.SpatialDropout2D(0.2)]),
+    "embedding_rnns": ((6,), lambda L: [L.Embedding(10, 4, mask_zero=True), L.LSTM(5, return_sequences=True),
+                                        L.GRU(3, return_sequences=True),
+                                        L.GRU(3, return_sequences=True, reset_after=False), L.SimpleRNN(2)]),
+    "bidirectional": ((5, 3), lambda L: [L.Bidirectional(L.LSTM(4, return_sequences=True)),
+                                         L.Bidirectional(L.GRU(3), merge_mode="sum")]),
+    "time_distributed": ((5, 3), lambda L: [L.TimeDistributed(L.Dense(2, activation="tanh")),
+                                            L.Bidirectional(L.SimpleRNN(2, return_sequences=True),
+                                                            merge_mode="ave")]),
+    "conv_1d": ((10, 2), lambda L: [L.Conv1D(3, 2, activation="relu"), L.Conv1DTranspose(2, 3, strides=2),
+                                    L.DepthwiseConv1D(2, depth_multiplier=2),
+                                    L.SeparableConv1D(3, 2, padding="same")]),
+    "conv_2d": ((5, 5, 2), lambda L: [L.Conv2DTranspose(2, 3, strides=2), L.DepthwiseConv2D(2),
+                                      L.SeparableConv2D(3, 2, use_bias=False), L.Conv2D(2, 2, dilation_rate=2)]),
+}
+
+
+def case_input(name, shape, seed=0):
+    if name == "embedding_rnns":
+        x = rng(seed).integers(0, 10, size=(4,) + shape)
+        x[:, -2:] = 0  # padding, masked by Embedding(mask_zero=True)
+        return x
+    return rng(seed).normal(size=(4,) + shape).astype(np.float32)
+
+
+def dataset_layout(data):
+    return {k: v for k, v in h5_layout(data).items() if isinstance(v, tuple)}
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_new_layers_glassnet_to_keras(tmp_path, case):
+    shape, build = LAYER_CASES[case]
+    model = glassnet.Sequential([Input(shape)] + build(glassnet.layers))
+    weights = randomize([(w.path, w.shape, w.dtype) for w in model.weights])
+    model.set_weights([v if v is not None else w.value for v, w in zip(weights, model.weights)])
+    path = tmp_path / "ours.keras"
+    model.save(path)
+    kmodel = keras.saving.load_model(path)
+    assert [type(la).__name__ for la in kmodel.layers] == [type(la).__name__ for la in model.layers]
+    x = case_input(case, shape)
+    np.testing.assert_allclose(kmodel.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    theirs = tmp_path / "theirs.keras"
+    kmodel.save(theirs)  # the h5 datasets sit where Keras itself puts them (RNN cells, wrapper sub-groups)
+    assert dataset_layout(members(path)["model.weights.h5"]) == dataset_layout(members(theirs)["model.weights.h5"])
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_new_layers_keras_to_glassnet(tmp_path, case):
+    shape, build = LAYER_CASES[case]
+    kmodel = keras.Sequential([keras.Input(shape)] + build(keras.layers))
+    weights = randomize([(v.path, v.shape, v.dtype) for v in kmodel.weights], seed=1)
+    kmodel.set_weights([v if v is not None else np.asarray(w.numpy()) for v, w in zip(weights, kmodel.weights)])
+    path = tmp_path / "k.keras"
+    kmodel.save(path)
+    model = glassnet.load_model(path)
+    assert [type(la).__name__ for la in model.layers] == [type(la).__name__ for la in kmodel.layers]
+    x = case_input(case, shape, seed=2)
+    np.testing.assert_allclose(model.predict(x, verbose=0), kmodel.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    again = tmp_path / "again.keras"
+    model.save(again)
+    np.testing.assert_allclose(keras.saving.load_model(again).predict(x, verbose=0), kmodel.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_keras_batchnorm_moving_stats_load(tmp_path):
+    L = keras.layers
+    kmodel = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(3, 3), L.BatchNormalization(), L.MaxPooling2D(),
+                               L.Flatten(), L.Dense(2)])
+    bn = kmodel.layers[1]
+    bn.moving_mean.assign(np.array([0.3, -0.2, 0.1], np.float32))
+    bn.moving_variance.assign(np.array([2.0, 0.5, 1.5], np.float32))
+    path = tmp_path / "bn.keras"
+    kmodel.save(path)
+    model = glassnet.load_model(path)
+    np.testing.assert_allclose(model.layers[1].moving_variance.value, [2.0, 0.5, 1.5])
+    np.testing.assert_allclose(model.layers[1].moving_mean.value, [0.3, -0.2, 0.1], rtol=1e-6)
+    x = rng(3).normal(size=(5, 8, 8, 1)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), kmodel.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_nested_wrapper_config_is_checked(tmp_path):
+    kmodel = keras.Sequential([keras.Input((5, 3)), keras.layers.TimeDistributed(keras.layers.Dense(2))])
+    path = tmp_path / "td.keras"
+    kmodel.save(path)
+    parts = members(path)
+    config = json.loads(parts["config.json"])
+    config["config"]["layers"][1]["config"]["layer"]["class_name"] = "Conv3D"
+    parts["config.json"] = json.dumps(config).encode()
+    bad = tmp_path / "bad.keras"
+    write_zip(bad, parts)
+    with pytest.raises(ValueError, match="'Conv3D'.*not supported"):
+        glassnet.load_model(bad)
+
+
+# --- functional models: multiple inputs and outputs, merge layers, a shared layer ----------------------------------
+def functional(L, Input_, Model):
+    a, b = Input_((4,), name="a"), Input_((4,), name="b")
+    shared = L.Dense(4, activation="tanh", name="shared")
+    ha, hb = shared(a), shared(b)  # one layer, two calls (nodes 0 and 1)
+    merged = [L.Add()([ha, hb]), L.Subtract()([ha, hb]), L.Multiply()([ha, hb]), L.Average()([ha, hb]),
+              L.Maximum()([ha, hb]), L.Minimum()([ha, hb])]
+    cat = L.Concatenate(name="cat")(merged)
+    out1 = L.Dense(2, name="out1")(cat)
+    out2 = L.Dot(axes=1, normalize=True)([L.Dense(3)(cat), L.Dense(3)(hb)])
+    seq = L.Reshape((6, 4))(cat)
+    out3 = L.GlobalAveragePooling1D()(L.LSTM(3, return_sequences=True)(L.BatchNormalization()(seq)))
+    return Model([a, b], [out1, out2, out3])
+
+
+def functional_input(seed=0):
+    r = rng(seed)
+    return [r.normal(size=(5, 4)).astype(np.float32), r.normal(size=(5, 4)).astype(np.float32)]
+
+
+def test_functional_glassnet_to_keras(tmp_path):
+    model = functional(glassnet.layers, Input, glassnet.Model)
+    weights = randomize([(w.path, w.shape, w.dtype) for w in model.weights])
+    model.set_weights(weights)
+    path = tmp_path / "f.keras"
+    model.save(path)
+    kmodel = keras.saving.load_model(path)
+    x = functional_input()
+    for theirs, ours in zip(kmodel.predict(x, verbose=0), model.predict(x, verbose=0)):
+        np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
+    theirs = tmp_path / "theirs.keras"
+    kmodel.save(theirs)
+    assert dataset_layout(members(path)["model.weights.h5"]) == dataset_layout(members(theirs)["model.weights.h5"])
+
+
+def test_functional_keras_to_glassnet(tmp_path):
+    kmodel = functional(keras.layers, keras.Input, keras.Model)
+    weights = randomize([(v.path, v.shape, v.dtype) for v in kmodel.weights], seed=1)
+    kmodel.set_weights(weights)
+    path = tmp_path / "k.keras"
+    kmodel.save(path)
+    model = glassnet.load_model(path)
+    assert type(model).__name__ == "Functional"
+    x = functional_input(2)
+    expected = kmodel.predict(x, verbose=0)
+    for ours, theirs in zip(model.predict(x, verbose=0), expected):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    again = tmp_path / "again.keras"
+    model.save(again)
+    for back, theirs in zip(keras.saving.load_model(again).predict(x, verbose=0), expected):
+        np.testing.assert_allclose(back, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_single_input_functional_keras_to_glassnet(tmp_path):
+    L = keras.layers
+    inp = keras.Input((6, 6, 1))
+    h = L.Conv2D(2, 3, padding="same")(inp)
+    out = L.Dense(1)(L.Flatten()(L.Add()([h, L.Conv2D(2, 1)(inp)])))
+    kmodel = keras.Model(inp, out)
+    path = tmp_path / "single.keras"
+    kmodel.save(path)
+    model = glassnet.load_model(path)
+    x = rng(5).normal(size=(3, 6, 6, 1)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), kmodel.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_functional_with_unsupported_layer_is_refused(tmp_path):
+    L = keras.layers
+    a, b = keras.Input((4, 4, 4, 1)), keras.Input((2,))
+    kmodel = keras.Model([a, b], L.Concatenate()([L.Flatten()(L.Conv3D(1, 3)(a)), b]))
+    path = tmp_path / "conv3d.keras"
+    kmodel.save(path)
+    with pytest.raises(ValueError, match="'Conv3D'.*Supported layers: InputLayer, Dense"):
+        glassnet.load_model(path)
+
+
+def attention_model(L, Input_, Model):
+    q, v, k = Input_((3, 4)), Input_((5, 6)), Input_((5, 2))
+    cross = L.MultiHeadAttention(2, 3, value_dim=2, output_shape=5)(q, v, k)  # query, value, key
+    self_att = L.MultiHeadAttention(1, 2, use_bias=False)(cross, cross)
+    out = L.TimeDistributed(L.Dense(2))(L.LayerNormalization()(L.Add()([cross, self_att])))
+    return Model([q, v, k], out)
+
+
+def attention_input(seed=0):
+    r = rng(seed)
+    return [r.normal(size=(2, 3, 4)).astype(np.float32), r.normal(size=(2, 5, 6)).astype(np.float32),
+            r.normal(size=(2, 5, 2)).astype(np.float32)]
+
+
+def test_multi_head_attention_glassnet_to_keras(tmp_path):
+    model = attention_model(glassnet.layers, Input, glassnet.Model)
+    model.set_weights(randomize([(w.path, w.shape, w.dtype) for w in model.weights]))
+    path = tmp_path / "mha.keras"
+    model.save(path)
+    kmodel = keras.saving.load_model(path)
+    x = attention_input()
+    np.testing.assert_allclose(kmodel.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+    theirs = tmp_path / "theirs.keras"
+    kmodel.save(theirs)
+    assert dataset_layout(members(path)["model.weights.h5"]) == dataset_layout(members(theirs)["model.weights.h5"])
+
+
+def test_multi_head_attention_keras_to_glassnet(tmp_path):
+    kmodel = attention_model(keras.layers, keras.Input, keras.Model)
+    kmodel.set_weights(randomize([(v.path, v.shape, v.dtype) for v in kmodel.weights], seed=1))
+    path = tmp_path / "k.keras"
+    kmodel.save(path)
+    model = glassnet.load_model(path)
+    x = attention_input(2)
+    expected = kmodel.predict(x, verbose=0)
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+    again = tmp_path / "again.keras"
+    model.save(again)
+    np.testing.assert_allclose(keras.saving.load_model(again).predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_call_glassnet_cannot_express_is_refused(tmp_path):
+    q = keras.Input((3, 4))
+    kmodel = keras.Model(q, keras.layers.MultiHeadAttention(1, 2)(q, q, use_causal_mask=True))
+    path = tmp_path / "causal.keras"
+    kmodel.save(path)
+    with pytest.raises(ValueError, match="MultiHeadAttention calls other than"):
+        glassnet.load_model(path)
+
+
+def test_functional_optimizer_state_follows_keras_layer_order(tmp_path):
+    a, b = Input((4,)), Input((3,))
+    hb = Dense(3, name="zz")(b)  # glassnet meets zz first; Keras orders its layers (and optimizer slots) aa, zz, ...
+    ha = Dense(3, name="aa")(a)
+    model = glassnet.Model([a, b], Dense(1)(glassnet.layers.Concatenate()([hb, Dense(2)(ha)])))
+    model.compile(optimizer=gopt.Adam(0.01), loss="mse")
+    r = rng(7)
+    x, y = [r.normal(size=(8, 4)).astype(np.float32), r.normal(size=(8, 3)).astype(np.float32)], r.normal(size=(8, 1))
+    model.train_on_batch(x, y.astype(np.float32))
+    path = tmp_path / "opt.keras"
+    model.save(path)
+    kmodel = keras.saving.load_model(path)
+    np.testing.assert_allclose(kmodel.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    state = keras_state(kmodel.optimizer)
+    opt = model.optimizer
+    for w in model.trainable_weights:
+        g, sl = {id(v): (g, sl) for g, grp in enumerate(opt.groups) for v, sl in zip(grp.weights, grp.slices)}[id(w)]
+        key = w.path.replace("/", "_")
+        np.testing.assert_allclose(state[f"{key}_momentum"], opt.slots[g]["m"][sl].reshape(w.shape), rtol=1e-6)
+        np.testing.assert_allclose(state[f"{key}_velocity"], opt.slots[g]["v"][sl].reshape(w.shape), rtol=1e-6)
+    back = glassnet.load_model(path)
+    model.train_on_batch(x, y.astype(np.float32))
+    back.train_on_batch(x, y.astype(np.float32))
+    for ours, theirs in zip(back.get_weights(), model.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["layers"][1]["inbound_nodes"][0]["args"][0]["config"].update(keras_history=["nowhere", 0, 0]),
+     "an input comes from an unknown layer"),
+    (lambda c: c["layers"][1]["inbound_nodes"][0]["args"][0]["config"].update(keras_history=["second", 0, 0]),
+     "could not be rebuilt"),  # a cycle: first <- second <- first
+    (lambda c: c["layers"][1]["inbound_nodes"][0]["kwargs"].update(scale={"class_name": "__lambda__"}),
+     "never runs code"),
+    (lambda c: c.update(output_layers=[["ghost", 0, 0]]), "unknown layer 'ghost'"),
+])
+def test_hostile_functional_config_is_refused(tmp_path, edit, message):
+    inp = keras.Input((3,))
+    kmodel = keras.Model(inp, keras.layers.Dense(2, name="second")(keras.layers.Dense(4, name="first")(inp)))
+    path = tmp_path / "f.keras"
+    kmodel.save(path)
+    parts = members(path)
+    config = json.loads(parts["config.json"])
+    edit(config["config"])
+    parts["config.json"] = json.dumps(config).encode()
+    bad = tmp_path / "bad.keras"
+    write_zip(bad, parts)
+    with pytest.raises(ValueError, match=message):
+        glassnet.load_model(bad)

@@ -6,6 +6,9 @@ A ``.keras`` file is a zip (ZIP_STORED) of three members:
                         "registered_name": null, "build_config": {...}, "compile_config": {...}}
     model.weights.h5   layers/<key>/vars/0, 1, ...   one group per layer; <key> is the snake-cased class
                                                      name made unique per class (dense, dense_1, dropout ...)
+                       layers/<key>/cell/vars        SimpleRNN / LSTM / GRU keep their weights in their cell
+                       layers/<key>/forward_layer/..., backward_layer/...   Bidirectional; TimeDistributed: layer/...
+                       layers/<key>/query_dense/vars, key_dense, value_dense, output_dense   MultiHeadAttention
                        optimizer/vars/0, 1, ...      iterations, learning_rate (absent with a schedule),
                                                      then the optimizer's slots in Keras's order
                        vars                          the model's own (empty) group
@@ -13,8 +16,10 @@ A ``.keras`` file is a zip (ZIP_STORED) of three members:
 Reading never imports a module, resolves a callable, or unmarshals code named by the file: Keras
 class names are translated through fixed tables to glassnet's registered classes, Lambda layers are
 refused, and every HDF5 dataset is checked (a plain dataset stored in the file, of the shape and kind
-the architecture needs) before a byte of it is read. Only Sequential models of the layers in
-``SUPPORTED_LAYERS`` are read.
+the architecture needs) before a byte of it is read. Sequential and Functional models of the layers in
+``SUPPORTED_LAYERS`` are read; a Functional's ``inbound_nodes`` (Keras tensors naming their layer, node and
+output) are translated to glassnet's own functional config, and its layers are written in the order Keras's
+``map_graph`` gives them (which names their h5 groups and orders the optimizer's variables).
 
 Optimizer state: every built-in glassnet optimizer maps onto Keras's variables (see ``_slot_layout``).
 h5py is an optional dependency: ``pip install 'glassnet[keras]'``.
@@ -35,7 +40,25 @@ from . import native
 
 KERAS_VERSION = "3.15.1"  # the Keras release whose layout this module writes (and was checked against)
 MEMBERS = {"metadata.json": 1024 * 1024, "config.json": 16 * 1024 * 1024, "model.weights.h5": 8 * 1024 ** 3}
-SUPPORTED_LAYERS = ("InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape", "Normalization")
+# Layers whose glassnet get_config keys and weight order are Keras's own: translated generically.
+_GENERIC_LAYERS = ("Conv1D", "Conv2D", "Conv1DTranspose", "Conv2DTranspose", "DepthwiseConv1D", "DepthwiseConv2D",
+                   "SeparableConv1D", "SeparableConv2D", "MaxPooling1D", "MaxPooling2D", "AveragePooling1D",
+                   "AveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling1D",
+                   "GlobalAveragePooling2D", "BatchNormalization", "LayerNormalization", "GroupNormalization",
+                   "Permute", "RepeatVector", "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D",
+                   "UpSampling1D", "UpSampling2D", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
+                   "GaussianDropout", "Rescaling", "Embedding", "SimpleRNN", "LSTM", "GRU")
+# Keras keeps a recurrent layer's weights in its cell: layers/<key>/cell/vars
+_CELL_LAYERS = ("SimpleRNN", "LSTM", "GRU")
+# Layers that wrap others: Keras nests the inner layers' weights under these sub-groups
+_WRAPPERS = {"Bidirectional": ("layer", "backward_layer"), "TimeDistributed": ("layer",)}
+# Merge layers (in functional models)
+_MERGE_LAYERS = ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot")
+_GENERIC_LAYERS += _MERGE_LAYERS + ("MultiHeadAttention",)
+# Keras's sub-layers of MultiHeadAttention, in glassnet's weight order (query, key, value, output)
+_MHA_PARTS = ("query_dense", "key_dense", "value_dense", "output_dense")
+SUPPORTED_LAYERS = ("InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape", "Normalization"
+                    ) + _GENERIC_LAYERS + tuple(_WRAPPERS)
 _FLOAT_POLICIES = ("float16", "float32", "float64")
 _MAX_DEPTH = 64  # config.json nesting (Keras's own configs nest about 8 deep)
 # Keras's activation names that glassnet shares (the same formula and default parameters).
@@ -154,9 +177,90 @@ def _object_to_keras(obj, module, known, where):
     return _keras_object(module, name, dict(obj.get_config()))
 
 
+def _generic_to_keras(layer, kind):
+    """A layer whose get_config keys are Keras's: convert the dtype and the serialized objects."""
+    where = f"{kind} '{layer.name}'"
+    config = {}
+    for key, value in layer.get_config().items():
+        if key == "dtype":
+            value = _policy(layer.dtype)
+        elif key.endswith("_initializer") and value is not None:
+            obj = _from_glassnet("initializers", value)
+            value = _object_to_keras(obj, "keras.initializers", _KERAS_INITIALIZERS, where)
+        elif key.endswith("_regularizer") and value is not None:
+            obj = _from_glassnet("regularizers", value)
+            value = _object_to_keras(obj, "keras.regularizers", _KERAS_REGULARIZERS, where)
+        elif key.endswith("_constraint") and value is not None:
+            obj = _from_glassnet("constraints", value)
+            value = _object_to_keras(obj, "keras.constraints", _KERAS_CONSTRAINTS, where)
+        elif key in ("activation", "recurrent_activation"):
+            from .. import activations
+            value = _activation_to_keras(activations.get(value), where)
+        elif isinstance(value, tuple):
+            value = list(value)
+        config[key] = value
+    entry = _keras_object("keras.layers", kind, config)
+    shape = layer.input_shape
+    if kind == "MultiHeadAttention":
+        names = ("query_shape", "value_shape", "key_shape")
+        entry["build_config"] = {"shapes_dict": {n: list(s) for n, s in zip(names, shape)}}
+    elif shape is not None:
+        entry["build_config"] = {"input_shape": [list(s) for s in shape] if isinstance(shape, list) else list(shape)}
+    return entry
+
+
+def _wrapper_to_keras(layer, kind):
+    config = {"name": layer.name, "trainable": bool(layer.trainable), "dtype": _policy(layer.dtype)}
+    if kind == "Bidirectional":
+        config.update(merge_mode=layer.merge_mode, layer=_layer_to_keras(layer.forward_layer),
+                      backward_layer=_layer_to_keras(layer.backward_layer))
+    else:
+        config["layer"] = _layer_to_keras(layer.layer)
+    entry = _keras_object("keras.layers", kind, config)
+    entry["build_config"] = {"input_shape": list(layer.input_shape)}
+    return entry
+
+
+def _inner_layers(layer):
+    """(h5 sub-group, inner layer) for a wrapper layer, in the order of its weights; [] for others."""
+    kind = type(layer).__name__
+    if kind == "Bidirectional":
+        return [("forward_layer", layer.forward_layer), ("backward_layer", layer.backward_layer)]
+    if kind == "TimeDistributed":
+        return [("layer", layer.layer)]
+    return []
+
+
+def _config_var_paths(kind, config):
+    """Where Keras keeps a layer's variables, relative to its h5 group ("" is the group itself), in glassnet's
+    weight order; from the translated (glassnet) config, before the layer exists (``_write_vars`` writes them)."""
+    if kind in _CELL_LAYERS:
+        return ["cell"]
+    if kind == "MultiHeadAttention":
+        return list(_MHA_PARTS)
+    if kind in _WRAPPERS:
+        subs = [("forward_layer", config["layer"])] if kind == "Bidirectional" else [("layer", config["layer"])]
+        if kind == "Bidirectional":
+            subs.append(("backward_layer", config["backward_layer"]))
+        return [f"{sub}/{p}".rstrip("/") for sub, inner in subs
+                for p in _config_var_paths(inner["class_name"], inner["config"])]
+    return [""]
+
+
+def _from_glassnet(kind, value):
+    from .. import constraints, initializers, regularizers
+    module = {"initializers": initializers, "regularizers": regularizers, "constraints": constraints}[kind]
+    return module.get(value)
+
+
 def _layer_to_keras(layer):
     from ..layers import Activation, Dense, Dropout, Flatten, Normalization, Reshape
+    from .. import layers as L
     kind = type(layer).__name__
+    if kind in _GENERIC_LAYERS and type(layer) is getattr(L, kind):
+        return _generic_to_keras(layer, kind)
+    if kind in _WRAPPERS and type(layer) is getattr(L, kind):
+        return _wrapper_to_keras(layer, kind)
     if type(layer) not in (Dense, Activation, Dropout, Flatten, Reshape, Normalization):
         raise _unsupported_for_keras(f"layer '{layer.name}'", f"is a {kind}; the `.keras` writer handles "
                                                                 f"{', '.join(SUPPORTED_LAYERS[1:])}")
@@ -296,8 +400,123 @@ def _compile_config(model):
             "jit_compile": True}
 
 
+def _input_layer_to_keras(layer, shape, dtype):
+    return _keras_object("keras.layers", "InputLayer", {
+        "batch_shape": list(shape), "dtype": dtype, "sparse": False, "ragged": False, "name": layer.name,
+        "optional": False})
+
+
+def _keras_layer_order(model):
+    """The order of Keras's ``Functional.layers`` for this graph (keras/src/ops/function.py map_graph): by depth
+    from the outputs, deepest first, ties in the order a depth-first walk from the outputs first meets them."""
+    model_nodes = {id(n) for n in model._nodes}
+    finished, nodes, index, layers = set(), [], {}, {}
+
+    def visit(t):
+        node = t.node
+        if node is None or id(node) in finished or id(node) not in model_nodes:
+            return
+        layers[id(node.layer)] = node.layer
+        index.setdefault(id(node.layer), len(index))
+        for u in node.inputs:
+            visit(u)
+        finished.add(id(node))
+        nodes.append(node)
+
+    for t in model._outputs:
+        visit(t)
+    node_depth, layer_depth = {}, {}
+    for node in reversed(nodes):
+        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
+        for u in node.inputs:
+            if u.node is not None and id(u.node) in finished:
+                node_depth[id(u.node)] = max(depth + 1, node_depth.get(id(u.node), 0))
+    for t in model._inputs:
+        layer = t.node.layer
+        if id(layer) not in layer_depth:
+            layers[id(layer)] = layer
+            layer_depth[id(layer)], index[id(layer)] = 0, -1
+    return [layers[i] for i in sorted(layers, key=lambda i: (-layer_depth[i], index[i]))]
+
+
+def _keras_trainable(model):
+    """The model's trainable weights in Keras's order (its layers' order), which its optimizer variables follow."""
+    from ..models.functional import Functional
+    if type(model) is not Functional:
+        return model.trainable_weights
+    ours = {id(w) for w in model.trainable_weights}
+    out, seen = [], set()
+    for layer in _keras_layer_order(model):
+        for w in layer.trainable_weights:
+            if id(w) in ours and id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+    return out if len(out) == len(ours) else model.trainable_weights
+
+
+def _saved_layers(model):
+    """The layers in the order Keras names their h5 groups."""
+    from ..models.functional import Functional
+    return _keras_layer_order(model) if type(model) is Functional else model.layers
+
+
+def _functional_config(model):
+    """glassnet's Functional -> Keras's functional config (layers with inbound_nodes of Keras tensors)."""
+    from ..layers import InputLayer
+    gconfig = model.get_config()
+    tensors = {}
+    ids = {id(n) for n in model._nodes}
+    for layer in model.layers:
+        for k, node in enumerate(n for n in layer._inbound_nodes if id(n) in ids):
+            for i, t in enumerate(node.outputs):
+                tensors[(layer.name, k, i)] = t
+    for t in model.inputs:
+        tensors[(t.node.layer.name, 0, t.index)] = t
+
+    def tensor(ref):
+        t = tensors.get(tuple(ref))
+        shape = list(t.shape) if t is not None else None
+        dtype = getattr(t, "dtype", None) or model.dtype
+        return {"class_name": "__keras_tensor__", "config": {"shape": shape, "dtype": np.dtype(dtype).name,
+                                                             "keras_history": list(ref)}}
+
+    layers, by_name = [], {la.name: la for la in model.layers}
+    specs = {spec["name"]: spec for spec in gconfig["layers"]}
+    for spec in (specs[la.name] for la in _keras_layer_order(model)):
+        layer = by_name[spec["name"]]
+        if isinstance(layer, InputLayer):
+            t = tensors.get((layer.name, 0, 0))
+            shape = list(t.shape) if t is not None else list(layer.batch_shape)
+            entry = _input_layer_to_keras(layer, shape, np.dtype(getattr(t, "dtype", None) or model.dtype).name)
+            entry["inbound_nodes"] = []
+        else:
+            entry = _layer_to_keras(layer)
+            nodes = []
+            for node in spec["inbound_nodes"]:
+                args = [tensor(r) for r in node["args"]]
+                if type(layer).__name__ == "MultiHeadAttention":  # mha(query, value[, key], attention_mask=...)
+                    refs = node["args"]
+                    positional = args[:2] + (args[2:3] if refs[2] != refs[1] else [])
+                    nodes.append({"args": positional, "kwargs": {"attention_mask": args[3]} if len(args) > 3 else {}})
+                    continue
+                nodes.append({"args": [args] if node["list_input"] else args, "kwargs": {}})
+            entry["inbound_nodes"] = nodes
+        entry["name"] = layer.name
+        layers.append(entry)
+    config = {"name": model.name, "trainable": bool(model.trainable), "layers": layers,
+              "input_layers": gconfig["input_layers"], "output_layers": gconfig["output_layers"]}
+    out = {"module": "keras.src.models.functional", "class_name": "Functional", "config": config,
+           "registered_name": "Functional", "build_config": {"input_shape": None}}
+    out["compile_config"] = _compile_config(model)
+    return out
+
+
 def _model_config(model):
     from ..models import Sequential
+    from ..models.functional import Functional
+    if type(model) is Functional:
+        return _functional_config(model)
     if type(model) is not Sequential:
         raise _unsupported_for_keras(f"model '{model.name}'", f"is a {type(model).__name__}; the `.keras` writer "
                                                               "handles Sequential models")
@@ -319,11 +538,11 @@ def _optimizer_arrays(model):
     """Keras's optimizer variables for ``model.optimizer`` (fresh zeros where glassnet has not built it)."""
     opt = model.optimizer
     blocks, u_product = _slot_layout(opt)
-    trainable = model.trainable_weights
+    trainable = _keras_trainable(model)
     arrays = [np.asarray(opt.iterations, np.int32 if opt.iterations < 2 ** 31 else np.int64)]
     if not _has_schedule(opt):
         arrays.append(np.asarray(opt._learning_rate, np.float32))  # Keras's learning rate is a floatx variable
-    built = opt.built and [id(w) for w in opt.weights] == [id(w) for w in trainable]
+    built = opt.built and [id(w) for w in opt.weights] == [id(w) for w in model.trainable_weights]
     where = {}
     if built:
         for g, group in enumerate(opt.groups):
@@ -342,16 +561,41 @@ def _optimizer_arrays(model):
     return arrays
 
 
+def _write_vars(group, layer):
+    """Write ``layer``'s variables under ``group`` where Keras keeps them (inner layers, RNN cells)."""
+    vars_group = group.create_group("vars")
+    vars_group.attrs["name"] = layer.name
+    inner = _inner_layers(layer)
+    if inner:
+        for sub, la in inner:
+            _write_vars(group.create_group(sub), la)
+        return
+    if type(layer).__name__ == "MultiHeadAttention":
+        arrays = _keras_variables(layer)
+        per = len(arrays) // len(_MHA_PARTS)
+        for part, i in zip(_MHA_PARTS, range(0, len(arrays), per)):
+            sub = group.create_group(part).create_group("vars")
+            sub.attrs["name"] = part
+            for j, arr in enumerate(arrays[i:i + per]):
+                sub[str(j)] = np.array(arr, order="C")
+        for part in ("_dropout_layer", "_softmax"):
+            group.create_group(part).create_group("vars").attrs["name"] = part.strip("_")
+        return
+    if type(layer).__name__ in _CELL_LAYERS:
+        vars_group = group.create_group("cell").create_group("vars")
+        vars_group.attrs["name"] = f"{_snake_case(type(layer).__name__)}_cell"
+    for i, arr in enumerate(_keras_variables(layer)):
+        vars_group[str(i)] = np.array(arr, order="C")  # (ascontiguousarray would make scalars 1-d)
+
+
 def _weights_h5(model, include_optimizer):
     h5py = _h5py()
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
         layers = f.create_group("layers")
-        for key, layer in zip(_h5_keys(type(layer).__name__ for layer in model.layers), model.layers):
-            group = layers.create_group(key).create_group("vars")
-            group.attrs["name"] = layer.name
-            for i, arr in enumerate(_keras_variables(layer)):
-                group[str(i)] = np.array(arr, order="C")  # (ascontiguousarray would make scalars 1-d)
+        saved = _saved_layers(model)
+        for key, layer in zip(_h5_keys(type(layer).__name__ for layer in saved), saved):
+            _write_vars(layers.create_group(key), layer)
         if include_optimizer and model.compiled and model.optimizer is not None:
             group = f.create_group("optimizer").create_group("vars")
             group.attrs["name"] = model.optimizer.name
@@ -471,7 +715,9 @@ def _read_activation(value, where):
 # Keras config keys that glassnet can drop when they hold the value that means "not used"
 _HARMLESS = {"quantization_config": (None,), "lora_rank": (None, 0), "lora_alpha": (None,),
              "sparse": (False, None), "ragged": (False, None), "optional": (False, None),
-             "activity_regularizer": (None,)}
+             "activity_regularizer": (None,), "rms_scaling": (False,), "use_gate": (False,),
+             "sliding_window": (None,), "kernel_regularizer": (None,), "bias_regularizer": (None,),
+             "kernel_constraint": (None,), "bias_constraint": (None,)}
 _LAYER_KEYS = {
     "Dense": ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer", "kernel_regularizer",
               "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"),
@@ -481,6 +727,24 @@ _LAYER_KEYS = {
     "Reshape": ("target_shape",),
     "Normalization": ("axis", "invert", "mean", "variance"),
 }
+
+
+def _init_keys(cls):
+    """The config keys a generic glassnet layer class takes (its constructor's named arguments)."""
+    import inspect
+    from ..engine.layer import Layer
+    keys = []
+    for c in cls.__mro__:
+        if c is Layer or "__init__" not in vars(c):
+            if c is Layer:
+                break
+            continue
+        params = inspect.signature(c.__init__).parameters
+        keys += [k for k, p in params.items() if k != "self" and k not in keys and p.kind in (
+            p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            break
+    return tuple(k for k in keys if k != "weights")
 
 
 def _shape_list(value, where, what, batch=True):
@@ -507,12 +771,13 @@ def _translate_layer(entry, index, custom_objects):
                 del config[key]
         return custom_objects[kind], config, kind
     classes = {"InputLayer": L.InputLayer, "Dense": L.Dense, "Activation": L.Activation, "Dropout": L.Dropout,
-               "Flatten": L.Flatten, "Reshape": L.Reshape, "Normalization": L.Normalization}
+               "Flatten": L.Flatten, "Reshape": L.Reshape, "Normalization": L.Normalization,
+               **{k: getattr(L, k) for k in _GENERIC_LAYERS + tuple(_WRAPPERS)}}
     if kind not in classes:
         extra = " (a nested model)" if kind in ("Sequential", "Functional", "Model") else ""
         raise ValueError(f"{where}: Keras layer class {kind!r}{extra} is not supported by glassnet's .keras reader. "
-                         f"Supported layers: {', '.join(SUPPORTED_LAYERS)} (in a Sequential model). Rebuild the "
-                         f"model with these, or save it from Keras in another way glassnet can use.")
+                         f"Supported layers: {', '.join(SUPPORTED_LAYERS)} (in a Sequential or Functional model). "
+                         "Rebuild the model with these, or save it from Keras in another way glassnet can use.")
     if kind == "InputLayer":
         shape = config.pop("batch_shape", config.pop("batch_input_shape", None))
         out = {"name": config.pop("name", None), "dtype": _policy_name(config.pop("dtype", None), where),
@@ -523,7 +788,7 @@ def _translate_layer(entry, index, custom_objects):
     else:
         out = {"name": config.pop("name", None), "trainable": bool(config.pop("trainable", True)),
                "dtype": _policy_name(config.pop("dtype", None), where)}
-        for key in _LAYER_KEYS[kind]:
+        for key in _LAYER_KEYS.get(kind) or _init_keys(classes[kind]):
             if key in config:
                 out[key] = config.pop(key)
     for key in list(config):
@@ -553,6 +818,30 @@ def _translate_layer(entry, index, custom_objects):
                 out[key] = _read_named("constraints", out[key], where, _KERAS_CONSTRAINTS, "constraint")
     elif kind == "Activation":
         out["activation"] = _read_activation(out.get("activation"), where)
+    elif kind in _WRAPPERS:
+        for key in _WRAPPERS[kind]:
+            if not isinstance(out.get(key), dict):
+                if key == "backward_layer" and out.get(key) is None:
+                    continue
+                raise ValueError(f"{where}: '{key}' must be a layer config.")
+            cls, cfg, inner = _translate_layer(out[key], f"{index}.{key}", custom_objects)
+            if inner in _WRAPPERS or inner == "InputLayer" or cls not in classes.values():
+                raise ValueError(f"{where}: Keras layer class {inner!r} inside a {kind} is not supported.")
+            out[key] = {"class_name": inner, "config": cfg}
+        if kind == "Bidirectional" and out.get("backward_layer") is None:
+            raise ValueError(f"{where}: Bidirectional needs its backward_layer config.")
+    elif kind in _GENERIC_LAYERS:
+        for key in list(out):
+            if key in ("activation", "recurrent_activation"):
+                out[key] = _read_activation(out[key], where)
+            elif key.endswith("_initializer"):
+                out[key] = _read_named("initializers", out[key], where, _KERAS_INITIALIZERS, "initializer")
+            elif key.endswith("_regularizer"):
+                out[key] = _read_named("regularizers", out[key], where, _KERAS_REGULARIZERS, "regularizer")
+                if out[key] is None and key == "activity_regularizer":
+                    del out[key]
+            elif key.endswith("_constraint"):
+                out[key] = _read_named("constraints", out[key], where, _KERAS_CONSTRAINTS, "constraint")
     elif kind == "Normalization":
         for key in ("mean", "variance"):
             if out.get(key) is not None:
@@ -699,7 +988,7 @@ def _restore_optimizer(model, datasets, filepath):
     if not datasets or layout is None:
         return
     blocks, u_product = layout
-    trainable = model.trainable_weights
+    trainable = _keras_trainable(model)
     head = 1 if _has_schedule(opt) else 2  # iterations (+ learning_rate, which the config also holds)
     full = head + sum(len(b) for b in blocks) * len(trainable) + int(u_product)
     if len(datasets) not in (head, full):
@@ -720,7 +1009,7 @@ def _restore_optimizer(model, datasets, filepath):
                     values.append((w, name, _read_dataset(datasets[i], w.shape, "f", f"{label}/{i}")))
                     i += 1
         product = float(_read_dataset(datasets[i], (), "f", f"{label}/{i}")) if u_product else None
-        opt.build(trainable)
+        opt.build(model.trainable_weights)
         where = {id(w): (g, sl) for g, group in enumerate(opt.groups) for w, sl in zip(group.weights, group.slices)}
         for w, name, value in values:
             g, sl = where[id(w)]
@@ -739,9 +1028,11 @@ def _read_config(zf, filepath, custom_objects):
     _refuse_code(config, filepath)
     if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
         raise _malformed(filepath, "expected {\"class_name\": \"Sequential\", \"config\": {...}}")
+    if config.get("class_name") == "Functional":
+        return _read_functional_config(config, filepath, custom_objects)
     if config.get("class_name") != "Sequential":
-        raise _bad(filepath, f"the model is a Keras {config.get('class_name')!r}; glassnet reads Sequential models "
-                             f"(of the layers {', '.join(SUPPORTED_LAYERS)}).")
+        raise _bad(filepath, f"the model is a Keras {config.get('class_name')!r}; glassnet reads Sequential and "
+                             f"Functional models (of the layers {', '.join(SUPPORTED_LAYERS)}).")
     model_config = config["config"]
     entries = model_config.get("layers")
     if not isinstance(entries, list) or not entries:
@@ -764,11 +1055,111 @@ def _read_config(zf, filepath, custom_objects):
     return model_config, translated, build_shape, comp
 
 
+def _history(t, where):
+    history = (t.get("config") or {}).get("keras_history") if isinstance(t, dict) and t.get(
+        "class_name") == "__keras_tensor__" else None
+    if not (isinstance(history, list) and len(history) == 3 and isinstance(history[0], str) and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in history[1:])):
+        raise ValueError(f"{where}: layer inputs must be Keras tensors with a keras_history, got {t!r:.200}.")
+    return list(history)
+
+
+def _tensor_refs(node, where, kind=None):
+    """One Keras inbound node -> (refs [[layer, node, index], ...], list_input)."""
+    if not isinstance(node, dict) or not isinstance(node.get("args"), list):
+        raise ValueError(f"{where}: an inbound node must be {{\"args\": [...], \"kwargs\": {{...}}}}.")
+    kwargs = node.get("kwargs", {})
+    if kind == "MultiHeadAttention" and isinstance(kwargs, dict):  # mha(query, value[, key], attention_mask=...)
+        kwargs = dict(kwargs)
+        args = list(node["args"])
+        if len(args) == 2 and kwargs.get("key") is not None:
+            args.append(kwargs.pop("key"))
+        mask = kwargs.pop("attention_mask", None)
+        for k in ("key", "query_mask", "value_mask", "key_mask", "return_attention_scores", "use_causal_mask"):
+            if kwargs.get(k) in (None, False):
+                kwargs.pop(k, None)
+        if kwargs or len(args) not in (2, 3):
+            raise ValueError(f"{where}: MultiHeadAttention calls other than mha(query, value[, key], "
+                             f"attention_mask=...) are not supported (got {len(args)} arguments and keyword arguments "
+                             f"{json.dumps(kwargs, default=str)[:200]}).")
+        refs = [_history(t, where) for t in args]
+        refs = refs + ([refs[1]] if len(refs) == 2 else []) + ([_history(mask, where)] if mask is not None else [])
+        return refs, True
+    if not isinstance(kwargs, dict) or any(not (k in ("mask", "training") and v in (None, False))
+                                           for k, v in kwargs.items()):
+        raise ValueError(f"{where}: layer calls with keyword arguments {json.dumps(kwargs, default=str)[:200]} are "
+                         "not supported by glassnet's .keras reader.")
+    args = node["args"]
+    list_input = len(args) == 1 and isinstance(args[0], list)
+    tensors = args[0] if list_input else args
+    if not list_input and len(tensors) != 1:
+        raise ValueError(f"{where}: a layer call must take one tensor or one list of tensors.")
+    return [_history(t, where) for t in tensors], list_input
+
+
+def _layer_refs(value, where):
+    if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+            isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) for r in value):
+        raise ValueError(f"{where} must be a list of [layer name, node, index], got {value!r:.200}.")
+    return [list(r) for r in value]
+
+
+def _read_functional_config(config, filepath, custom_objects):
+    """Keras's functional config -> glassnet's Functional config (translated layers and inbound nodes)."""
+    model_config = config["config"]
+    entries = model_config.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise _malformed(filepath, "'layers' must be a non-empty list")
+    layers, translated, names = [], [], set()
+    try:
+        for i, entry in enumerate(entries):
+            cls, cfg, kind = _translate_layer(entry, i, custom_objects)
+            name = cfg.get("name")
+            if name in names:
+                raise ValueError(f"layer {i}: the name {name!r} is used twice.")
+            names.add(name)
+            nodes = entry.get("inbound_nodes") or []
+            if not isinstance(nodes, list):
+                raise ValueError(f"layer {i} ({kind} {name!r}): inbound_nodes must be a list.")
+            gnodes = []
+            for node in nodes:
+                refs, list_input = _tensor_refs(node, f"layer {i} ({kind} {name!r})", kind)
+                if any(r[0] not in [e.get("config", {}).get("name") for e in entries if isinstance(e, dict)]
+                       for r in refs):
+                    raise ValueError(f"layer {i} ({kind} {name!r}): an input comes from an unknown layer.")
+                gnodes.append({"args": refs, "list_input": list_input})
+            if kind == "InputLayer":
+                gnodes = [{"args": [], "list_input": False}]
+            elif not gnodes:
+                raise ValueError(f"layer {i} ({kind} {name!r}) is never called.")
+            layers.append({"class_name": kind, "config": cfg, "name": name, "inbound_nodes": gnodes})
+            translated.append((cls, cfg, kind))
+        gconfig = {"name": model_config.get("name"), "trainable": bool(model_config.get("trainable", True)),
+                   "layers": layers,
+                   "input_layers": _layer_refs(model_config.get("input_layers"), "input_layers"),
+                   "output_layers": _layer_refs(model_config.get("output_layers"), "output_layers"),
+                   "input_names": None, "output_names": None}
+        for ref in gconfig["input_layers"] + gconfig["output_layers"]:
+            if ref[0] not in names:
+                raise ValueError(f"the model's inputs/outputs name an unknown layer {ref[0]!r}.")
+    except ValueError as e:
+        raise _bad(filepath, str(e)) from None
+    comp = config.get("compile_config") or None
+    if comp is not None and not isinstance(comp, dict):
+        raise _malformed(filepath, "'compile_config' must be an object or null")
+    return gconfig, translated, "functional", comp
+
+
 def _build(filepath, model_config, translated, build_shape, budget):
     """The glassnet Sequential the config describes, allocating at most ``budget`` bytes of weights."""
     from ..models import Sequential
+    from ..models.functional import Functional
     try:
         with backend.weight_budget(budget, filepath):
+            if build_shape == "functional":
+                return Functional.from_config(model_config)
             layers = [cls.from_config(dict(cfg)) for cls, cfg, _ in translated]
             model = Sequential(layers, name=model_config.get("name"),
                                trainable=bool(model_config.get("trainable", True)))
@@ -781,11 +1172,11 @@ def _build(filepath, model_config, translated, build_shape, budget):
     return model
 
 
-def _assign_weights(model, keys, layer_vars, filepath):
+def _assign_weights(model, keys, layer_vars, filepath, layers=None):
     """Check every layer's datasets against its weights (count, shape, kind), then assign them all."""
     from ..layers import Normalization
     assignments = []
-    for key, layer, datasets in zip(keys, model.layers, layer_vars):
+    for key, layer, datasets in zip(keys, layers or model.layers, layer_vars):
         # Keras keeps Normalization statistics given as arguments in the config, not in variables
         fixed = isinstance(layer, Normalization) and layer._init_mean is not None
         targets = [] if fixed else layer.weights
@@ -814,17 +1205,21 @@ def load_model(filepath, custom_objects=None, compile=True):
     filepath = os.fspath(filepath)
     with _open(filepath) as zf:
         model_config, translated, build_shape, comp = _read_config(zf, filepath, custom_objects)
-        body = translated[1:] if translated[0][2] == "InputLayer" else translated
+        functional = build_shape == "functional"
+        body = translated[1:] if translated[0][2] == "InputLayer" and not functional else translated
         weights_data = _read_member(zf, filepath, "model.weights.h5")
     try:
         h5 = h5py.File(io.BytesIO(weights_data), "r")
     except (OSError, ValueError, RuntimeError) as e:
         raise _bad(filepath, f"model.weights.h5 is not a valid HDF5 file ({e}).") from None
     with h5:
-        keys = _h5_keys(kind for _, _, kind in body)
+        kinds = [kind for _, _, kind in body]
+        keys = _h5_keys(kinds)
         where = f"{filepath}: model.weights.h5"
         try:
-            layer_vars = [_vars(h5, f"layers/{key}", where) for key in keys]
+            layer_vars = [sum((_vars(h5, f"layers/{key}/{p}".rstrip("/"), where) for p in _config_var_paths(
+                kind, cfg)), []) + (_vars(h5, f"layers/{key}", where) if kind in _CELL_LAYERS + tuple(_WRAPPERS)
+                                    else []) for key, (_, cfg, kind) in zip(keys, body)]
             layers_group = _h5_child(h5, "layers", "group", where)
             extra = sorted(set(layers_group.keys()) - set(keys)) if layers_group is not None else []
             opt_vars = _vars(h5, "optimizer", where) if compile and comp else []
@@ -843,7 +1238,9 @@ def load_model(filepath, custom_objects=None, compile=True):
         budget += sum(16 * max(np.size(cfg["mean"]), 4096) + 8 for _, cfg, kind in body
                       if kind == "Normalization" and cfg.get("mean") is not None)
         model = _build(filepath, model_config, translated, build_shape, budget)
-        _assign_weights(model, keys, layer_vars, filepath)
+        by_name = {la.name: la for la in model.layers}
+        _assign_weights(model, keys, layer_vars, filepath,
+                        [by_name[cfg["name"]] for _, cfg, _ in body] if functional else None)
         model.metadata = {}
         model.training_seed = None
         if compile and comp:
