@@ -67,3 +67,58 @@ def test_weights_only_round_trip_and_metadata(tmp_path):
     fresh.load_weights(tmp_path / "m.weights.safetensors")
     for a, b in zip(model.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def _zoo():
+    """One model per family of layers, so every layer type goes through save -> load -> predict."""
+    L = layers
+    rng = np.random.default_rng(11)
+    conv = glassnet.Sequential([
+        glassnet.Input((12, 12, 2)), L.Rescaling(0.5, offset=0.1), L.ZeroPadding2D(1),
+        L.Conv2D(4, 3, padding="same", activation="relu"), L.BatchNormalization(), L.MaxPooling2D(),
+        L.DepthwiseConv2D(3, padding="same"), L.SeparableConv2D(4, 3), L.Conv2DTranspose(3, 3, strides=2),
+        L.Cropping2D(1), L.UpSampling2D(2), L.AveragePooling2D(), L.GroupNormalization(groups=3),
+        L.SpatialDropout2D(0.1), L.GaussianNoise(0.1), L.GlobalAveragePooling2D(), L.Dense(3)])
+    seq = glassnet.Sequential([
+        glassnet.Input((7,)), L.Embedding(20, 6, mask_zero=True), L.Bidirectional(L.LSTM(5, return_sequences=True)),
+        L.GRU(4, return_sequences=True), L.SimpleRNN(3, return_sequences=True),
+        L.TimeDistributed(L.Dense(4)), L.LayerNormalization(), L.Conv1D(3, 2, padding="causal"),
+        L.MaxPooling1D(), L.UpSampling1D(2), L.ZeroPadding1D(1), L.Cropping1D(1), L.AveragePooling1D(),
+        L.GlobalMaxPooling1D(), L.RepeatVector(2), L.Permute((2, 1)), L.Flatten(), L.GaussianDropout(0.1),
+        L.Dense(2)])
+    a, b = glassnet.Input((5, 6), name="a"), glassnet.Input((5, 6), name="b")
+    att = L.MultiHeadAttention(num_heads=2, key_dim=3)(a, b)
+    merged = [L.Add()([a, att]), L.Subtract()([a, b]), L.Multiply()([a, b]), L.Average()([a, b]),
+              L.Maximum()([a, b]), L.Minimum()([a, b])]
+    h = L.Concatenate()(merged)
+    pooled = L.GlobalAveragePooling1D()(h)
+    dot = L.Dot(axes=1)([L.Dense(4)(pooled), L.Dense(4)(pooled)])
+    functional = glassnet.Model([a, b], [L.Dense(2, name="head")(pooled), dot])
+    data = {
+        "conv": (conv, rng.normal(size=(3, 12, 12, 2))),
+        "sequence": (seq, rng.integers(0, 20, size=(3, 7)).astype("float64")),
+        "functional": (functional, [rng.normal(size=(3, 5, 6)), rng.normal(size=(3, 5, 6))]),
+    }
+    return data
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("ext", ["glassnet", "keras"])
+@pytest.mark.parametrize("family", ["conv", "sequence", "functional"])
+def test_every_layer_family_round_trips_exactly(tmp_path, dtype, ext, family):
+    if ext == "keras":
+        pytest.importorskip("h5py")
+    glassnet.set_floatx(dtype)
+    model, x = _zoo()[family]
+    x = [v.astype(dtype) for v in x] if isinstance(x, list) else x.astype(dtype)
+    before = model.predict(x, verbose=0)
+    path = tmp_path / f"{family}.{ext}"
+    model.save(path)
+    loaded = glassnet.load_model(path)
+    after = loaded.predict(x, verbose=0)
+    for p, q in zip(before if isinstance(before, list) else [before], after if isinstance(after, list) else [after]):
+        assert p.dtype == q.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(p, q)
+    assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in model.layers]
+    for w1, w2 in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(w1.value, w2.value)
