@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ENV = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(HERE), "src"))
+ENV = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(HERE), "src"), KERAS_BACKEND="jax")
 CODE = "import time; t = time.perf_counter(); import {mod}; print(time.perf_counter() - t)"
 
 
