@@ -157,6 +157,15 @@ class Layer:
             raise ValueError(f"{type(self).__name__} '{self.name}' expects inputs of shape ({want}), got shape "
                              f"{tuple(shape)}. Check the shape of the data you pass in.")
 
+    def _activity_gradient(self, y):
+        """Record the activity penalty of the output ``y`` (added to the loss by the model) and return its
+        gradient ∂penalty/∂y for the backward pass, or None when the layer has no activity regularizer."""
+        activity = self.activity_regularizer
+        if activity is None:
+            return None
+        self.last_activity_loss = activity(y)
+        return activity.gradient(y)
+
     def compute_mask(self, x, mask=None):
         """The mask of this layer's output: None, the incoming mask (``supports_masking``), or a new one.
 

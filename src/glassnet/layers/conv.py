@@ -163,13 +163,11 @@ class _ConvBase(Layer):
         dz = dy ⊙ act'(z), adds db = Σ dz, and hands dz to ``backward_cl(dz) -> dx`` (channels last)."""
         z = from_channels_last(z_cl, self.data_format)
         y, activation_backward = self.activation.forward(z)
-        activity = self.activity_regularizer
-        if activity is not None:
-            self.last_activity_loss = activity(y)
+        penalty_grad = self._activity_gradient(y)
 
         def backward(dy):
-            if activity is not None:
-                dy = dy + activity.gradient(y)
+            if penalty_grad is not None:
+                dy = dy + penalty_grad
             dz = to_channels_last(activation_backward(dy), self.data_format)
             if self.use_bias:
                 self.bias.grad += kernels.channel_sums(dz)

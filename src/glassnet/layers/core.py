@@ -68,13 +68,11 @@ class Dense(Layer):
         if self.use_bias:
             z += self.bias.value
         y, activation_backward = self.activation.forward(z)
-        activity = self.activity_regularizer
-        if activity is not None:
-            self.last_activity_loss = activity(y)
+        penalty_grad = self._activity_gradient(y)
 
         def backward(dy):
-            if activity is not None:
-                dy = dy + activity.gradient(y)
+            if penalty_grad is not None:
+                dy = dy + penalty_grad
             dz = activation_backward(dy)
             if x.ndim == 2:
                 self.kernel.grad += x.T @ dz

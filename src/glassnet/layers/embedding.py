@@ -101,13 +101,11 @@ class Embedding(Layer):
         ids = self._ids(x)
         E = self.embeddings.value
         y = E[ids]                                      # (..., output_dim)
-        activity = self.activity_regularizer
-        if activity is not None:
-            self.last_activity_loss = activity(y)
+        penalty_grad = self._activity_gradient(y)
 
         def backward(dy):
-            if activity is not None:
-                dy = dy + activity.gradient(y)
+            if penalty_grad is not None:
+                dy = dy + penalty_grad
             # scatter-add: repeated ids sum their gradients
             np.add.at(self.embeddings.grad, ids.reshape(-1), dy.reshape(-1, self.output_dim))
             return None  # integer ids have no gradient

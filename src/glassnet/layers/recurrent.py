@@ -285,9 +285,7 @@ class _Recurrent(Layer):
             caches.append(cache)
             states = new
         y = np.stack(outputs, axis=1) if self.return_sequences else outputs[-1]
-        activity = self.activity_regularizer
-        if activity is not None:
-            self.last_activity_loss = activity(y)
+        penalty_grad = self._activity_gradient(y)
 
         def backward(dy):
             if self.return_state:
@@ -298,8 +296,8 @@ class _Recurrent(Layer):
                 d_states = [np.zeros((n, self.units), x.dtype) for _ in range(self.STATES)]
             if dy is None:
                 dy = np.zeros(y.shape, x.dtype)
-            if activity is not None:
-                dy = dy + activity.gradient(y)
+            if penalty_grad is not None:
+                dy = dy + penalty_grad
             dxz = np.zeros_like(xz)
             for s in range(steps - 1, -1, -1):  # s counts processing steps; t is the time index
                 t = order[s]
