@@ -393,9 +393,6 @@ class Model(Layer):
             _data.check_same_length(len(out[0]), arr, f"x[{name!r}]", where)
         return out
 
-    def _check_x(self, x, where):
-        return self._feed(self._check_inputs(x, where))
-
     def _check_targets(self, y, n, dtype, where):
         heads = self._heads
         names = [h.name for h in heads]
@@ -445,11 +442,6 @@ class Model(Layer):
             if (sample_weight < 0).any():
                 raise ValueError(f"sample_weight passed to {where}() has negative values; weights must be >= 0.")
         return xs, ys, sample_weight
-
-    def _check_xy(self, x, y, sample_weight, where):
-        """Single input/output form of _check_data (kept for callers that expect arrays)."""
-        xs, ys, sw = self._check_data(x, y, sample_weight, where)
-        return self._feed(xs), ys[0] if len(ys) == 1 else ys, sw
 
     @staticmethod
     def _batch_size(batch_size, where):
