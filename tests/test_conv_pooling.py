@@ -34,13 +34,6 @@ TOL = 1e-6
 H = 1e-6
 
 
-@pytest.fixture
-def f64():
-    glassnet.set_floatx("float64")
-    yield
-    glassnet.set_floatx("float32")
-
-
 # --- (a) finite differences -------------------------------------------------------------------------
 def check_layer_gradients(layer, x, rng, forward_kwargs=None):
     """J = Σ y·dy (+ the activity penalty); backward(dy) must give dJ/dx and add dJ/dW into W.grad."""
@@ -106,7 +99,7 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("factory,shape", CONV_CASES, ids=[f"conv{i}" for i in range(len(CONV_CASES))])
-def test_conv_gradients(factory, shape, f64):
+def test_conv_gradients(factory, shape, float64):
     rng = np.random.default_rng(1)
     layer = factory()
     x = rng.normal(size=shape)
@@ -142,13 +135,13 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("factory,shape", POOL_CASES, ids=[f"pool{i}" for i in range(len(POOL_CASES))])
-def test_pool_gradients(factory, shape, f64):
+def test_pool_gradients(factory, shape, float64):
     rng = np.random.default_rng(2)
     check_layer_gradients(factory(), distinct(rng, shape), rng)
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
-def test_masked_global_average_pooling_1d(data_format, f64):
+def test_masked_global_average_pooling_1d(data_format, float64):
     rng = np.random.default_rng(3)
     layer = GlobalAveragePooling1D(data_format=data_format)
     x = rng.normal(size=(2, 5, 3) if data_format == "channels_last" else (2, 3, 5))
@@ -160,7 +153,7 @@ def test_masked_global_average_pooling_1d(data_format, f64):
     check_layer_gradients(layer, x, rng, {"mask": mask})
 
 
-def test_backward_adds_into_weight_grads(f64):
+def test_backward_adds_into_weight_grads(float64):
     """backward(dy) accumulates (+=) into Weight.grad, so two calls give twice the gradient."""
     rng = np.random.default_rng(13)
     x = rng.normal(size=(2, 6, 6, 3))

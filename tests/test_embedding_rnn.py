@@ -32,13 +32,6 @@ MASK = np.array([[1, 1, 1, 0, 0],
                  [0, 1, 1, 1, 0]], dtype=bool)
 
 
-@pytest.fixture
-def f64():
-    glassnet.set_floatx("float64")
-    yield
-    glassnet.set_floatx("float32")
-
-
 # --- gradient-check helpers ---------------------------------------------------------------------------
 def assert_grad(analytic, f, x, what):
     err = rel_error(analytic, numeric_grad(f, x))
@@ -101,19 +94,19 @@ CELLS = {
 @pytest.mark.parametrize("go_backwards", [False, True], ids=["fwd", "gobackwards"])
 @pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "seq"])
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_rnn_gradients(f64, cell, return_sequences, go_backwards, masked):
+def test_rnn_gradients(float64, cell, return_sequences, go_backwards, masked):
     layer = CELLS[cell](return_sequences=return_sequences, go_backwards=go_backwards)
     check_layer(layer, sequences(np.random.default_rng(1)), mask=MASK if masked else None)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_rnn_gradients_zero_output_for_mask(f64, cell):
+def test_rnn_gradients_zero_output_for_mask(float64, cell):
     layer = CELLS[cell](return_sequences=True, zero_output_for_mask=True)
     check_layer(layer, sequences(np.random.default_rng(2)), mask=MASK)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_rnn_gradients_return_state_and_initial_state(f64, cell):
+def test_rnn_gradients_return_state_and_initial_state(float64, cell):
     """Gradients flow in through the final states as well as the output; initial states are honoured."""
     layer = CELLS[cell](return_sequences=True, return_state=True)
     rng = np.random.default_rng(3)
@@ -123,20 +116,20 @@ def test_rnn_gradients_return_state_and_initial_state(f64, cell):
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_rnn_gradients_with_dropout(f64, cell):
+def test_rnn_gradients_with_dropout(float64, cell):
     """Training with dropout and recurrent_dropout: the masks are fixed per sequence, backward uses them."""
     layer = CELLS[cell](return_sequences=True, dropout=0.3, recurrent_dropout=0.4)
     check_layer(layer, sequences(np.random.default_rng(4)), mask=MASK, training=True)
 
 
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
-def test_rnn_gradients_input_dropout_only(f64, cell):
+def test_rnn_gradients_input_dropout_only(float64, cell):
     layer = CELLS[cell](dropout=0.5)  # one input mask shared by every gate (Keras's implementation 2)
     check_layer(layer, sequences(np.random.default_rng(5)), training=True)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_rnn_gradients_no_bias_other_activation(f64, cell):
+def test_rnn_gradients_no_bias_other_activation(float64, cell):
     layer = CELLS[cell](use_bias=False, activation="softsign", return_sequences=True)
     check_layer(layer, sequences(np.random.default_rng(6)), mask=MASK)
 
@@ -144,19 +137,19 @@ def test_rnn_gradients_no_bias_other_activation(f64, cell):
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "mask"])
 @pytest.mark.parametrize("return_sequences", [False, True], ids=["last", "seq"])
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "ave", "mul", None])
-def test_bidirectional_gradients(f64, merge_mode, return_sequences, masked):
+def test_bidirectional_gradients(float64, merge_mode, return_sequences, masked):
     layer = Bidirectional(LSTM(U, return_sequences=return_sequences), merge_mode=merge_mode)
     check_layer(layer, sequences(np.random.default_rng(7)), mask=MASK if masked else None)
 
 
-def test_bidirectional_gradients_custom_backward_layer_and_states(f64):
+def test_bidirectional_gradients_custom_backward_layer_and_states(float64):
     layer = Bidirectional(GRU(U, return_sequences=True, return_state=True),
                           backward_layer=GRU(U + 1, reset_after=False, return_sequences=True, return_state=True,
                                              go_backwards=True))
     check_layer(layer, sequences(np.random.default_rng(8)), mask=MASK)
 
 
-def test_embedding_gradient_with_repeated_ids(f64):
+def test_embedding_gradient_with_repeated_ids(float64):
     layer = Embedding(7, 3)
     ids = np.array([[1, 4, 4, 0], [4, 6, 1, 1]])
     layer._maybe_build(ids.shape)
@@ -172,7 +165,7 @@ def test_embedding_gradient_with_repeated_ids(f64):
     np.testing.assert_array_equal(analytic[[2, 3, 5]], 0)
 
 
-def test_sequential_embedding_lstm_dense_gradients(f64):
+def test_sequential_embedding_lstm_dense_gradients(float64):
     """The whole chain with a mask from Embedding(mask_zero=True): every weight checked through Sequential."""
     model = Sequential([Input((T,)), Embedding(6, 3, mask_zero=True), LSTM(U, return_sequences=True),
                        GRU(U), Dense(2)])
@@ -192,7 +185,7 @@ def test_sequential_embedding_lstm_dense_gradients(f64):
 
 
 # --- masks, shapes, order: direct semantics ----------------------------------------------------------------
-def test_masked_steps_carry_state_and_repeat_output(f64):
+def test_masked_steps_carry_state_and_repeat_output(float64):
     rng = np.random.default_rng(11)
     x = sequences(rng)
     layer = LSTM(U, return_sequences=True)
@@ -212,7 +205,7 @@ def test_masked_steps_carry_state_and_repeat_output(f64):
     np.testing.assert_allclose(yz[MASK], y[MASK])
 
 
-def test_go_backwards_is_reversed_input_and_reversed_output(f64):
+def test_go_backwards_is_reversed_input_and_reversed_output(float64):
     rng = np.random.default_rng(12)
     x = sequences(rng)
     fwd, bwd = GRU(U, return_sequences=True), GRU(U, return_sequences=True, go_backwards=True)
@@ -221,7 +214,7 @@ def test_go_backwards_is_reversed_input_and_reversed_output(f64):
     np.testing.assert_allclose(bwd(x), fwd(x[:, ::-1]))  # output in processing order, as Keras
 
 
-def test_return_state_values(f64):
+def test_return_state_values(float64):
     x = sequences(np.random.default_rng(13))
     layer = LSTM(U, return_sequences=True, return_state=True)
     seq, h, c = layer(x)

@@ -31,13 +31,6 @@ H = 1e-6
 TOL32 = 1e-5
 
 
-@pytest.fixture
-def f64():
-    glassnet.set_floatx("float64")
-    yield
-    glassnet.set_floatx("float32")
-
-
 # --- (a) gradient checks -------------------------------------------------------------------------------------
 def check_layer_grads(layer, x, training=True, seed=None, mask=None, rng=None):
     """J = Σ y·dy: compare backward's dx and weight grads with central differences.
@@ -97,7 +90,7 @@ NORM_CASES = [
 
 
 @pytest.mark.parametrize("what,make,shape,training", NORM_CASES, ids=[c[0] for c in NORM_CASES])
-def test_normalization_gradients(f64, what, make, shape, training):
+def test_normalization_gradients(float64, what, make, shape, training):
     rng = np.random.default_rng(0)
     layer = make()
     x = rng.normal(size=shape) * 2 + 0.5
@@ -106,7 +99,7 @@ def test_normalization_gradients(f64, what, make, shape, training):
     check_layer_grads(layer, x, training=training, rng=rng)
 
 
-def test_batchnorm_masked_gradients(f64):
+def test_batchnorm_masked_gradients(float64):
     """With a mask the batch statistics use only the True steps; every step is normalised."""
     rng = np.random.default_rng(2)
     layer = BatchNormalization()
@@ -125,7 +118,7 @@ def test_batchnorm_masked_gradients(f64):
     assert not np.allclose(moving, layer.moving_mean.value)
 
 
-def test_batchnorm_renorm_gradients(f64):
+def test_batchnorm_renorm_gradients(float64):
     """Batch renormalisation: r and d are constants of the backward pass (Keras's stop_gradient).
 
     Clipping saturates them here (rmin = rmax, |d| >> dmax), so they are also constant in the
@@ -162,7 +155,7 @@ SHAPE_CASES = [
 
 
 @pytest.mark.parametrize("what,make,shape", SHAPE_CASES, ids=[c[0] for c in SHAPE_CASES])
-def test_shape_layer_gradients(f64, what, make, shape):
+def test_shape_layer_gradients(float64, what, make, shape):
     layer = make()
     x = np.random.default_rng(4).normal(size=shape)
     check_layer_grads(layer, x)
@@ -179,7 +172,7 @@ NOISE_CASES = [
 
 
 @pytest.mark.parametrize("what,make,shape", NOISE_CASES, ids=[c[0] for c in NOISE_CASES])
-def test_noise_layer_gradients(f64, what, make, shape):
+def test_noise_layer_gradients(float64, what, make, shape):
     layer = make()
     x = np.random.default_rng(5).normal(size=shape)
     check_layer_grads(layer, x, seed=11)
@@ -200,7 +193,7 @@ def test_spatial_dropout_drops_whole_channels():
     assert np.all(y == y[:, :, :1, :1]) and np.all((y == 0) | np.isclose(y, 4 / 3))
 
 
-def test_gaussian_layers_statistics(f64):
+def test_gaussian_layers_statistics(float64):
     x = np.full((400, 50), 2.0)
     y = GaussianNoise(0.5)(x, training=True)
     assert abs(y.mean() - 2) < 0.01 and abs(y.std() - 0.5) < 0.01
