@@ -11,6 +11,21 @@ from glassnet.layers import (Add, Average, Concatenate, Dense, Dot, Dropout, Max
                              Normalization, Subtract)
 
 
+def assert_model_gradients(model, x, dy):
+    """The input and every weight gradient of J = Σ model(x)·dy agree with finite differences."""
+    for w in model.weights:
+        w.grad[...] = 0
+    _, backward = model.forward(x, training=True)
+    dx = backward(dy)
+
+    def objective():
+        return float((model.call(x) * dy).sum())
+
+    assert rel_error(dx, numeric_grad(objective, x)) < 1e-6
+    for w in model.trainable_weights:
+        assert rel_error(w.grad, numeric_grad(objective, w.value)) < 1e-6
+
+
 MERGES = [Add, Subtract, Multiply, Average, Maximum, Minimum, lambda: Concatenate(axis=-1),
           lambda: Concatenate(axis=1), lambda: Dot(axes=1), lambda: Dot(axes=1, normalize=True)]
 
@@ -84,17 +99,7 @@ def test_functional_gradients_with_fan_out_and_shared_layers(float64):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(5, 3))
     dy = rng.normal(size=(5, 1))
-    for w in model.weights:
-        w.grad[...] = 0
-    y, backward = model.forward(x, training=True)
-    dx = backward(dy)
-
-    def objective():
-        return float((model.call(x) * dy).sum())
-
-    assert rel_error(dx, numeric_grad(objective, x)) < 1e-6
-    for w in model.trainable_weights:
-        assert rel_error(w.grad, numeric_grad(objective, w.value)) < 1e-6
+    assert_model_gradients(model, x, dy)
 
 
 def test_nested_models_as_layers(float64):
@@ -218,17 +223,7 @@ def test_subclassed_model_backward_follows_its_layers(float64):
     assert [type(layer).__name__ for layer in model.layers] == ["Normalization", "Dense", "Dense", "Add", "Dropout",
                                                                 "Dense"]
     dy = np.random.default_rng(8).normal(size=(5, 1))
-    for w in model.weights:
-        w.grad[...] = 0
-    y, backward = model.forward(x, training=True)
-    dx = backward(dy)
-
-    def objective():
-        return float((model.call(x) * dy).sum())
-
-    assert rel_error(dx, numeric_grad(objective, x)) < 1e-6
-    for w in model.trainable_weights:
-        assert rel_error(w.grad, numeric_grad(objective, w.value)) < 1e-6
+    assert_model_gradients(model, x, dy)
 
 
 def test_subclassed_model_trains_and_refuses_untraceable_math(pima_standardized):

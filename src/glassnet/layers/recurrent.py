@@ -105,7 +105,17 @@ def _call_with_mask(layer, x, training, mask, initial_state):
     return layer.call(x, training=training, mask=mask, initial_state=initial_state)
 
 
-class _Recurrent(Layer):
+class _SequenceCall:
+    """call/__call__ shared by the recurrent layers and Bidirectional: both take mask= and initial_state=."""
+
+    def call(self, x, training=False, mask=None, initial_state=None):
+        return self.forward(x, training, mask=mask, initial_state=initial_state)[0]
+
+    def __call__(self, x, training=False, mask=None, initial_state=None):
+        return _call_with_mask(self, x, training, mask, initial_state)
+
+
+class _Recurrent(_SequenceCall, Layer):
     """The shared time loop of SimpleRNN, LSTM and GRU (see the module docstring).
 
     A subclass sets ``GATES`` (the number of u-wide blocks in its kernels), ``STATES`` (1 or 2) and
@@ -327,12 +337,6 @@ class _Recurrent(Layer):
         if self.return_state:
             return [y, *states], backward
         return y, backward
-
-    def call(self, x, training=False, mask=None, initial_state=None):
-        return self.forward(x, training, mask=mask, initial_state=initial_state)[0]
-
-    def __call__(self, x, training=False, mask=None, initial_state=None):
-        return _call_with_mask(self, x, training, mask, initial_state)
 
     # --- configuration ----------------------------------------------------------------------------------
     def get_config(self):
@@ -565,7 +569,7 @@ def _removeprefix(name, prefix):
 
 
 @register("layers")
-class Bidirectional(Layer):
+class Bidirectional(_SequenceCall, Layer):
     """Runs a recurrent layer over the sequence forwards and a copy backwards, then merges the two.
 
     forward:  y_f = fwd(x);  y_b = bwd(x) (go_backwards=True; with return_sequences its output is
@@ -734,12 +738,6 @@ class Bidirectional(Layer):
         if self.return_state:
             return ([*y, *states] if mode is None else [y, *states]), backward
         return y, backward
-
-    def call(self, x, training=False, mask=None, initial_state=None):
-        return self.forward(x, training, mask=mask, initial_state=initial_state)[0]
-
-    def __call__(self, x, training=False, mask=None, initial_state=None):
-        return _call_with_mask(self, x, training, mask, initial_state)
 
     def get_config(self):
         config = super().get_config()
