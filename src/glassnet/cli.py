@@ -1,4 +1,4 @@
-"""The ``glassnet`` command: ``run`` a Keras script unchanged, ``tutorial``, ``export``, ``info``."""
+"""The ``glassnet`` command: ``run`` a Keras script unchanged, ``tutorial``, ``serve``, ``export``, ``info``."""
 import argparse
 import json
 import os
@@ -26,6 +26,56 @@ def cmd_tutorial(args):
     from .tutorial import main
     main(out=args.out, epochs=args.epochs, seed=args.seed, verbose=args.verbose)
     return 0
+
+
+def _example_row(served):
+    sig = served.signature
+    example = sig.metadata.get("example_instance")
+    if isinstance(example, list) and len(sig.inputs) == 1 and len(example) == sig.inputs[0].shape[-1]:
+        return example
+    if len(sig.inputs) == 1 and len(sig.inputs[0].shape) == 2 and sig.inputs[0].dtype.kind == "f":
+        return [0.0] * sig.inputs[0].shape[1]
+    return None
+
+
+def print_banner(host, port, served, api_key=False):
+    """The served models and ready-to-paste curl commands for both protocols."""
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    print(f"glassnet serve: {url}  (web page {url}/ , API docs {url}/docs , metrics {url}/metrics)")
+    for m in served:
+        print(f"  model {m.name!r} version {m.version} from {m.path}")
+    if not served:
+        return
+    first = max((m for m in served if m.name == served[0].name), key=lambda m: m.version)
+    row = _example_row(first)
+    if row is None:
+        return
+    auth = " -H 'Authorization: Bearer $GLASSNET_API_KEY'" if api_key else ""
+    tf = json.dumps({"instances": [row]})
+    v2 = json.dumps({"inputs": [{"name": first.signature.inputs[0].name, "shape": [1, len(row)],
+                                 "datatype": first.signature.inputs[0].datatype, "data": row}]})
+    print("Try it (TensorFlow Serving REST, then Open Inference Protocol / KServe V2):")
+    print(f"  curl -s{auth} {url}/v1/models/{first.name}:predict -d '{tf}'")
+    print(f"  curl -s{auth} {url}/v2/models/{first.name}/infer -d '{v2}'")
+    print("Stop with Ctrl-C (in-flight requests finish first).", flush=True)
+
+
+def cmd_serve(args):
+    from .serve.server import run
+    api_key = args.api_key or os.environ.get("GLASSNET_API_KEY") or None
+    options = dict(model_name=args.model_name, version_policy=args.version_policy,
+                   max_batch_size=args.max_batch_size, batch_timeout_ms=args.batch_timeout_ms,
+                   request_timeout_s=args.request_timeout_s, max_body_bytes=args.max_body_bytes, api_key=api_key,
+                   cors_origins=args.cors_origin or (), poll_seconds=args.poll_seconds,
+                   access_log=not args.no_access_log)
+    try:
+        return run(args.path, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
+                   graceful_timeout_s=args.graceful_timeout_s,
+                   on_ready=lambda server, served: print_banner(args.host, args.port, served, bool(api_key)),
+                   **options)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"glassnet serve: {e}", file=sys.stderr)
+        return 2
 
 
 def cmd_export(args):
@@ -103,6 +153,31 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     p.set_defaults(fn=cmd_tutorial)
+    p = sub.add_parser("serve", help="serve models over HTTP: TensorFlow Serving REST + Open Inference Protocol (V2)",
+                       description="Serve a model file (.glassnet/.keras) or a model repository laid out as "
+                                   "<name>/<version>/model.glassnet. New versions are picked up without a restart.")
+    p.add_argument("path", help="a model file, one model's folder of versions, or a repository of models")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+    p.add_argument("--model-name", default=None, help="name for a single model (default: the file or folder name)")
+    p.add_argument("--version-policy", default="latest", help="latest | latest:N | all | specific:1,2")
+    p.add_argument("--max-batch-size", type=int, default=64,
+                   help="rows per model call when concurrent requests are batched (1 turns batching off)")
+    p.add_argument("--batch-timeout-ms", type=float, default=0.0,
+                   help="how long a batch waits for more requests when not full (default 0: take what is queued)")
+    p.add_argument("--request-timeout-s", type=float, default=30.0, help="answer 503 after this long (0: no limit)")
+    p.add_argument("--max-body-bytes", type=int, default=32 * 1024 * 1024, help="larger request bodies get 413")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or X-API-Key) on model "
+                                                   "endpoints; also read from $GLASSNET_API_KEY")
+    p.add_argument("--cors-origin", action="append", help="allow browser requests from this origin (repeatable; "
+                                                          "'*' for any). CORS is off by default")
+    p.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions (0: never)")
+    p.add_argument("--graceful-timeout-s", type=float, default=30.0,
+                   help="on SIGTERM, how long in-flight requests may take to finish")
+    p.add_argument("--no-access-log", action="store_true", help="no JSON access log lines on stderr")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("export", help="convert a model file to another format")
     p.add_argument("format", choices=["onnx"])
     p.add_argument("model", help="a .glassnet or .keras model file")

@@ -54,7 +54,8 @@ def main(out="runs/tutorial", epochs=100, seed=1, verbose=2):
     set_random_seed(seed)
     model = build_model(x_train)
     model.metadata = {"feature_names": list(pima.FEATURE_NAMES), "dataset": "Pima Indians Diabetes (UCI, via KEEL)",
-                      "output": "probability of diabetes within five years"}
+                      "output": "probability of diabetes within five years",
+                      "example_instance": [round(float(v), 6) for v in x_test[0]]}
     model.summary()
     history = model.fit(x_train, y_train, epochs=epochs, batch_size=32, validation_data=(x_test, y_test),
                         verbose=verbose)
@@ -64,12 +65,18 @@ def main(out="runs/tutorial", epochs=100, seed=1, verbose=2):
     weights_path = os.path.join(out, "pima.weights.safetensors")
     model.save(model_path)
     model.save_weights(weights_path)
+    # the same model as version 1 of a TensorFlow-Serving-style repository, which `glassnet serve` watches
+    served_path = os.path.join(out, "models", "pima", "1", "model.glassnet")
+    os.makedirs(os.path.dirname(served_path), exist_ok=True)
+    model.save(served_path, include_optimizer=False)
     with open(os.path.join(out, "history.json"), "w") as f:
         json.dump(history.history, f, indent=1)
     plot = plot_history(history.history, os.path.join(out, "learning_curves.png"))
     print(f"\nTest loss (MSE): {loss:.4f}   test accuracy: {acc:.4f}")
     print(f"Model (takes raw features): {model_path}")
     print(f"Weights: {weights_path}")
+    print(f"Model repository for `glassnet serve`: {os.path.join(out, 'models')}")
     if plot:
         print(f"Learning curves: {plot}")
-    return {"loss": loss, "accuracy": acc, "model": model_path, "plot": plot}
+    return {"loss": loss, "accuracy": acc, "model": model_path, "repository": os.path.join(out, "models"),
+            "plot": plot}

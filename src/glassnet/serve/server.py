@@ -1,0 +1,85 @@
+"""``glassnet serve``: run the :class:`InferenceServer` on uvicorn (uvloop + httptools when installed).
+
+One process by default; ``workers=N`` starts N uvicorn worker processes on the same port, each with
+its own models and batching threads, and ``/metrics`` sums their samples (prometheus-client's
+multiprocess mode). SIGTERM or Ctrl-C stops accepting connections, lets in-flight requests finish
+(up to ``graceful_timeout_s``), drains the batch queues, then exits.
+"""
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+CONFIG_ENV = "GLASSNET_SERVE_CONFIG"
+SERVER_KEYS = ("max_batch_size", "batch_timeout_ms", "request_timeout_s", "max_body_bytes", "api_key",
+               "cors_origins", "poll_seconds", "access_log")
+
+
+def build_server(path, model_name=None, version_policy="latest", **options):
+    from .app import InferenceServer
+    from .repository import ModelRepository
+    repository = ModelRepository(path, name=model_name, version_policy=version_policy)
+    return InferenceServer(repository, **{k: v for k, v in options.items() if k in SERVER_KEYS})
+
+
+def worker_app():
+    """The app of one worker process (uvicorn factory); options come from the parent's environment."""
+    config = json.loads(os.environ[CONFIG_ENV])
+    return build_server(config.pop("path"), **config)
+
+
+def _uvicorn_impls():
+    try:
+        import uvloop  # noqa: F401
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    try:
+        import httptools  # noqa: F401
+        http = "httptools"
+    except ImportError:
+        http = "h11"
+    return loop, http
+
+
+def configure_logging(level="info"):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("glassnet.serve")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def run(path, host="127.0.0.1", port=8501, workers=1, log_level="info", graceful_timeout_s=30.0, on_ready=None,
+        **options):
+    """Serve until SIGTERM/SIGINT. ``options``: model_name, version_policy and InferenceServer's keywords."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise SystemExit("glassnet serve needs the serving extra: pip install 'glassnet[serve]'") from None
+    configure_logging(log_level)
+    loop, http = _uvicorn_impls()
+    common = dict(host=host, port=port, loop=loop, http=http, lifespan="on", access_log=False,
+                  log_level="warning" if log_level == "info" else log_level,
+                  timeout_graceful_shutdown=graceful_timeout_s, server_header=False)
+    if workers <= 1:
+        server = build_server(path, **options)
+        served = server.load()
+        if on_ready is not None:
+            on_ready(server, served)
+        uvicorn.Server(uvicorn.Config(server, **common)).run()
+        return 0
+    served = build_server(path, **options).load()  # fail fast on a bad path, before starting workers
+    if on_ready is not None:
+        on_ready(None, served)
+    metrics_dir = tempfile.mkdtemp(prefix="glassnet-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ[CONFIG_ENV] = json.dumps({"path": os.path.abspath(path), **options})
+    try:
+        uvicorn.run("glassnet.serve.server:worker_app", factory=True, workers=workers, **common)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

@@ -1,0 +1,98 @@
+"""Shared helpers for the serving tests: small real models on disk and a real `glassnet serve` process."""
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+
+
+def tutorial_model(seed=0, epochs=2):
+    """The tutorial network (8 -> 10 -> 1, Normalization in front), briefly trained on Pima."""
+    from glassnet import set_random_seed
+    from glassnet.datasets import pima
+    from glassnet.tutorial import build_model
+    (x, y), _ = pima.load_data()
+    set_random_seed(seed)
+    model = build_model(x)
+    model.metadata = {"feature_names": list(pima.FEATURE_NAMES)}
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    return model, x
+
+
+def two_input_model(seed=0):
+    """A functional model with two named inputs and two named outputs."""
+    import glassnet as g
+    g.set_random_seed(seed)
+    a = g.layers.Input((3,), name="a")
+    b = g.layers.Input((2, 2), name="b")
+    h = g.layers.Dense(4, activation="tanh", name="hidden")(g.layers.Concatenate()([a, g.layers.Flatten()(b)]))
+    model = g.models.Model([a, b], [g.layers.Dense(2, name="scores")(h),
+                                    g.layers.Dense(1, activation="sigmoid", name="prob")(h)])
+    return model
+
+
+def save_version(repo, name, version, model):
+    """Write ``repo/name/version/model.glassnet`` atomically (file then rename), as a deployment would."""
+    folder = os.path.join(repo, name, str(version))
+    os.makedirs(folder, exist_ok=True)
+    model.save(os.path.join(folder, "model.glassnet"), include_optimizer=False)
+    return os.path.join(folder, "model.glassnet")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self, proc, port, log_path):
+        self.proc, self.port, self.log_path = proc, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+
+@contextlib.contextmanager
+def serve(path, *args, tmp_path, ready_timeout=60):
+    """Run ``glassnet serve PATH ARGS`` on a free loopback port until the block ends (then SIGTERM)."""
+    port = free_port()
+    log_path = os.path.join(str(tmp_path), f"serve-{port}.log")
+    cmd = [sys.executable, "-m", "glassnet", "serve", str(path), "--port", str(port), *map(str, args)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(proc, port, log_path)
+    deadline = time.monotonic() + ready_timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"glassnet serve exited with {proc.returncode}:\n{server.log()}")
+            try:
+                with urllib.request.urlopen(server.url + "/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"glassnet serve was not ready within {ready_timeout} s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def rows(x, n=3):
+    return np.asarray(x[:n], dtype=np.float32)
