@@ -1,5 +1,5 @@
 # glassnet — two commands on a fresh machine:
-#   make run    set up .venv and train the tutorial network on the bundled Pima data
+#   make run    set up .venv, train the tutorial network on the bundled Pima data, then serve it on :8501
 #   make test   set up .venv (with the test extras and PyTorch for the reference checks) and run the suite
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[plot]"
+	$(BIN)/pip install -q -e ".[plot,serve]"
 	touch $@
 
 $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
@@ -27,6 +27,7 @@ setup-test: $(VENV)/.test-deps
 
 run: setup
 	$(BIN)/glassnet tutorial --out $(OUT)
+	$(BIN)/glassnet serve $(OUT)/models --port 8501
 
 test: setup-test
 	$(BIN)/python -m pytest -q
@@ -39,6 +40,7 @@ bench: $(VENV)/.bench-deps
 	$(BIN)/python benchmarks/bench_tutorial.py
 	$(BIN)/python benchmarks/bench_import.py
 	$(BIN)/python benchmarks/bench_load.py
+	$(BIN)/python benchmarks/serve_bench.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

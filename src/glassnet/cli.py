@@ -33,7 +33,8 @@ def _example_row(served):
     example = sig.metadata.get("example_instance")
     if isinstance(example, list) and len(sig.inputs) == 1 and len(example) == sig.inputs[0].shape[-1]:
         return example
-    if len(sig.inputs) == 1 and len(sig.inputs[0].shape) == 2 and sig.inputs[0].dtype.kind == "f":
+    if len(sig.inputs) == 1 and len(sig.inputs[0].shape) == 2 and sig.inputs[0].dtype.kind == "f" \
+            and sig.inputs[0].shape[1] <= 32:
         return [0.0] * sig.inputs[0].shape[1]
     return None
 
@@ -49,6 +50,7 @@ def print_banner(host, port, served, api_key=False):
     first = max((m for m in served if m.name == served[0].name), key=lambda m: m.version)
     row = _example_row(first)
     if row is None:
+        print(f"Example requests for every model: {url}/docs")
         return
     auth = " -H 'Authorization: Bearer $GLASSNET_API_KEY'" if api_key else ""
     tf = json.dumps({"instances": [row]})
@@ -67,7 +69,7 @@ def cmd_serve(args):
                    max_batch_size=args.max_batch_size, batch_timeout_ms=args.batch_timeout_ms,
                    request_timeout_s=args.request_timeout_s, max_body_bytes=args.max_body_bytes, api_key=api_key,
                    cors_origins=args.cors_origin or (), poll_seconds=args.poll_seconds,
-                   access_log=not args.no_access_log)
+                   access_log=not args.no_access_log, threads=args.threads)
     try:
         return run(args.path, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
                    graceful_timeout_s=args.graceful_timeout_s,
@@ -175,6 +177,9 @@ def main(argv=None):
     p.add_argument("--poll-seconds", type=float, default=2.0, help="how often to look for new versions (0: never)")
     p.add_argument("--graceful-timeout-s", type=float, default=30.0,
                    help="on SIGTERM, how long in-flight requests may take to finish")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads per worker (default 1, or what OMP_NUM_THREADS/OPENBLAS_NUM_THREADS say): "
+                        "one inference thread per model already runs beside the event loop")
     p.add_argument("--no-access-log", action="store_true", help="no JSON access log lines on stderr")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_serve)

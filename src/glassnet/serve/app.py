@@ -255,15 +255,17 @@ class InferenceServer:
             fut = batcher.submit(pending.arrays)
         except QueueFull as e:
             return _error(f"The server is overloaded: {e}", 503)
+        # a timer that fails the future, cheaper per request than asyncio.wait_for's wrapper task
+        timer = fut.get_loop().call_later(self.request_timeout_s, _expire, fut) if self.request_timeout_s else None
         try:
-            if self.request_timeout_s:
-                outputs = await asyncio.wait_for(fut, self.request_timeout_s)
-            else:
-                outputs = await fut
-        except asyncio.TimeoutError:
+            outputs = await fut
+        except _Expired:
             return Response(503, {"content-type": JSON_CONTENT, "retry-after": "1"}, protocol.error_body(
                 f"The prediction did not finish within {self.request_timeout_s:g} s (--request-timeout-s); the "
                 "server is busy. Retry, or send fewer rows per request."))
+        finally:
+            if timer is not None:
+                timer.cancel()
         return pending.finish(outputs)
 
     def _cors(self, headers, out):
@@ -439,6 +441,15 @@ class InferenceServer:
         if self._docs is None:
             self._docs = _static("docs.html")
         return Response(200, {"content-type": HTML, "cache-control": "no-cache"}, self._docs)
+
+
+class _Expired(Exception):
+    pass
+
+
+def _expire(fut):
+    if not fut.done():
+        fut.set_exception(_Expired())
 
 
 class _MethodNotAllowed(ProtocolError):
