@@ -30,6 +30,7 @@ _V2_NAMES = {dt: name for name, dt in V2_DTYPES.items() if name != "BYTES"}
 TF_DTYPES = {"float16": "DT_HALF", "float32": "DT_FLOAT", "float64": "DT_DOUBLE", "int32": "DT_INT32",
              "int64": "DT_INT64", "string": "DT_STRING"}
 JSON_CONTENT = "application/json"
+_TF_KEYS = frozenset({"signature_name", "instances", "inputs"})
 BINARY_HEADER = "inference-header-content-length"
 
 
@@ -129,6 +130,9 @@ def _numeric(value, spec, what):
     try:
         arr = np.array(value)
     except (ValueError, TypeError):
+        if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            raise ProtocolError(f"{what} mixes named (object) rows and plain rows; use one form for every "
+                                "row.") from None
         raise ProtocolError(f"{what} is ragged: nested lists of different lengths. Every row must have the same "
                             f"shape, {_shape_text(spec.shape)}.") from None
     kind = arr.dtype.kind
@@ -136,6 +140,8 @@ def _numeric(value, spec, what):
         if isinstance(value, list) and _has_b64(value):
             raise ProtocolError(f"{what} uses {{\"b64\": ...}} values, which only string inputs take; input "
                                 f"{spec.name!r} is {spec.dtype.name}. Send numbers.")
+        if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            raise ProtocolError(f"{what} mixes named (object) rows and plain rows; use one form for every row.")
         if kind == "O" and _ragged(value):
             raise ProtocolError(f"{what} is ragged: nested lists of different lengths. Every row must have the "
                                 f"same shape, {_shape_text(spec.shape)}.")
@@ -175,15 +181,35 @@ def _strings(value, what):
 
 
 def _cast(arr, spec, what):
-    if arr.dtype.kind == "f" and spec.dtype.kind == "f" or arr.dtype.kind in "iuf":
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = arr.astype(spec.dtype, copy=False)
-        if out.dtype.kind == "f" and not np.isfinite(out).all():
-            bad = int((~np.isfinite(out)).sum())
-            raise ProtocolError(f"{what} contains {bad} NaN/Inf value(s) (or numbers too large for "
-                                f"{spec.dtype.name}), which this model cannot take. Impute or drop them first.")
-        return out
-    return arr.astype(spec.dtype)
+    """``arr`` as ``spec.dtype``; NaN, Inf and values the dtype cannot hold are refused."""
+    target = spec.dtype
+    if arr.dtype.kind in "iub" or target.kind != "f":
+        return arr.astype(target, copy=False)
+    if _fits(arr, target):
+        return arr.astype(target, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(target, copy=False)
+    bad = int((~np.isfinite(out)).sum())
+    if bad:
+        raise ProtocolError(f"{what} contains {bad} NaN/Inf value(s) (or numbers too large for {target.name}), "
+                            "which this model cannot take. Impute or drop them first.")
+    return out
+
+
+_LIMITS = {}
+
+
+def _fits(arr, target):
+    """True when every value of the float array is finite and within ``target``'s range.
+
+    Two reductions decide the common case (NaN makes min/max NaN and every comparison false);
+    anything else goes to the exact, slower check."""
+    if arr.size == 0:
+        return True
+    limit = _LIMITS.get(target)
+    if limit is None:
+        limit = _LIMITS[target] = float(np.finfo(target).max)
+    return -limit <= arr.min() and arr.max() <= limit
 
 
 def _shape_text(shape):
@@ -211,8 +237,8 @@ def decode_tf_predict(body, sig):
     if not isinstance(req, dict):
         raise ProtocolError('The request body must be a JSON object: {"instances": [...]} (row format) or '
                             '{"inputs": ...} (columnar format).')
-    extra = sorted(set(req) - {"signature_name", "instances", "inputs"})
-    if extra:
+    if not req.keys() <= _TF_KEYS:
+        extra = sorted(set(req) - _TF_KEYS)
         raise ProtocolError(f"Unknown key(s) {extra} in the request. A predict request has \"instances\" (row "
                             "format) or \"inputs\" (columnar format), and optionally \"signature_name\".")
     sig_name = req.get("signature_name", "serving_default")
@@ -228,19 +254,21 @@ def decode_tf_predict(body, sig):
         if not isinstance(rows, list) or not rows:
             raise ProtocolError('"instances" must be a non-empty list with one entry per row, e.g. '
                                 '{"instances": [[...], [...]]}.')
-        if all(isinstance(r, dict) for r in rows):
+        if isinstance(rows[0], dict):
             for i, r in enumerate(rows):
+                if not isinstance(r, dict):
+                    raise ProtocolError('"instances" mixes named (object) rows and plain rows; use one form for '
+                                        'every row.')
                 _check_names(r, names, f"instances[{i}]")
             columns = {n: [r[n] for r in rows] for n in names}
-        elif any(isinstance(r, dict) for r in rows):
-            raise ProtocolError('"instances" mixes named (object) rows and plain rows; use one form for every row.')
         elif len(names) > 1:
             raise ProtocolError(f"This model has {len(names)} inputs {names}, so each instance must be an object "
                                 f"naming them, e.g. {{{', '.join(repr(n) + ': ...' for n in names)}}}.")
         else:
             columns = {names[0]: rows}
-        arrays = [check_shape(_numeric(columns[s.name], s, f"instances[*].{s.name}" if len(names) > 1 else
-                                       '"instances"'), s, f'"instances" ({s.name})') for s in sig.inputs]
+        what = '"instances"'
+        arrays = [check_shape(_numeric(columns[s.name], s, what if len(names) == 1 else f"instances[*].{s.name}"),
+                              s, what) for s in sig.inputs]
         fmt = "row"
     else:
         cols = req["inputs"]
@@ -411,7 +439,7 @@ def _v2_tensor(t, spec, binary, offset):
                 raise ProtocolError(f"{what}: binary_data_size is {size} bytes, but shape {_shape_text(shape)} of "
                                     f"{datatype} takes {count * itemsize}.")
             arr = np.frombuffer(raw, dtype=spec.dtype).reshape(shape)
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            if arr.dtype.kind == "f" and not _fits(arr, arr.dtype) and not np.isfinite(arr).all():
                 raise ProtocolError(f"{what} contains {int((~np.isfinite(arr)).sum())} NaN/Inf value(s), which "
                                     "this model cannot take. Impute or drop them first.")
     else:
