@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= runs/tutorial
 
-.PHONY: run test bench setup setup-test clean
+.PHONY: run test bench bench-deploy setup setup-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: $(VENV)/.bench-deps
 	$(BIN)/python benchmarks/bench_import.py
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/serve_bench.py
+
+# deployment footprint (installs PyTorch and TensorFlow CPU stacks into temporary venvs; ~5 min) and Lambda cold start
+bench-deploy: $(VENV)/.bench-deps
+	$(BIN)/python benchmarks/bench_footprint.py
+	$(BIN)/python benchmarks/bench_lambda_cold_start.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

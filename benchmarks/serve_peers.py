@@ -1,5 +1,5 @@
 """The two reference servers of benchmarks/serve_bench.py, on the same stack as glassnet serve
-(uvicorn, uvloop, httptools, one process, no access log).
+(uvicorn with httptools, uvloop when installed, one process, no access log).
 
     python benchmarks/serve_peers.py bare PORT             # parse the JSON body, return a constant: the ceiling
     python benchmarks/serve_peers.py torch PORT MODEL.safetensors   # minimal FastAPI + PyTorch server
@@ -13,7 +13,8 @@ import sys
 
 import uvicorn
 
-OPTS = dict(host="127.0.0.1", loop="uvloop", http="httptools", access_log=False, log_level="warning")
+# the loop and parser glassnet serve picks too: uvloop when installed, httptools
+OPTS = dict(host="127.0.0.1", loop="auto", http="httptools", access_log=False, log_level="warning")
 
 
 async def bare_app(scope, receive, send):

@@ -1,4 +1,4 @@
-"""The ``glassnet`` command: ``run`` a Keras script unchanged, ``tutorial``, ``serve``, ``export``, ``info``."""
+"""The ``glassnet`` command: ``run`` a Keras script unchanged, ``tutorial``, ``serve``, ``deploy``, ``export``, ``info``."""
 import argparse
 import json
 import os
@@ -192,6 +192,8 @@ def main(argv=None):
     p = sub.add_parser("info", help="print the architecture, signature and metadata of a model, weights or ONNX file")
     p.add_argument("file")
     p.set_defaults(fn=cmd_info)
+    from .deploy.cli import add_deploy_parser
+    add_deploy_parser(sub)
     args = parser.parse_args(argv)
     return args.fn(args)
 
