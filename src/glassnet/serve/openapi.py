@@ -29,7 +29,7 @@ def _path_params(names, versioned):
     name = {"name": "name", "in": "path", "required": True, "description": "model name",
             "schema": {"type": "string", **({"enum": list(names)} if names else {})}}
     version = {"name": "version", "in": "path", "required": True, "description": "model version (an integer)",
-               "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"}}
+               "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"}, "example": "1"}
     return [name, version] if versioned else [name]
 
 
@@ -57,12 +57,12 @@ SCHEMAS = {
         "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
                                                 "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]},
-        "parameters": {"type": "object"}, "data": {"type": "array"}}},
+        "parameters": {"type": "object", "nullable": True}, "data": {"type": "array"}}},
     "V2InferRequest": {"type": "object", "required": ["inputs"], "additionalProperties": False, "properties": {
-        "id": {"type": "string"}, "parameters": {"type": "object"},
+        "id": {"type": "string", "nullable": True}, "parameters": {"type": "object", "nullable": True},
         "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/V2Tensor"}},
-        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-            "name": {"type": "string"}, "parameters": {"type": "object"}}}}},
+        "outputs": {"type": "array", "nullable": True, "items": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "parameters": {"type": "object", "nullable": True}}}}},
         "example": {"inputs": [{"name": "input", "shape": [1, 8], "datatype": "FP32",
                                 "data": [6, 148, 72, 35, 0, 33.6, 0.627, 50]}]}},
     "V2InferResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {

@@ -147,10 +147,18 @@ def _numeric(value, spec, what):
                                 f"same shape, {_shape_text(spec.shape)}.")
         raise ProtocolError(f"{what} contains non-numeric values (strings, objects or null); input {spec.name!r} "
                             f"takes {spec.dtype.name} numbers. Send numbers, e.g. 1.5, not \"1.5\".")
-    if kind == "b" and spec.dtype.kind != "b":
+    if spec.dtype.kind != "b" and (kind == "b" or _has_bool(value)):  # NumPy takes [true, 2.5] as [1.0, 2.5]
         raise ProtocolError(f"{what} contains true/false; input {spec.name!r} takes {spec.dtype.name} numbers. "
                             "Send 1 or 0.")
     return _cast(arr, spec, what)
+
+
+def _has_bool(value):
+    if isinstance(value, list):
+        if value and isinstance(value[0], list):
+            return any(map(_has_bool, value))
+        return bool in set(map(type, value))
+    return type(value) is bool
 
 
 def _ragged(value):
@@ -176,7 +184,11 @@ def _strings(value, what):
         if not isinstance(v, str):
             raise ProtocolError(f"{what} takes strings; got {type(v).__name__} {v!r}.")
         return v
-    arr = np.array(decode(value), dtype=object)
+    decoded = decode(value)
+    if _ragged(decoded):
+        raise ProtocolError(f"{what} is ragged: nested lists of different lengths. Every row must have the same "
+                            "shape.")
+    arr = np.array(decoded, dtype=object)
     return arr
 
 
@@ -254,7 +266,7 @@ def decode_tf_predict(body, sig):
         if not isinstance(rows, list) or not rows:
             raise ProtocolError('"instances" must be a non-empty list with one entry per row, e.g. '
                                 '{"instances": [[...], [...]]}.')
-        if isinstance(rows[0], dict):
+        if isinstance(rows[0], dict) and not (len(names) == 1 and names[0] != "b64" and rows[0].keys() == {"b64"}):
             for i, r in enumerate(rows):
                 if not isinstance(r, dict):
                     raise ProtocolError('"instances" mixes named (object) rows and plain rows; use one form for '
@@ -310,6 +322,7 @@ def _same_rows(arrays, names):
 def encode_tf_predict(outputs, sig, fmt):
     """Model outputs (list, one per output) -> response body bytes."""
     names = sig.output_names
+    outputs = [np.ascontiguousarray(o) for o in outputs]  # orjson serializes C-contiguous arrays only
     if fmt == "row":
         if len(outputs) == 1:
             return dumps({"predictions": outputs[0]})
@@ -367,7 +380,8 @@ def decode_v2_infer(body, headers, sig):
     if extra:
         raise ProtocolError(f"Unknown key(s) {extra} in the inference request; it takes \"inputs\" and optionally "
                             "\"id\", \"parameters\" and \"outputs\".")
-    params = req.get("parameters") or {}
+    params = req.get("parameters")
+    params = {} if params is None else params  # null = absent; 0, [], "" are refused below
     if not isinstance(params, dict):
         raise ProtocolError('"parameters" must be an object.')
     inputs = req.get("inputs")
@@ -415,7 +429,8 @@ def _v2_tensor(t, spec, binary, offset):
     if datatype != spec.datatype:
         raise ProtocolError(f"{what} has datatype {datatype}, but the model takes {spec.datatype}. Send "
                             f"\"datatype\": \"{spec.datatype}\" (and values of that type).")
-    tparams = t.get("parameters") or {}
+    tparams = t.get("parameters")
+    tparams = {} if tparams is None else tparams
     if not isinstance(tparams, dict):
         raise ProtocolError(f"{what}: \"parameters\" must be an object.")
     count = math.prod(shape)
@@ -491,7 +506,8 @@ def _v2_outputs(req, params, sig):
         raise ProtocolError(f"Unknown output(s) {unknown}; this model's outputs are {sig.output_names}.")
     result.requested = []
     for o in outs:
-        p = o.get("parameters") or {}
+        p = o.get("parameters")
+        p = {} if p is None else p
         if not isinstance(p, dict) or not isinstance(p.get("binary_data", False), bool):
             raise ProtocolError(f"Output {o['name']!r}: parameters.binary_data must be true or false.")
         result.requested.append(o["name"])
