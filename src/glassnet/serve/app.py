@@ -124,7 +124,7 @@ class InferenceServer:
         self._batchers = {}
         self._poller = None
         self._accepting = True
-        self._page = self._docs = None
+        self._page_html = self._docs_html = None  # not _page/_docs: those are the handlers
 
     # --- lifecycle --------------------------------------------------------------------------------
     def load(self):
@@ -432,15 +432,15 @@ class InferenceServer:
         return _json(openapi_spec(self.repository.names(), bool(self.api_key)))
 
     def _page(self, req):
-        if self._page is None:
-            self._page = _static("index.html")
+        if self._page_html is None:
+            self._page_html = _static("index.html")
         return Response(200, {"content-type": HTML, "cache-control": "no-cache"},
-                        self._page.replace(b"__API_KEY_REQUIRED__", b"true" if self.api_key else b"false"))
+                        self._page_html.replace(b"__API_KEY_REQUIRED__", b"true" if self.api_key else b"false"))
 
     def _docs(self, req):
-        if self._docs is None:
-            self._docs = _static("docs.html")
-        return Response(200, {"content-type": HTML, "cache-control": "no-cache"}, self._docs)
+        if self._docs_html is None:
+            self._docs_html = _static("docs.html")
+        return Response(200, {"content-type": HTML, "cache-control": "no-cache"}, self._docs_html)
 
 
 class _Expired(Exception):

@@ -6,12 +6,13 @@ With ``--workers N`` every worker process writes its samples to ``PROMETHEUS_MUL
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048,
                    4.096, 8.192)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# what generate_latest() writes; prometheus-client >= 0.22 names 1.0.0 as CONTENT_TYPE_LATEST, which is only
+# right when the scraper asked for it (Accept header), so say 0.0.4 like its own choose_encoder does by default
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:

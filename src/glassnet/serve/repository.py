@@ -133,7 +133,11 @@ class ModelRepository:
             if not entry.isdigit():
                 continue
             vdir = os.path.join(folder, entry)
-            files = sorted(f for f in os.listdir(vdir) if f.endswith(MODEL_SUFFIXES) and not f.startswith("."))
+            try:
+                names = os.listdir(vdir)
+            except OSError:  # removed since it was listed
+                continue
+            files = sorted(f for f in names if f.endswith(MODEL_SUFFIXES) and not f.startswith("."))
             preferred = [f for f in files if f in ("model.glassnet", "model.keras")] or files
             if preferred:
                 out[int(entry)] = os.path.join(vdir, preferred[0])
@@ -165,7 +169,7 @@ class ModelRepository:
             new, loaded, errors = {}, [], {}
             for name, found in layout.items():
                 wanted = _apply_policy(found, self.policy)
-                served = {}
+                served, failed = {}, False
                 for version in wanted:
                     path = found[version]
                     old = current.get(name, {}).get(version)
@@ -185,6 +189,12 @@ class ModelRepository:
                         if self.errors.get((name, version)) != errors[(name, version)]:
                             log.warning("cannot load model %s version %s from %s: %s", name, version, path, e)
                         if old is not None:
+                            served[version] = old
+                        else:
+                            failed = True
+                if failed:  # a wanted version does not load (yet): keep serving what we had, while on disk
+                    for version, old in current.get(name, {}).items():
+                        if version in found and version not in served:
                             served[version] = old
                 if served:
                     new[name] = dict(sorted(served.items()))

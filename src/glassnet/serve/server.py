@@ -75,6 +75,18 @@ def configure_logging(level="info"):
     logger.propagate = False
 
 
+def _exit_cleanly_on_signals():
+    """After a graceful stop, uvicorn (>= 0.29) re-raises the SIGTERM/SIGINT it caught, once its own handlers
+    are gone: with the default handlers the process then dies of SIGTERM (status -15) or prints a
+    KeyboardInterrupt traceback. Exit with status 0 instead, as the --workers supervisor does."""
+    import signal
+
+    def exit_0(signum, frame):
+        raise SystemExit(0)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, exit_0)
+
+
 def run(path, host="127.0.0.1", port=8501, workers=1, log_level="info", graceful_timeout_s=30.0, on_ready=None,
         **options):
     """Serve until SIGTERM/SIGINT. ``options``: model_name, version_policy and InferenceServer's keywords."""
@@ -92,6 +104,7 @@ def run(path, host="127.0.0.1", port=8501, workers=1, log_level="info", graceful
         served = server.load()
         if on_ready is not None:
             on_ready(server, served)
+        _exit_cleanly_on_signals()
         uvicorn.Server(uvicorn.Config(server, **common)).run()
         return 0
     served = build_server(path, **options).load()  # fail fast on a bad path, before starting workers
