@@ -27,7 +27,7 @@ class Batcher:
         self.max_batch_size = max(1, int(max_batch_size))
         self.timeout = max(0.0, float(batch_timeout_s))
         self.max_queue_rows = max_queue_rows
-        self.on_batch = on_batch  # callback(rows, seconds) from the inference thread (metrics)
+        self.on_batch = on_batch  # callback(rows, seconds, rows still queued) from the inference thread (metrics)
         self._queue = collections.deque()
         self._rows = 0
         self._cond = threading.Condition()
@@ -104,7 +104,7 @@ class Batcher:
             except Exception as e:  # reported to every request of the batch; the server keeps serving
                 results, error = None, e
             if self.on_batch is not None:
-                self.on_batch(sum(it[1] for it in items), time.perf_counter() - start)
+                self.on_batch(sum(it[1] for it in items), time.perf_counter() - start, self._rows)
             try:
                 self.loop.call_soon_threadsafe(_deliver, items, results, error)
             except RuntimeError:  # the loop has closed (shutdown)

@@ -52,10 +52,12 @@ class Metrics:
     def batch_observer(self, served):
         sizes = self.batch_size.labels(served.name, str(served.version))
         times = self.inference.labels(served.name, str(served.version))
+        depth = self.queue_depth.labels(served.name, str(served.version))
 
-        def observe(rows, seconds):
+        def observe(rows, seconds, queued):
             sizes.observe(rows)
             times.observe(seconds)
+            depth.set(queued)  # after every batch, so each worker's share stays current with --workers N
         return observe
 
     def render(self, queue_depths):

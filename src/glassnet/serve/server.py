@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 
-CONFIG_ENV = "GLASSNET_SERVE_CONFIG"
+CONFIG_ENV = "GLASSNET_SERVE_CONFIG_FILE"  # path of the workers' options (a 0600 file: it may hold the API key)
 SERVER_KEYS = ("max_batch_size", "batch_timeout_ms", "request_timeout_s", "max_body_bytes", "api_key",
                "cors_origins", "poll_seconds", "access_log")
 
@@ -47,8 +47,9 @@ def build_server(path, model_name=None, version_policy="latest", threads=None, *
 
 
 def worker_app():
-    """The app of one worker process (uvicorn factory); options come from the parent's environment."""
-    config = json.loads(os.environ[CONFIG_ENV])
+    """The app of one worker process (uvicorn factory); options come from the file the parent wrote."""
+    with open(os.environ[CONFIG_ENV], encoding="utf-8") as f:
+        config = json.load(f)
     return build_server(config.pop("path"), **config)
 
 
@@ -112,7 +113,13 @@ def run(path, host="127.0.0.1", port=8501, workers=1, log_level="info", graceful
         on_ready(None, served)
     metrics_dir = tempfile.mkdtemp(prefix="glassnet-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    os.environ[CONFIG_ENV] = json.dumps({"path": os.path.abspath(path), **options})
+    # the options go to the workers in a file only this user can read, not in the environment, which
+    # other local users can read from /proc/<pid>/environ
+    config_path = os.path.join(metrics_dir, "serve-config.json")
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"path": os.path.abspath(path), **options}, f)
+    os.environ[CONFIG_ENV] = config_path
     try:
         uvicorn.run("glassnet.serve.server:worker_app", factory=True, workers=workers, **common)
     finally:
