@@ -849,6 +849,29 @@ def test_stop_signal_finishes_in_flight_requests_and_exits_0(repo, models, tmp_p
         assert_clean_log(server.log())
 
 
+def test_request_timeout_answers_503_and_the_server_keeps_serving(repo, models, tmp_path):
+    """A prediction still waiting after --request-timeout-s gets 503 + Retry-After; the server goes on."""
+    x = models.x[:1]
+    with serve(repo, "--poll-seconds", 0, "--max-batch-size", 64, "--batch-timeout-ms", 2500,
+               "--request-timeout-s", 0.5, tmp_path=tmp_path) as server:
+        t0 = time.monotonic()
+        r = requests.post(server.url + "/v1/models/pima:predict", json={"instances": x.tolist()}, timeout=TIMEOUT)
+        waited = time.monotonic() - t0
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "1"
+        assert "--request-timeout-s" in r.json()["error"]
+        assert 0.45 < waited < 2.0  # expired by the timeout, not by the 2.5 s batch wait
+        time.sleep(2.5)  # the abandoned batch runs; its answer is dropped
+        with serve(repo, "--poll-seconds", 0, tmp_path=tmp_path) as fast:  # same repository, no batch wait
+            r = requests.post(fast.url + "/v1/models/pima:predict", json={"instances": x.tolist()}, timeout=TIMEOUT)
+            assert r.status_code == 200
+            close(r.json()["predictions"], predict(models.pima, x))
+        assert server.proc.poll() is None
+        log = server.log()
+        assert "Traceback" not in log and "Internal server error" not in log, log[-4000:]
+        assert [line["status"] for line in access_lines(log) if line["path"].endswith(":predict")] == [503]
+
+
 # --- operations: API key, access log, CORS, banner ------------------------------------------------
 def test_api_key_cors_and_no_access_log(repo, models, tmp_path):
     x = models.x[70:72]

@@ -11,6 +11,7 @@ with its 4xx status; anything else that goes wrong is a bug, answered 500 and lo
 traceback, and the server keeps serving.
 """
 import asyncio
+import collections
 import hmac
 import logging
 import os
@@ -123,6 +124,8 @@ class InferenceServer:
         self.metrics = Metrics()
         self._batchers = {}
         self._poller = None
+        self._sweeper = None
+        self._deadlines = collections.deque()
         self._accepting = True
         self._page_html = self._docs_html = None  # not _page/_docs: those are the handlers
 
@@ -161,8 +164,9 @@ class InferenceServer:
 
     async def shutdown(self):
         self._accepting = False
-        if self._poller is not None:
-            self._poller.cancel()
+        for task in (self._poller, self._sweeper):
+            if task is not None:
+                task.cancel()
         batchers, self._batchers = list(self._batchers.values()), {}
         await asyncio.to_thread(lambda: [b.stop(wait=True) for b in batchers])
 
@@ -255,18 +259,31 @@ class InferenceServer:
             fut = batcher.submit(pending.arrays)
         except QueueFull as e:
             return _error(f"The server is overloaded: {e}", 503)
-        # a timer that fails the future, cheaper per request than asyncio.wait_for's wrapper task
-        timer = fut.get_loop().call_later(self.request_timeout_s, _expire, fut) if self.request_timeout_s else None
+        if self.request_timeout_s:
+            # deadlines queue up in arrival order (one timeout for all), so one sweeper task expires them:
+            # an append per request instead of a timer handle (asyncio.wait_for costs a task per request)
+            self._deadlines.append((time.monotonic() + self.request_timeout_s, fut))
+            if self._sweeper is None:
+                self._sweeper = asyncio.create_task(self._sweep())
         try:
             outputs = await fut
         except _Expired:
             return Response(503, {"content-type": JSON_CONTENT, "retry-after": "1"}, protocol.error_body(
                 f"The prediction did not finish within {self.request_timeout_s:g} s (--request-timeout-s); the "
                 "server is busy. Retry, or send fewer rows per request."))
-        finally:
-            if timer is not None:
-                timer.cancel()
         return pending.finish(outputs)
+
+    async def _sweep(self):
+        """Fail the futures of requests past their deadline (checked 10 times per timeout, at most every 1 s)."""
+        deadlines = self._deadlines
+        period = min(1.0, self.request_timeout_s / 10)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+                _, fut = deadlines.popleft()
+                if not fut.done():
+                    fut.set_exception(_Expired())
 
     def _cors(self, headers, out):
         origin = headers.get("origin")
@@ -445,11 +462,6 @@ class InferenceServer:
 
 class _Expired(Exception):
     pass
-
-
-def _expire(fut):
-    if not fut.done():
-        fut.set_exception(_Expired())
 
 
 class _MethodNotAllowed(ProtocolError):
