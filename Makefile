@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= runs/tutorial
 
-.PHONY: run test bench bench-deploy setup setup-test clean
+.PHONY: run test bench bench-quick bench-deploy setup setup-test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,11 +36,15 @@ $(VENV)/.bench-deps: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e ".[bench,keras]"
 	touch $@
 
+# W1-W5 beside PyTorch, Keras/JAX and scikit-learn (benchmarks/results/RESULTS.md), load time, HTTP serving
 bench: $(VENV)/.bench-deps
-	$(BIN)/python benchmarks/bench_tutorial.py
-	$(BIN)/python benchmarks/bench_import.py
+	$(BIN)/python benchmarks/suite.py
 	$(BIN)/python benchmarks/bench_load.py
 	$(BIN)/python benchmarks/serve_bench.py
+
+bench-quick: $(VENV)/.bench-deps
+	$(BIN)/python benchmarks/suite.py --quick
+	$(BIN)/python benchmarks/serve_bench.py --quick
 
 # deployment footprint (installs PyTorch and TensorFlow CPU stacks into temporary venvs; ~5 min) and Lambda cold start
 bench-deploy: $(VENV)/.bench-deps
