@@ -24,7 +24,8 @@ class Activation:
         self.params = params
 
     def __call__(self, x, **params):
-        return self.fn(x, **(params or self.params))
+        params = params or self.params
+        return self.fn(x, **params) if params else self.fn(x)
 
     def forward(self, x):
         y = self.fn(x, **self.params)

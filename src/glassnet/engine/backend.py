@@ -4,7 +4,9 @@ Everything that creates arrays or draws random numbers goes through here, so a G
 can slot in later without touching the layers (Thinc's habit).
 """
 import contextlib
+import os
 import re
+import sys
 
 import numpy as np
 
@@ -13,7 +15,7 @@ xp = np  # the array namespace the layers use
 _FLOATX = "float32"
 _EPSILON = 1e-7
 _FLOAT_DTYPES = ("float16", "float32", "float64")
-_rng = np.random.default_rng()
+_rng = None  # created on first use: importing numpy.random costs ~10 ms of `import glassnet`
 _name_counts = {}
 _weight_budget = None  # [bytes left, source] while a model file is being loaded
 
@@ -60,6 +62,9 @@ def standardize_dtype(dtype):
 
 def rng():
     """The generator behind initializers, Dropout and shuffling (seeded by set_random_seed)."""
+    global _rng
+    if _rng is None:
+        _rng = np.random.default_rng()
     return _rng
 
 
@@ -121,3 +126,35 @@ def reserve_weight(shape, dtype, what):
                          f"({need} bytes) but the file holds only {_weight_budget[0]} more bytes of weights: the "
                          "config and the weights disagree (corrupt or hostile file).")
     _weight_budget[0] -= need
+
+
+_allocator_tuned = False
+
+
+def tune_allocator():
+    """Let glibc's malloc keep freed NumPy buffers for reuse while training (Linux/glibc, once per process).
+
+    A training step allocates and frees the same large temporaries (im2col matrices, activations,
+    gradients: 1-20 MB each) every step. With glibc's defaults such buffers are often returned to the OS
+    (mmap/munmap, heap trimming) and page-faulted back in on the next step, which cost ~40% of a small
+    convnet's epoch (W3: 5.4 s -> 3.3 s). This sets mallopt(M_MMAP_THRESHOLD, 64 MiB) and
+    mallopt(M_TRIM_THRESHOLD, 256 MiB): up to 256 MiB of freed memory stays in the process instead.
+    Skipped when the user set MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ or GLASSNET_TUNE_MALLOC=0.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return
+    _allocator_tuned = True
+    if (not sys.platform.startswith("linux") or os.environ.get("GLASSNET_TUNE_MALLOC") == "0"
+            or "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ):
+        return
+    try:
+        import ctypes
+        import platform
+        if platform.libc_ver()[0] != "glibc":
+            return
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 << 20)   # M_MMAP_THRESHOLD: larger blocks only are mmapped
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: free heap kept before returning memory to the OS
+    except (OSError, AttributeError):
+        pass

@@ -225,14 +225,21 @@ def max_pool_backward(dy, y, xp, x_shape, pool_size, strides, pads):
     """
     ones = (1,) * len(pool_size)
     out_size = dy.shape[1:-1]
-    dxp = np.zeros(xp.shape, dy.dtype)
-    open_ = np.ones(y.shape, bool)
     disjoint = all(s >= k for s, k in zip(strides, pool_size))  # windows do not overlap: write, don't add
-    for tap in np.ndindex(*pool_size):
+    # windows that tile xp exactly (the common 2x2/stride-2 pool of an even size) write every element once
+    tiled = all(s == k and o * s == p for s, k, o, p in zip(strides, pool_size, out_size, xp.shape[1:-1]))
+    dxp = np.empty(xp.shape, dy.dtype) if tiled else np.zeros(xp.shape, dy.dtype)
+    taps = list(np.ndindex(*pool_size))
+    open_ = None  # None: every window still open (before the first tap)
+    for i, tap in enumerate(taps):
         index = tap_slices(tap, strides, ones, out_size)
         hit = xp[index] == y
-        hit &= open_
-        open_ ^= hit
+        if open_ is None:
+            open_ = ~hit
+        else:
+            hit &= open_
+            if i + 1 < len(taps):
+                open_ ^= hit
         if disjoint:
             np.multiply(hit, dy, out=dxp[index])
         else:

@@ -17,6 +17,9 @@ from .. import constraints as _constraints
 from ..utils.legacy import legacy_notice
 
 
+_SKIPS_INPUT_GRAD = {}  # layer class -> whether its backward accepts input_grad=False (Layer._skips_input_grad)
+
+
 class Layer:
     """Base of all layers. Subclasses implement ``build``, ``forward`` and ``compute_output_shape``.
 
@@ -28,6 +31,7 @@ class Layer:
     activity_regularizer = None
     supports_masking = False  # passes an incoming mask through unchanged (see compute_mask)
     consumes_mask = False     # forward/call accept mask= (e.g. RNNs skip masked time steps)
+    input_grad_optional = False  # backward(dy, input_grad=False) may skip dx and return None (Dense, Conv)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -147,6 +151,17 @@ class Layer:
                          isinstance(given, (list, tuple)), y, backward)
             return y
         return self.call(x, training=training)
+
+    def _skips_input_grad(self):
+        """True when this layer's ``backward`` accepts ``input_grad=False``: ``input_grad_optional`` as
+        declared by the class that defines the ``forward`` in use (a subclass that overrides ``forward``
+        must declare it again)."""
+        cls = type(self)
+        found = _SKIPS_INPUT_GRAD.get(cls)
+        if found is None:  # once per class: asked on every training step
+            owner = next((c for c in cls.__mro__ if "forward" in vars(c)), None)
+            found = _SKIPS_INPUT_GRAD[cls] = bool(owner is not None and vars(owner).get("input_grad_optional", False))
+        return found
 
     def _check_input_shape(self, shape):
         expected = self.input_shape

@@ -165,12 +165,14 @@ class _ConvBase(Layer):
         y, activation_backward = self.activation.forward(z)
         penalty_grad = self._activity_gradient(y)
 
-        def backward(dy):
+        def backward(dy, input_grad=True):
             if penalty_grad is not None:
                 dy = dy + penalty_grad
             dz = to_channels_last(activation_backward(dy), self.data_format)
             if self.use_bias:
                 self.bias.grad += kernels.channel_sums(dz)
+            if not input_grad:  # only layers declaring input_grad_optional are asked (their backward_cl skips dx)
+                return backward_cl(dz, input_grad=False)
             return from_channels_last(backward_cl(dz), self.data_format)
 
         return y, backward
@@ -197,6 +199,7 @@ class _Conv(_ConvBase):
     _LEGACY_KWARGS = {"init": "kernel_initializer", "subsample": "strides", "border_mode": "padding",
                       "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
                       "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint", "bias": "use_bias"}
+    input_grad_optional = True  # backward(dy, input_grad=False) skips dx (see Sequential's backward)
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -240,9 +243,10 @@ class _Conv(_ConvBase):
         if self.use_bias:
             z += self.bias.value
 
-        def backward(dz):
+        def backward(dz, input_grad=True):
             self.kernel.grad += kernels.conv_kernel_grad(cols, dz, W.shape, groups)
-            return kernels.conv_input_grad(dz, W, x.shape, strides, dilation, pads, groups)
+            if input_grad:  # False for the model's first layer in training: dx is not needed there
+                return kernels.conv_input_grad(dz, W, x.shape, strides, dilation, pads, groups)
 
         return self._finish(z, backward)
 

@@ -26,6 +26,7 @@ class Dense(Layer):
     Inputs of rank > 2 are handled on the last axis (every other axis acts as a batch axis).
     """
 
+    input_grad_optional = True  # backward(dy, input_grad=False) skips dx (see Sequential's backward)
     _LEGACY_KWARGS = {"output_dim": "units", "init": "kernel_initializer", "W_regularizer": "kernel_regularizer",
                       "b_regularizer": "bias_regularizer", "W_constraint": "kernel_constraint",
                       "b_constraint": "bias_constraint", "bias": "use_bias"}
@@ -70,7 +71,7 @@ class Dense(Layer):
         y, activation_backward = self.activation.forward(z)
         penalty_grad = self._activity_gradient(y)
 
-        def backward(dy):
+        def backward(dy, input_grad=True):
             if penalty_grad is not None:
                 dy = dy + penalty_grad
             dz = activation_backward(dy)
@@ -83,7 +84,7 @@ class Dense(Layer):
                 self.kernel.grad += x2.T @ dz2
                 if self.use_bias:
                     self.bias.grad += dz2.sum(axis=0)
-            return dz @ W.T
+            return dz @ W.T if input_grad else None  # input_grad=False: the model's first layer in training
 
         return y, backward
 

@@ -22,6 +22,9 @@ from ..utils import data as _data
 from ..utils.legacy import legacy_notice
 
 
+SHUFFLE_COPY_BYTES = 16 << 20  # fit() shuffles a copy of data sets up to this size, gathers larger ones per batch
+
+
 def _unique(weights):
     """Weights in order, each once (a layer shared between places owns its weights once)."""
     seen, out = set(), []
@@ -277,6 +280,7 @@ class Model(Layer):
     # --- one batch ------------------------------------------------------------------------------
     def _prepare_training(self, xs):
         """Build the model, pack trainable weights into flat buffers and build the optimizer once."""
+        backend.tune_allocator()  # training reuses large temporaries every step: keep them in the heap
         self._ensure_built(xs[0].shape)
         trainable = self.trainable_weights
         if not trainable:
@@ -332,7 +336,11 @@ class Model(Layer):
             total += self._penalties()
         for group in self.optimizer.groups:
             group.grad.fill(0)
-        backward(dys if len(heads) > 1 else dys[0])
+        dy = dys if len(heads) > 1 else dys[0]
+        if self._skips_input_grad():
+            backward(dy, input_grad=False)  # training needs no gradient of the input data
+        else:
+            backward(dy)
         for w in self._regularized:
             if w.trainable:
                 w.grad += w.regularizer.gradient(w.value)
@@ -377,8 +385,15 @@ class Model(Layer):
 
     def _check_inputs(self, x, where):
         """The inputs as a list of validated arrays (one per model input), cast to the input dtype."""
-        arrays = self._arrays(x) if hasattr(self, "_arrays") else [x]
         shapes = self._input_shapes()
+        # Fast path (1-row predict latency): one ndarray already of the input dtype and the exact built
+        # shape passes every check below but finiteness, so only that is left to do. Equal by construction
+        # to the general path (tests/test_fast_paths.py); anything else takes the general path.
+        if (type(x) is np.ndarray and shapes is not None and len(shapes) == 1 and x.ndim and x.shape[0]
+                and x.shape[1:] == shapes[0][1:] and x.dtype == self._input_dtype()
+                and (x.dtype.kind != "f" or np.isfinite(x).all())):
+            return [x]
+        arrays = self._arrays(x) if hasattr(self, "_arrays") else [x]
         names = getattr(self, "input_names", None) or ["x"]
         out = []
         for i, arr in enumerate(arrays):
@@ -540,13 +555,15 @@ class Model(Layer):
                                         for start in range(0, n, batch_size)])
             else:
                 order = None
-            if order is None:
-                exs, eys, ews = xs, ys, sample_weight
-            else:
+            exs, eys, ews = xs, ys, sample_weight
+            if order is not None and sum(a.nbytes for a in xs + ys if a is not None) <= SHUFFLE_COPY_BYTES:
+                # small data: one shuffled copy per epoch, then every batch is a cheap slice (the per-step
+                # overhead matters there); large data is gathered batch by batch, never copied whole
                 exs, eys = self._take(xs, order), self._take(ys, order)
                 ews = None if sample_weight is None else sample_weight[order]
+                order = None
             with backend.using_rng(rng):
-                self._run_epoch(exs, eys, ews, steps, batch_size, cb)
+                self._run_epoch(exs, eys, ews, order, steps, batch_size, cb)
             logs = self._logs()
             if val is not None and (epoch + 1) % validation_freq == 0:
                 val_logs = self._evaluate_arrays(*val, validation_batch_size or batch_size, steps=validation_steps,
@@ -561,10 +578,13 @@ class Model(Layer):
             cb.on_train_end()
         return self.history
 
-    def _run_epoch(self, xs, ys, ws, steps, batch_size, cb):
-        """One pass over the (already shuffled) training arrays, batch by batch."""
+    def _run_epoch(self, xs, ys, ws, order, steps, batch_size, cb):
+        """One pass over the training arrays, batch by batch; batch k holds rows ``order[k·B:(k+1)·B]``
+        (gathered per batch: no shuffled copy of the whole data set), or rows k·B … when order is None."""
         for step in range(steps):
             sl = slice(step * batch_size, (step + 1) * batch_size)
+            if order is not None:
+                sl = order[sl]
             if cb.on_train_batch_begin:
                 cb.on_train_batch_begin(step, {})
             xb, yb = self._take(xs, sl), self._take(ys, sl)
@@ -638,6 +658,8 @@ class Model(Layer):
         self._ensure_built(xs[0].shape)
         batch_size = self._batch_size(batch_size, "predict")
         verbose = self._verbose(verbose)
+        if not verbose and callbacks is None and steps is None and len(xs[0]) <= batch_size:
+            return self.call(self._feed(xs), training=False)  # one batch, nothing to report: the loop below, once
         n_steps = math.ceil(len(xs[0]) / batch_size)
         if steps is not None:
             n_steps = min(n_steps, self._positive_int(steps, "steps", "predict"))

@@ -14,9 +14,12 @@ class Sequential(Model):
     backward: dy → backwardₙ → … → backward₁ → dx
     """
 
+    input_grad_optional = True  # its backward takes input_grad=False (training skips dx)
+
     def __init__(self, layers=None, name=None, trainable=True, **kwargs):
         super().__init__(name=name, trainable=trainable, **kwargs)
         self._layers = []
+        self._masking_value = None
         self._input_layer = None
         for layer in layers or []:
             self.add(layer)
@@ -52,6 +55,7 @@ class Sequential(Model):
             self._input_layer = InputLayer(shape=layer._input_shape_arg, batch_size=layer._batch_size_arg,
                                            dtype=layer.dtype)
         self._layers.append(layer)
+        self._masking_value = None
         self.built = False
         if self._input_layer is not None:
             self.build(self._input_layer.input_shape)
@@ -61,6 +65,7 @@ class Sequential(Model):
         if not self._layers:
             raise TypeError(f"There are no layers in model '{self.name}' to pop.")
         layer = self._layers.pop()
+        self._masking_value = None
         self.built = False
         if self._layers and self._input_layer is not None:
             self.build(self._input_layer.input_shape)
@@ -116,19 +121,34 @@ class Sequential(Model):
             backwards.append(backward)
         return x, self._chain(backwards)
 
-    @staticmethod
-    def _chain(backwards):
-        def backward(dy):
-            for back in reversed(backwards):
+    def _chain(self, backwards):
+        def backward(dy, input_grad=True):
+            """dy → backwardₙ → … → backward₁ → dx.  With ``input_grad=False`` (training, where dx is not
+            needed) the layers in front of the first trainable one are skipped, and that layer is asked not
+            to compute its dx when it can (``input_grad_optional``): for a first Dense or Conv2D layer this
+            saves the largest GEMM of the backward pass. Returns None then."""
+            if input_grad:
+                for back in reversed(backwards):
+                    dy = back(dy)
+                return dy
+            layers = self._layers
+            first = next((i for i, layer in enumerate(layers) if layer.trainable_weights), len(backwards))
+            for back in backwards[:first:-1]:  # the layers after the first trainable one, last to first
                 dy = back(dy)
-            return dy
+            if first < len(backwards) and layers[first]._skips_input_grad():
+                backwards[first](dy, input_grad=False)
+            elif first < len(backwards):
+                backwards[first](dy)  # its dx is computed and dropped
+            return None
 
         return backward
 
     @property
     def _masking(self):
         """True when some layer makes masks (overrides compute_mask), so forward must carry them."""
-        return any(type(layer).compute_mask is not Layer.compute_mask for layer in self._layers)
+        if getattr(self, "_masking_value", None) is None:  # cached: asked on every call; add() and pop() reset it
+            self._masking_value = any(type(layer).compute_mask is not Layer.compute_mask for layer in self._layers)
+        return self._masking_value
 
     def call(self, x, training=False, mask=None):
         if mask is None and not self._masking:

@@ -13,6 +13,8 @@ class Adam(Optimizer):
     """m ← m + (g − m)(1 − β₁);  v ← v + (g² − v)(1 − β₂);  α = lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ);
     w ← w − α·m / (√v + ε)   (ε outside the root: Keras's "epsilon hat"; amsgrad uses max(v̂, v))."""
 
+    elementwise = True
+
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, weight_decay=None,
                  clipnorm=None, clipvalue=None, global_clipnorm=None, name="adam", **kwargs):
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
@@ -57,6 +59,8 @@ class AdamW(Adam):
 class Adamax(Optimizer):
     """m ← m + (g − m)(1 − β₁);  u ← max(β₂·u, |g|);  w ← w − lr·m / ((1 − β₁ᵗ)(u + ε))."""
 
+    elementwise = True
+
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, name="adamax", **kwargs):
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
@@ -80,6 +84,8 @@ class Nadam(Optimizer):
     """Adam with Nesterov momentum and Keras 3's momentum schedule μₜ = β₁(1 − ½·0.96ᵗ):
     m̂ = μₜ₊₁·m / (1 − Πμ·μₜ₊₁) + (1 − μₜ)·g / (1 − Πμ);  v̂ = v / (1 − β₂ᵗ);  w ← w − lr·m̂ / (√v̂ + ε).
     Keras 2's ``schedule_decay=s`` (default 0.004 there) gives its schedule μₜ = β₁(1 − ½·0.96^(s·t))."""
+
+    elementwise = True
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, name="nadam", **kwargs):

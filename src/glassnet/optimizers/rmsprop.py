@@ -10,6 +10,8 @@ class RMSprop(Optimizer):
     """a ← ρa + (1 − ρ)g²;  Δ = lr·g / √(a + ε)  (centered: √(a − ḡ² + ε));
     w ← w − Δ, or with momentum: s ← μs + Δ; w ← w − s.  (Keras 2 put ε outside the root.)"""
 
+    elementwise = True
+
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, weight_decay=None,
                  clipnorm=None, clipvalue=None, global_clipnorm=None, name="rmsprop", **kwargs):
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
@@ -53,6 +55,8 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     """acc ← acc + g²;  w ← w − lr·g / √(acc + ε)   (acc starts at initial_accumulator_value)."""
 
+    elementwise = True
+
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=None,
                  clipnorm=None, clipvalue=None, global_clipnorm=None, name="adagrad", **kwargs):
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)
@@ -76,6 +80,8 @@ class Adagrad(Optimizer):
 class Adadelta(Optimizer):
     """E[g²] ← ρE[g²] + (1 − ρ)g²;  Δ = −√(E[Δ²] + ε) / √(E[g²] + ε) · g;
     E[Δ²] ← ρE[Δ²] + (1 − ρ)Δ²;  w ← w + lr·Δ."""
+
+    elementwise = True
 
     def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, weight_decay=None, clipnorm=None, clipvalue=None,
                  global_clipnorm=None, name="adadelta", **kwargs):

@@ -12,6 +12,8 @@ class SGD(Optimizer):
     Keras 2's ``SGD(lr=0.01, decay=1e-6, ...)`` is accepted: lr_t = lr / (1 + decay·iterations).
     """
 
+    elementwise = True
+
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, name="SGD", **kwargs):
         super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, name, **kwargs)

@@ -1,0 +1,284 @@
+"""Every performance fast path equals the reference path it short-cuts.
+
+- optimizers: an elementwise rule run block by block (``Optimizer._update_blocks``) == the rule on whole vectors
+  (plus the flush-to-zero of near-subnormal slot values every FLUSH_EVERY steps, which the blockwise path does);
+- training skips the input gradient of the first trainable layer (``backward(dy, input_grad=False)``): the
+  weight gradients are those of the full backward pass;
+- ``Model._check_inputs`` fast path (already-correct ndarray) == the general validation path;
+- ``fit`` gathers each shuffled batch of a large data set from the original arrays == training on a shuffled
+  copy (which ``fit`` still makes for small data sets);
+"""
+import numpy as np
+import pytest
+
+import glassnet
+from glassnet import layers as L
+from glassnet import optimizers as O
+from glassnet.optimizers import base as optimizer_base
+
+OPTIMIZERS = [
+    lambda: O.SGD(0.1),
+    lambda: O.SGD(0.1, momentum=0.9),
+    lambda: O.SGD(0.1, momentum=0.9, nesterov=True),
+    lambda: O.Adam(0.01),
+    lambda: O.Adam(0.01, amsgrad=True),
+    lambda: O.AdamW(0.01),
+    lambda: O.Adamax(0.01),
+    lambda: O.Nadam(0.01),
+    lambda: O.RMSprop(0.01),
+    lambda: O.RMSprop(0.01, momentum=0.9, centered=True),
+    lambda: O.Adagrad(0.01),
+    lambda: O.Adadelta(1.0),
+]
+
+
+class _W:  # the minimum of a Weight that flat.pack needs
+    def __init__(self, value):
+        self.value = self._value = value
+        self.grad = np.zeros_like(value)
+        self.size, self.shape, self.dtype = value.size, value.shape, value.dtype
+        self.constraint = None
+        self.path = "w"
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_blockwise_update_equals_whole_vector_update(make, dtype, monkeypatch):
+    n = 3 * optimizer_base.CHUNK + 17  # several blocks and a ragged tail
+    rng = np.random.default_rng(0)
+    fast, ref = make(), make()
+    assert fast._rule_is_elementwise()
+    w0 = rng.standard_normal(n).astype(dtype)
+    w0[::7] *= 1e-300 if dtype == "float64" else 1e-36  # tiny values: slots that underflow to subnormals
+    fast.build([_W(w0.copy())])
+    ref.build([_W(w0.copy())])
+    flushed = []
+
+    def reference(w, g, slots, lr, t):  # the reference: the rule on whole vectors, then flush-to-zero of the slots
+        ref.update(w, g, slots, lr, t)
+        if t % optimizer_base.FLUSH_EVERY:
+            return
+        for s in slots.values():
+            subnormal = (s != 0) & (np.abs(s) < np.finfo(s.dtype).tiny * 2.0 ** 24)
+            flushed.append(int(subnormal.sum()))
+            s[subnormal] = 0
+
+    ref._update_blocks = reference
+    monkeypatch.setattr(optimizer_base, "FLUSH_EVERY", 2)  # flush on steps 2 and 4
+    for step in range(5):
+        g = rng.standard_normal(n).astype(dtype)
+        g[::5] = 0 if step else g[::5]                      # zero gradients: decaying moments
+        g[1::7] *= 1e-306 if dtype == "float64" else 1e-37  # tiny gradients: subnormal moments
+        fast.groups[0].grad[...] = g
+        ref.groups[0].grad[...] = g
+        fast.apply()
+        ref.apply()
+        np.testing.assert_array_equal(fast.groups[0].value, ref.groups[0].value)
+        for name in ref.slots[0]:
+            np.testing.assert_array_equal(fast.slots[0][name], ref.slots[0][name])
+    if {"m", "momentum"} & set(ref.slots[0]):  # first moments of tiny gradients are subnormal: the flush is exercised
+        assert sum(flushed) > 0
+
+
+def test_a_rule_not_declared_elementwise_sees_whole_vectors():
+    seen = []
+
+    class Norming(O.SGD):  # overrides update without declaring elementwise: must get the whole vector
+        def update(self, w, g, slots, lr, t):
+            seen.append(w.size)
+            w -= lr * g / np.linalg.norm(g)
+
+    opt = Norming(0.1)
+    assert not opt._rule_is_elementwise()
+    n = 2 * optimizer_base.CHUNK + 1
+    opt.build([_W(np.ones(n, "float32"))])
+    opt.groups[0].grad[...] = 1.0
+    opt.apply()
+    assert seen == [n]
+
+
+def _grads(model):
+    return [w.grad.copy() for w in model.trainable_weights]
+
+
+def _flatten_model():
+    return glassnet.Sequential([L.Input((4, 3)), L.Flatten(), L.Dense(5, activation="tanh"), L.Dense(2)])
+
+
+def _conv_model():
+    return glassnet.Sequential([L.Input((7, 7, 2)), L.Conv2D(3, 3, activation="relu"), L.MaxPooling2D(2),
+                                L.Flatten(), L.Dense(2)])
+
+
+def _nested_model():
+    inner = glassnet.Sequential([L.Dense(6, activation="relu"), L.Dense(4)])
+    return glassnet.Sequential([L.Input((5,)), inner, L.Dense(2)])
+
+
+@pytest.mark.parametrize("make", [_flatten_model, _conv_model, _nested_model])
+def test_skipping_the_first_input_gradient_keeps_every_weight_gradient(make):
+    glassnet.set_random_seed(3)
+    model = make()
+    x = np.random.default_rng(1).standard_normal((6,) + model.input_shape[1:]).astype("float32")
+    y, backward = model.forward(x, training=True)
+    dy = np.random.default_rng(2).standard_normal(y.shape).astype("float32")
+    for w in model.trainable_weights:
+        w.grad[...] = 0
+    dx = backward(dy)  # the reference: the full backward pass, input gradient included
+    assert dx.shape == x.shape
+    full = _grads(model)
+    for w in model.trainable_weights:
+        w.grad[...] = 0
+    assert backward(dy, input_grad=False) is None
+    for a, b in zip(_grads(model), full):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_layer_overriding_forward_must_declare_input_grad_optional():
+    class MyDense(L.Dense):
+        def forward(self, x, training=False):
+            y, back = super().forward(x, training)
+            return y, lambda dy: back(dy)
+
+    assert L.Dense(2)._skips_input_grad() and L.Conv2D(2, 3)._skips_input_grad()
+    assert not MyDense(2)._skips_input_grad() and not L.Flatten()._skips_input_grad()
+    model = glassnet.Sequential([L.Input((3,)), MyDense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.train_on_batch(np.ones((2, 3), "float32"), np.ones((2, 2), "float32"))  # works: dx simply unused
+
+
+def test_training_step_equals_manual_full_backward_step():
+    glassnet.set_random_seed(0)
+    x = np.random.default_rng(0).standard_normal((8, 7, 7, 2)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 2, 8)
+    fast, ref = _conv_model(), _conv_model()
+    ref.set_weights(fast.get_weights())
+    for m in (fast, ref):
+        m.compile(optimizer=O.Adam(0.01), loss="sparse_categorical_crossentropy")
+    fast.train_on_batch(x, y)
+    ref._skips_input_grad = lambda: False  # the reference path: backward(dy) with the input gradient
+    ref.train_on_batch(x, y)
+    for a, b in zip(fast.get_weights(), ref.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+class _NotFast(np.ndarray):  # an ndarray subclass never takes the fast path (it requires type(x) is np.ndarray)
+    def __new__(cls, x):
+        return np.asarray(x).view(cls)
+
+
+def test_check_inputs_fast_path_equals_general_path():
+    model = glassnet.Sequential([L.Input((8,)), L.Dense(3)])
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype("float32")
+    fast = model._check_inputs(x, "predict")
+    assert fast[0] is x
+    general = model._check_inputs(_NotFast(x), "predict")
+    np.testing.assert_array_equal(fast[0], general[0])
+    assert fast[0].dtype == general[0].dtype
+    np.testing.assert_array_equal(model.predict_on_batch(x), model.predict_on_batch(_NotFast(x)))
+    # what the fast path must not accept goes through the general checks, with their messages
+    bad = x.copy()
+    bad[1, 3] = np.nan
+    for arr in (bad, _NotFast(bad)):
+        with pytest.raises(ValueError, match=r"contains 1 NaN/Inf value\(s\), the first \(NaN\) at index \(1, 3\)"):
+            model.predict_on_batch(arr)
+    for arr in (x[:, :7], _NotFast(x[:, :7])):
+        with pytest.raises(ValueError, match="expects inputs of shape"):
+            model.predict(arr, verbose=0)
+    with pytest.raises(ValueError, match="empty"):
+        model.predict_on_batch(x[:0])
+    x64 = x.astype("float64")  # other dtypes are cast by the general path
+    assert model._check_inputs(x64, "predict")[0].dtype == np.float32
+    np.testing.assert_allclose(model.predict(x64, verbose=0), model.predict(x, verbose=0))
+    xt = np.asfortranarray(x)  # non-contiguous layouts are fine: the checks do not depend on layout
+    np.testing.assert_allclose(model.predict_on_batch(xt), model.predict_on_batch(x))
+
+
+@pytest.mark.parametrize("copy_bytes", [0, 1 << 30])  # gather per batch / shuffle a copy of the whole epoch
+def test_fit_gathering_batches_equals_training_on_a_shuffled_copy(copy_bytes, monkeypatch):
+    from glassnet.models import model as model_module
+    monkeypatch.setattr(model_module, "SHUFFLE_COPY_BYTES", copy_bytes)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 4)).astype("float32")
+    y = rng.standard_normal((50, 1)).astype("float32")
+    glassnet.set_random_seed(5)
+    fast = glassnet.Sequential([L.Input((4,)), L.Dense(3, activation="relu"), L.Dense(1)])
+    ref = glassnet.Sequential([L.Input((4,)), L.Dense(3, activation="relu"), L.Dense(1)])
+    ref.set_weights(fast.get_weights())
+    for m in (fast, ref):
+        m.compile(optimizer=O.SGD(0.05, momentum=0.9), loss="mse")
+    fast.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    ref.training_seed = fast.training_seed
+    ref._prepare_training([x])
+    for epoch in range(2):  # the reference: shuffle a copy of the whole data set, then slice it in batches
+        order = np.random.default_rng([ref.training_seed, epoch]).permutation(len(x))
+        xs, ys = x[order], y[order]
+        for start in range(0, len(x), 16):
+            ref.train_on_batch(xs[start:start + 16], ys[start:start + 16])
+    for a, b in zip(fast.get_weights(), ref.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_dense_gradients_equal_their_formulas():
+    glassnet.set_random_seed(1)
+    layer = L.Dense(7)
+    x = np.random.default_rng(0).standard_normal((33, 5)).astype("float64")
+    layer.dtype = "float64"
+    layer._maybe_build(x.shape)
+    _, backward = layer.forward(x, training=True)
+    dy = np.random.default_rng(1).standard_normal((33, 7))
+    backward(dy)
+    np.testing.assert_allclose(layer.bias.grad, dy.sum(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.kernel.grad, x.T @ dy, rtol=1e-12, atol=1e-12)
+
+
+def test_sequential_masking_flag_follows_add_and_pop():
+    model = glassnet.Sequential([L.Input((4,)), L.Dense(3)])
+    assert model._masking is False
+    model.pop()
+    model.add(L.Embedding(10, 3, mask_zero=True))
+    assert model._masking is True
+    model.pop()
+    assert model._masking is False
+
+
+def _max_pool_backward_reference(dy, x, pool, strides):
+    """Loops: each window sends dy to its first (row-major) maximum; 'valid' padding."""
+    dx = np.zeros_like(x)
+    n, h, w, c = x.shape
+    for b in range(n):
+        for i in range(dy.shape[1]):
+            for j in range(dy.shape[2]):
+                for ch in range(c):
+                    win = x[b, i * strides[0]:i * strides[0] + pool[0], j * strides[1]:j * strides[1] + pool[1], ch]
+                    a, bb = np.unravel_index(np.argmax(win), win.shape)  # argmax: the first maximum
+                    dx[b, i * strides[0] + a, j * strides[1] + bb, ch] += dy[b, i, j, ch]
+    return dx
+
+
+@pytest.mark.parametrize("size,pool,strides", [(6, (2, 2), (2, 2)),   # tiled exactly: written, no zero fill
+                                               (7, (2, 2), (2, 2)),   # a remainder row and column
+                                               (7, (3, 3), (2, 2)),   # overlapping windows
+                                               (6, (3, 2), (3, 2))])
+def test_max_pool_backward_equals_the_first_maximum_rule(size, pool, strides):
+    from glassnet.engine import kernels
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, (2, size, size, 3)).astype("float64")  # many ties
+    pads = [(0, 0), (0, 0)]
+    y, xp = kernels.max_pool(x, pool, strides, pads)
+    dy = rng.standard_normal(y.shape)
+    dx = kernels.max_pool_backward(dy, y, xp, x.shape, pool, strides, pads)
+    np.testing.assert_allclose(dx, _max_pool_backward_reference(dy, x, pool, strides), rtol=1e-12, atol=1e-12)
+
+
+def test_tune_allocator_runs_once_and_honours_the_opt_out(monkeypatch):
+    from glassnet.engine import backend
+    monkeypatch.setattr(backend, "_allocator_tuned", False)
+    monkeypatch.setenv("GLASSNET_TUNE_MALLOC", "0")
+    backend.tune_allocator()  # opted out: nothing to do, and not asked again
+    assert backend._allocator_tuned
+    monkeypatch.setattr(backend, "_allocator_tuned", False)
+    monkeypatch.delenv("GLASSNET_TUNE_MALLOC")
+    backend.tune_allocator()  # glibc: mallopt; elsewhere: nothing. Never raises.
+    backend.tune_allocator()
+    assert backend._allocator_tuned
