@@ -1,10 +1,11 @@
 """HTTP serving throughput and latency, glassnet beside two references, driven by wrk on loopback.
 
-Servers (each its own process, one at a time, all on uvicorn + uvloop + httptools, no access log):
+Servers (each its own process, one at a time, all on uvicorn + httptools (+ uvloop when installed), no access log):
   * glassnet serve, dynamic batching on (the default) and off (--max-batch-size 1);
   * a minimal FastAPI + PyTorch server with the same weights (benchmarks/serve_peers.py torch);
   * a bare ASGI app that parses the JSON body and returns a constant: the ceiling of a Python
-    server on this stack (benchmarks/serve_peers.py bare).
+    server on this stack (benchmarks/serve_peers.py bare), and for context the same app on
+    uvicorn's pure-Python HTTP parser h11 (what a plain `pip install uvicorn` runs).
 Models: the tutorial network (8-10-1) and a 784-512-512-10 MLP, as plain Dense stacks so PyTorch can
 load identical weights. Load: single-row TF-Serving-style ``{"instances": [row]}`` predict requests
 from ``wrk -t1`` with 16 connections (and 1 connection), ``--duration`` seconds each after a warm-up.
@@ -100,7 +101,7 @@ def start(system, model, info, port):
         cmd = [py, os.path.join(HERE, "serve_peers.py"), "torch", str(port), info["weights"]]
         probe = f"http://127.0.0.1:{port}/docs"
     else:
-        cmd = [py, os.path.join(HERE, "serve_peers.py"), "bare", str(port)]
+        cmd = [py, os.path.join(HERE, "serve_peers.py"), system, str(port)]
         probe = f"http://127.0.0.1:{port}/"
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_ready(probe, proc)
@@ -115,7 +116,7 @@ def check_answer(system, model, info, port):
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         got = np.array(json.loads(r.read())["predictions"][0], dtype="float32")
-    if system != "bare" and not np.allclose(got, info["expected"], rtol=1e-4, atol=1e-6):
+    if not system.startswith("bare") and not np.allclose(got, info["expected"], rtol=1e-4, atol=1e-6):
         raise RuntimeError(f"{system} answered {got}, expected {info['expected']}")
 
 
@@ -155,7 +156,7 @@ def main():
         sys.exit("wrk is not installed: apt-get install wrk")
     duration = 3 if args.quick else args.duration
     conns = (16,) if args.quick else (16, 1)
-    systems = ["bare", "torch", "glassnet", "glassnet-nobatch"]
+    systems = ["bare", "bare-h11", "torch", "glassnet", "glassnet-nobatch"]
     try:
         import torch  # noqa: F401
         import fastapi  # noqa: F401
@@ -170,7 +171,7 @@ def main():
             with open(lua, "w") as f:
                 f.write(LUA % json.dumps({"instances": [info["row"]]}))
             for system in systems:
-                if system == "bare" and model != "tutorial":
+                if system.startswith("bare") and model != "tutorial":
                     continue  # the ceiling hardly depends on the body; measured once, on the tutorial row
                 port = free_port()
                 proc = start(system, model, info, port)
@@ -231,7 +232,7 @@ def markdown(report):
         t = _find(res, "torch", r["model"], r["connections"])
         b = _find(res, "bare", "tutorial", r["connections"])
         vs_t = f"{r['rps'] / t['rps']:.2f}x" if t and r["system"] != "torch" else ""
-        vs_b = f"{r['rps'] / b['rps']:.0%}" if b and r["system"] != "bare" else ""
+        vs_b = f"{r['rps'] / b['rps']:.0%}" if b and not r["system"].startswith("bare") else ""
         lines.append(f"| {r['model']} | {r['system']} | {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
                      f"{r['p99_ms']:.2f} | {vs_t} | {vs_b} |")
     lines += ["", "Targets (tutorial model, 16 connections, glassnet with batching):", ""]

@@ -2,6 +2,7 @@
 (uvicorn with httptools, uvloop when installed, one process, no access log).
 
     python benchmarks/serve_peers.py bare PORT             # parse the JSON body, return a constant: the ceiling
+    python benchmarks/serve_peers.py bare-h11 PORT         # the same on uvicorn's pure-Python HTTP parser (h11)
     python benchmarks/serve_peers.py torch PORT MODEL.safetensors   # minimal FastAPI + PyTorch server
 
 The PyTorch server loads the same weights as the glassnet model (a glassnet .weights.safetensors
@@ -72,5 +73,5 @@ def torch_app(weights_path):
 
 if __name__ == "__main__":
     kind, port = sys.argv[1], int(sys.argv[2])
-    app = bare_app if kind == "bare" else torch_app(sys.argv[3])
-    uvicorn.run(app, port=port, **OPTS)
+    app = bare_app if kind.startswith("bare") else torch_app(sys.argv[3])
+    uvicorn.run(app, port=port, **{**OPTS, "http": "h11" if kind == "bare-h11" else OPTS["http"]})
