@@ -7,6 +7,8 @@
 - ``Model._check_inputs`` fast path (already-correct ndarray) == the general validation path;
 - ``fit`` gathers each shuffled batch of a large data set from the original arrays == training on a shuffled
   copy (which ``fit`` still makes for small data sets);
+- ``relu`` written in place over a layer's own pre-activation (``Activation.forward(z, overwrite=True)``) ==
+  the allocating relu, and Dense/Conv2D with it == the linear layer with relu' applied by hand;
 """
 import numpy as np
 import pytest
@@ -282,3 +284,66 @@ def test_tune_allocator_runs_once_and_honours_the_opt_out(monkeypatch):
     backend.tune_allocator()  # glibc: mallopt; elsewhere: nothing. Never raises.
     backend.tune_allocator()
     assert backend._allocator_tuned
+
+
+# --- relu written in place over a layer's own pre-activation ---------------------------------------------
+def test_relu_in_place_equals_the_allocating_relu():
+    from glassnet import activations as A
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((6, 7)).astype(np.float32)
+    z[0, :3] = [0.0, -0.0, np.nan]
+    dy = rng.standard_normal(z.shape).astype(np.float32)
+    y_ref, back_ref = A.relu.forward(z.copy())
+    zi = z.copy()
+    y_in, back_in = A.relu.forward(zi, overwrite=True)
+    assert y_in is zi  # written in place
+    np.testing.assert_array_equal(y_in, y_ref)
+    np.testing.assert_array_equal(back_in(dy), back_ref(dy))
+    np.testing.assert_array_equal(back_in(dy), dy * (z > 0))  # the textbook relu'(x) = [x > 0]
+    frozen = z.copy()
+    frozen.flags.writeable = False  # not ours to overwrite: allocates
+    y_ro, _ = A.relu.forward(frozen, overwrite=True)
+    assert y_ro is not frozen
+    np.testing.assert_array_equal(y_ro, y_ref)
+
+
+@pytest.mark.parametrize("make", [lambda: L.Dense(5, activation="relu"),
+                                  lambda: L.Conv2D(4, 3, activation="relu")])
+def test_layers_with_in_place_relu_equal_call_and_the_reference_gradient(make):
+    rng = np.random.default_rng(1)
+    layer = make()
+    x = rng.standard_normal((3, 6, 6, 2) if isinstance(layer, L.Conv2D) else (3, 6)).astype(np.float32)
+    layer.build(x.shape)
+    layer.kernel.grad = np.zeros_like(layer.kernel.value)
+    layer.bias.grad = np.zeros_like(layer.bias.value)
+    y, backward = layer.forward(x, training=True)
+    np.testing.assert_array_equal(y, layer.call(x))
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = backward(dy)
+    # reference: the same layer with a linear activation, relu' applied by hand
+    lin = type(layer).from_config({**layer.get_config(), "activation": "linear"})
+    lin.build(x.shape)
+    lin.kernel.value[...] = layer.kernel.value
+    lin.bias.value[...] = layer.bias.value
+    lin.kernel.grad = np.zeros_like(lin.kernel.value)
+    lin.bias.grad = np.zeros_like(lin.bias.value)
+    z, lin_backward = lin.forward(x, training=True)
+    dx_ref = lin_backward(dy * (z > 0))
+    np.testing.assert_array_equal(dx, dx_ref)
+    np.testing.assert_array_equal(layer.kernel.grad, lin.kernel.grad)
+    np.testing.assert_array_equal(layer.bias.grad, lin.bias.grad)
+
+
+def test_sgd_nesterov_step_equals_its_formula():
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal(50).astype(np.float32)
+    g = rng.standard_normal(50).astype(np.float32)
+    v = rng.standard_normal(50).astype(np.float32)
+    lr, mu = np.float32(0.01), 0.9
+    opt = O.SGD(0.01, momentum=mu, nesterov=True)
+    w1, v1 = w.copy(), v.copy()
+    opt.update(w1, g, {"momentum": v1}, lr, 1)
+    v_ref = v * mu - lr * g
+    w_ref = w + (mu * v_ref - lr * g)
+    np.testing.assert_array_equal(v1, v_ref)
+    np.testing.assert_array_equal(w1, w_ref)

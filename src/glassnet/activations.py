@@ -16,19 +16,26 @@ SELU_SCALE = 1.0507009873554805
 class Activation:
     """``f`` and its backward ``grad(x, y, dy)``; ``forward(x) -> (y, backward)``."""
 
-    def __init__(self, name, fn, grad, **params):
+    def __init__(self, name, fn, grad, fn_inplace=None, **params):
         self.__name__ = name
         self.name = name
         self.fn = fn
         self.grad = grad
+        self.fn_inplace = fn_inplace  # optional f(x) that overwrites x (same values as fn); see forward
         self.params = params
 
     def __call__(self, x, **params):
         params = params or self.params
         return self.fn(x, **params) if params else self.fn(x)
 
-    def forward(self, x):
-        y = self.fn(x, **self.params)
+    def forward(self, x, overwrite=False):
+        """``(f(x), backward)``. ``overwrite=True``: the caller owns ``x`` and no longer needs it, so an
+        activation with ``fn_inplace`` (relu) may write ``f(x)`` into ``x`` instead of allocating."""
+        if overwrite and self.fn_inplace is not None and not self.params and isinstance(x, np.ndarray) \
+                and x.flags.writeable:
+            y = self.fn_inplace(x)
+        else:
+            y = self.fn(x, **self.params)
 
         def backward(dy):
             return self.grad(x, y, dy, **self.params)
@@ -39,8 +46,8 @@ class Activation:
         return f"<activation {self.name}>"
 
 
-def _define(name, fn, grad, *aliases):
-    act = Activation(name, fn, grad)
+def _define(name, fn, grad, *aliases, fn_inplace=None):
+    act = Activation(name, fn, grad, fn_inplace=fn_inplace)
     tab = table("activations")
     for n in (name,) + aliases:
         tab[n] = act
@@ -64,8 +71,10 @@ def _erf(x):
 
 
 # --- the activations: forward, then backward ------------------------------------------------------
+# relu'(x) = [x > 0] = [y > 0] (y = max(x, 0); NaN compares False either way): the backward reads y,
+# so relu may overwrite x in place (Activation.forward(x, overwrite=True))
 relu = _define("relu", lambda x: np.maximum(x, 0),
-               lambda x, y, dy: dy * (x > 0))
+               lambda x, y, dy: dy * (y > 0), fn_inplace=lambda x: np.maximum(x, 0, out=x))
 sigmoid = _define("sigmoid", _sigmoid,
                   lambda x, y, dy: dy * y * (1 - y))
 tanh = _define("tanh", np.tanh,

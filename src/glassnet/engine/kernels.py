@@ -230,6 +230,7 @@ def max_pool_backward(dy, y, xp, x_shape, pool_size, strides, pads):
     tiled = all(s == k and o * s == p for s, k, o, p in zip(strides, pool_size, out_size, xp.shape[1:-1]))
     dxp = np.empty(xp.shape, dy.dtype) if tiled else np.zeros(xp.shape, dy.dtype)
     taps = list(np.ndindex(*pool_size))
+
     open_ = None  # None: every window still open (before the first tap)
     for i, tap in enumerate(taps):
         index = tap_slices(tap, strides, ones, out_size)

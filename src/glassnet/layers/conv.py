@@ -162,7 +162,7 @@ class _ConvBase(Layer):
         plus the activity penalty. Returns ``(y, backward)``; backward turns dy into the channels-last
         dz = dy ⊙ act'(z), adds db = Σ dz, and hands dz to ``backward_cl(dz) -> dx`` (channels last)."""
         z = from_channels_last(z_cl, self.data_format)
-        y, activation_backward = self.activation.forward(z)
+        y, activation_backward = self.activation.forward(z, overwrite=True)  # z is ours: relu writes in place
         penalty_grad = self._activity_gradient(y)
 
         def backward(dy, input_grad=True):

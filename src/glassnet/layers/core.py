@@ -68,7 +68,7 @@ class Dense(Layer):
         z = x @ W
         if self.use_bias:
             z += self.bias.value
-        y, activation_backward = self.activation.forward(z)
+        y, activation_backward = self.activation.forward(z, overwrite=True)  # z is ours: relu writes in place
         penalty_grad = self._activity_gradient(y)
 
         def backward(dy, input_grad=True):
@@ -78,12 +78,12 @@ class Dense(Layer):
             if x.ndim == 2:
                 self.kernel.grad += x.T @ dz
                 if self.use_bias:
-                    self.bias.grad += dz.sum(axis=0)
+                    self.bias.grad += np.add.reduce(dz, axis=0)  # = dz.sum(axis=0), minus its Python wrapper
             else:  # every leading axis is a batch axis
                 x2, dz2 = x.reshape(-1, x.shape[-1]), dz.reshape(-1, self.units)
                 self.kernel.grad += x2.T @ dz2
                 if self.use_bias:
-                    self.bias.grad += dz2.sum(axis=0)
+                    self.bias.grad += np.add.reduce(dz2, axis=0)
             return dz @ W.T if input_grad else None  # input_grad=False: the model's first layer in training
 
         return y, backward

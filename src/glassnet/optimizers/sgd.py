@@ -31,9 +31,10 @@ class SGD(Optimizer):
             return
         v = slots["momentum"]
         v *= self.momentum
-        v -= lr * g                      # v = μv − lr·g
+        step = lr * g
+        v -= step                        # v = μv − lr·g
         if self.nesterov:
-            w += self.momentum * v - lr * g  # w = w + μv − lr·g
+            w += self.momentum * v - step    # w = w + μv − lr·g
         else:
             w += v                       # w = w + v
 
