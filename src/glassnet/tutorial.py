@@ -55,7 +55,7 @@ def main(out="runs/tutorial", epochs=100, seed=1, verbose=2):
     model = build_model(x_train)
     model.metadata = {"feature_names": list(pima.FEATURE_NAMES), "dataset": "Pima Indians Diabetes (UCI, via KEEL)",
                       "output": "probability of diabetes within five years",
-                      "example_instance": [round(float(v), 6) for v in x_test[0]]}
+                      "example_instance": [float(str(v)) for v in x_test[0]]}  # float32 shortest text
     model.summary()
     history = model.fit(x_train, y_train, epochs=epochs, batch_size=32, validation_data=(x_test, y_test),
                         verbose=verbose)
