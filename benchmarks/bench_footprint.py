@@ -32,6 +32,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "src"))
+from glassnet.deploy._package import tree_size  # noqa: E402
 
 STACKS = {
     "glassnet": {"label": "glassnet[serve]", "packages": None},  # filled with the wheel path
@@ -45,16 +46,6 @@ def site_packages(venv):
                           "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                          capture_output=True, text=True, check=True)
     return out.stdout.strip()
-
-
-def tree_size(path):
-    total = 0
-    for folder, _, files in os.walk(path):
-        for f in files:
-            full = os.path.join(folder, f)
-            if not os.path.islink(full):
-                total += os.path.getsize(full)
-    return total
 
 
 def distributions(venv):

@@ -51,24 +51,34 @@ def free_port():
 
 
 class ServerProcess:
-    def __init__(self, proc, port, log_path):
-        self.proc, self.port, self.log_path = proc, port, log_path
+    """A running `glassnet serve`: its stdout (the banner) and stderr (logs, access log) kept apart."""
+
+    def __init__(self, proc, port, out_path, err_path):
+        self.proc, self.port, self.out_path, self.err_path = proc, port, out_path, err_path
         self.url = f"http://127.0.0.1:{port}"
 
-    def log(self):
-        with open(self.log_path, encoding="utf-8", errors="replace") as f:
+    def stdout(self):
+        with open(self.out_path, encoding="utf-8", errors="replace") as f:
             return f.read()
+
+    def stderr(self):
+        with open(self.err_path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def log(self):
+        return self.stdout() + self.stderr()
 
 
 @contextlib.contextmanager
 def serve(path, *args, tmp_path, ready_timeout=60):
     """Run ``glassnet serve PATH ARGS`` on a free loopback port until the block ends (then SIGTERM)."""
     port = free_port()
-    log_path = os.path.join(str(tmp_path), f"serve-{port}.log")
+    out_path = os.path.join(str(tmp_path), f"serve-{port}.out")
+    err_path = os.path.join(str(tmp_path), f"serve-{port}.err")
     cmd = [sys.executable, "-m", "glassnet", "serve", str(path), "--port", str(port), *map(str, args)]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    server = ServerProcess(proc, port, log_path)
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+    server = ServerProcess(proc, port, out_path, err_path)
     deadline = time.monotonic() + ready_timeout
     try:
         while True:

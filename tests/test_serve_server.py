@@ -6,7 +6,6 @@ Every prediction is compared with the same model's in-process ``predict``. Serve
 per module where the tests can share them; tests that need their own flags start their own.
 """
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -18,13 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serving_util import free_port, save_version, serve, tutorial_model, two_input_model  # noqa: E402
+from serving_util import save_version, serve, tutorial_model, two_input_model  # noqa: E402
 
 requests = pytest.importorskip("requests")
 httpx = pytest.importorskip("httpx")
@@ -38,60 +36,6 @@ TIMEOUT = 20
 
 
 # --- helpers --------------------------------------------------------------------------------------
-class SplitServer:
-    """A running `glassnet serve` whose stdout (banner) and stderr (logs, access log) are kept apart."""
-
-    def __init__(self, proc, port, out_path, err_path):
-        self.proc, self.port, self.out_path, self.err_path = proc, port, out_path, err_path
-        self.url = f"http://127.0.0.1:{port}"
-
-    def stdout(self):
-        with open(self.out_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def stderr(self):
-        with open(self.err_path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def log(self):
-        return self.stdout() + self.stderr()
-
-
-@contextlib.contextmanager
-def serve_split(path, *args, tmp_path, ready_timeout=60):
-    """Like serving_util.serve, with stdout and stderr in separate files."""
-    port = free_port()
-    out_path = os.path.join(str(tmp_path), f"serve-{port}.out")
-    err_path = os.path.join(str(tmp_path), f"serve-{port}.err")
-    cmd = [sys.executable, "-m", "glassnet", "serve", str(path), "--port", str(port), *map(str, args)]
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-    server = SplitServer(proc, port, out_path, err_path)
-    deadline = time.monotonic() + ready_timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"glassnet serve exited with {proc.returncode}:\n{server.log()}")
-            try:
-                with urllib.request.urlopen(server.url + "/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"glassnet serve was not ready within {ready_timeout} s:\n{server.log()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def predict(model, x):
     out = model.predict(x, verbose=0)
     return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else np.asarray(out)
@@ -186,7 +130,7 @@ def repo(models, tmp_path_factory):
 @pytest.fixture(scope="module")
 def main(repo, tmp_path_factory):
     """The shared server: pima and two, batching on, a small body limit, no hot reload."""
-    with serve_split(repo, "--poll-seconds", 0, "--max-batch-size", 16, "--batch-timeout-ms", 20,
+    with serve(repo, "--poll-seconds", 0, "--max-batch-size", 16, "--batch-timeout-ms", 20,
                      "--max-body-bytes", MAX_BODY, tmp_path=tmp_path_factory.mktemp("main-logs")) as server:
         yield server
         assert server.proc.poll() is None, server.log()
@@ -876,7 +820,7 @@ def test_request_timeout_answers_503_and_the_server_keeps_serving(repo, models, 
 def test_api_key_cors_and_no_access_log(repo, models, tmp_path):
     x = models.x[70:72]
     key = "s3cret-key"
-    with serve_split(repo, "--poll-seconds", 0, "--api-key", key, "--cors-origin", "https://app.example",
+    with serve(repo, "--poll-seconds", 0, "--api-key", key, "--cors-origin", "https://app.example",
                      "--no-access-log", tmp_path=tmp_path) as server:
         url = server.url + "/v1/models/pima:predict"
         body = {"instances": x.tolist()}
