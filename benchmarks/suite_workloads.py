@@ -307,23 +307,22 @@ def w3_floor(cfg):
 
 
 # --- W4: predict latency (1 row) and throughput (batch 1024), W1 and W2 models ------------------------------
+def _timings(call, x, warmup, n):
+    """Seconds of each of ``n`` calls ``call(x)`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call(x)
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call(x)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 def _latency(call, rows_1, rows_batch, cfg):
     import numpy as np
-    for _ in range(cfg["w4_warmup"]):
-        call(rows_1)
-    times = []
-    for _ in range(cfg["w4_calls"]):
-        t0 = time.perf_counter()
-        call(rows_1)
-        times.append(time.perf_counter() - t0)
-    for _ in range(3):
-        call(rows_batch)
-    batch_times = []
-    for _ in range(cfg["w4_batch_calls"]):
-        t0 = time.perf_counter()
-        call(rows_batch)
-        batch_times.append(time.perf_counter() - t0)
-    times, batch_times = np.array(times) * 1e6, np.array(batch_times)
+    times = np.array(_timings(call, rows_1, cfg["w4_warmup"], cfg["w4_calls"])) * 1e6
+    batch_times = np.array(_timings(call, rows_batch, 3, cfg["w4_batch_calls"]))
     return {"row_us": float(np.median(times)), "row_p99_us": float(np.percentile(times, 99)),
             "batch_rows_per_s": len(rows_batch) / float(np.median(batch_times))}
 
