@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import protocol
 from .batching import Batcher, QueueFull
@@ -56,7 +56,6 @@ class Pending:
     served: object
     arrays: list
     finish: object
-    request: Request = field(default=None)
 
 
 def _json(obj, status=200, headers=None):
@@ -385,7 +384,7 @@ class InferenceServer:
         arrays, fmt = protocol.decode_tf_predict(req.body, served.signature)
         sig = served.signature
         return Pending(served, arrays, lambda outputs: Response(
-            200, {"content-type": JSON_CONTENT}, protocol.encode_tf_predict(outputs, sig, fmt)), req)
+            200, {"content-type": JSON_CONTENT}, protocol.encode_tf_predict(outputs, sig, fmt)))
 
     def _tf_explain(self, req):
         self._served(req)
@@ -437,7 +436,7 @@ class InferenceServer:
         def finish(outputs):
             body, headers = protocol.encode_v2_infer(outputs, sig, v2req, served.name, served.version)
             return Response(200, headers, body)
-        return Pending(served, arrays, finish, req)
+        return Pending(served, arrays, finish)
 
     # --- operations and pages ---------------------------------------------------------------------
     def _metrics(self, req):
