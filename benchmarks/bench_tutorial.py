@@ -37,6 +37,16 @@ def glorot(rng, fan_in, fan_out):
     return rng.uniform(-limit, limit, (fan_in, fan_out)).astype("float32")
 
 
+def time_twice(fit):
+    """Seconds of a first call of ``fit()`` (compilation, caches) and of a second, warm one."""
+    t0 = time.perf_counter()
+    fit()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit()
+    return first, time.perf_counter() - t0
+
+
 def run_glassnet(epochs):
     import glassnet
     from glassnet.layers import Dense
@@ -45,12 +55,7 @@ def run_glassnet(epochs):
     glassnet.set_random_seed(1)
     model = glassnet.Sequential([glassnet.Input((8,)), Dense(10, activation="relu"), Dense(1, activation="sigmoid")])
     model.compile(loss="mse", optimizer=SGD(learning_rate=0.01, momentum=0.9, nesterov=True), metrics=["accuracy"])
-    t0 = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    warm = time.perf_counter() - t0
+    first, warm = time_twice(lambda: model.fit(x, y, epochs=epochs, batch_size=32, verbose=0))
     acc = float(((model.predict(xt, verbose=0)[:, 0] > 0.5) == yt).mean())
     return first, warm, acc
 
@@ -107,12 +112,7 @@ def run_numpy(epochs):
                 flat -= tmp
         return total, correct
 
-    t0 = time.perf_counter()
-    fit()
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fit()
-    warm = time.perf_counter() - t0
+    first, warm = time_twice(fit)
     z = np.maximum(xt @ W1 + b1, 0) @ W2 + b2
     acc = float(((z[:, 0] > 0) == yt).mean())
     return first, warm, acc
@@ -150,12 +150,7 @@ def run_torch(epochs):
                 total += loss.item() * len(xb)
                 correct += ((p > 0.5).float() == yb).sum().item()
 
-    t0 = time.perf_counter()
-    fit()
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    fit()
-    warm = time.perf_counter() - t0
+    first, warm = time_twice(fit)
     with torch.no_grad():
         acc = float(((model(torch.from_numpy(xt))[:, 0] > 0.5).numpy() == yt).mean())
     return first, warm, acc
@@ -170,12 +165,7 @@ def run_keras(epochs):
                               keras.layers.Dense(1, activation="sigmoid")])
     model.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9, nesterov=True),
                   metrics=["accuracy"])
-    t0 = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
-    warm = time.perf_counter() - t0
+    first, warm = time_twice(lambda: model.fit(x, y, epochs=epochs, batch_size=32, verbose=0))
     acc = float(((model.predict(xt, verbose=0)[:, 0] > 0.5) == yt).mean())
     return first, warm, acc
 
