@@ -697,10 +697,16 @@ def test_repository_polling_survives_folders_coming_and_going(models, tmp_path):
         assert_clean_log(server.log())
 
 
-def test_version_policy_all_and_unloading(models, tmp_path):
+def two_versions(models, tmp_path):
+    """A repository with pima versions 1 and 2 (two different models)."""
     repo = tmp_path / "repo"
     save_version(str(repo), "pima", 1, models.pima)
     save_version(str(repo), "pima", 2, models.pima2)
+    return repo
+
+
+def test_version_policy_all_and_unloading(models, tmp_path):
+    repo = two_versions(models, tmp_path)
     x = models.x[40:43]
     with serve(repo, "--version-policy", "all", "--poll-seconds", 0.2, "--no-access-log",
                tmp_path=tmp_path) as server:
@@ -727,9 +733,7 @@ def test_version_policy_all_and_unloading(models, tmp_path):
 
 
 def test_version_policy_specific(models, tmp_path):
-    repo = tmp_path / "repo"
-    save_version(str(repo), "pima", 1, models.pima)
-    save_version(str(repo), "pima", 2, models.pima2)
+    repo = two_versions(models, tmp_path)
     x = models.x[50:52]
     with serve(repo, "--version-policy", "specific:1", "--poll-seconds", 0, "--no-access-log",
                tmp_path=tmp_path) as server:
