@@ -9,6 +9,11 @@
   copy (which ``fit`` still makes for small data sets);
 - ``relu`` written in place over a layer's own pre-activation (``Activation.forward(z, overwrite=True)``) ==
   the allocating relu, and Dense/Conv2D with it == the linear layer with relu' applied by hand;
+- gradients zeroed lazily (``Weight.reset_grad``, ``FlatGroup.reset_grads/settle_grads``) and dense weight
+  gradients written by one GEMM into the zeroed storage (``Weight.add_matmul``) == ``fill(0)`` then ``+=``;
+- ``utils.data.all_finite`` (blockwise) == ``np.isfinite(x).all()``.
+
+The compiled (numba) kernels have their own file: tests/test_compiled.py.
 """
 import numpy as np
 import pytest
@@ -347,3 +352,100 @@ def test_sgd_nesterov_step_equals_its_formula():
     w_ref = w + (mu * v_ref - lr * g)
     np.testing.assert_array_equal(v1, v_ref)
     np.testing.assert_array_equal(w1, w_ref)
+
+
+# --- lazy gradient zeroing and add_matmul -------------------------------------------------------------------
+def _weight(shape):
+    from glassnet.engine.weight import Weight
+    return Weight(np.ones(shape, "float32"), "w")
+
+
+def test_add_matmul_writes_into_a_reset_gradient_and_adds_otherwise():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)).astype("float32"), rng.normal(size=(3, 4)).astype("float32")
+    w = _weight((5, 4))
+    w.grad[...] = 7.0
+    storage = w.grad
+    w.reset_grad()
+    w.add_matmul(a, b)  # no read in between: the product replaces the old values
+    np.testing.assert_array_equal(w.grad, a @ b)
+    w.add_matmul(a, b)  # accumulates (a layer used twice in one step)
+    np.testing.assert_allclose(w.grad, 2 * (a @ b), rtol=1e-6)
+    assert w.grad is storage  # always in place (the flat buffer's view)
+    w.reset_grad()
+    np.testing.assert_array_equal(w.grad, 0)  # a read after reset sees zeros
+    w.grad += a @ b
+    w.add_matmul(a, b)
+    np.testing.assert_allclose(w.grad, 2 * (a @ b), rtol=1e-6)
+    k = _weight((3, 3, 2, 4))  # a conv kernel: the product (k*k*C, F) lands in its row-major layout
+    k.reset_grad()
+    cols, dz = rng.normal(size=(6, 18)).astype("float32"), rng.normal(size=(6, 4)).astype("float32")
+    k.add_matmul(cols.T, dz)
+    np.testing.assert_array_equal(k.grad, (cols.T @ dz).reshape(3, 3, 2, 4))
+
+
+def test_settle_grads_zeroes_only_the_gradients_nobody_touched():
+    from glassnet.engine import flat
+    ws = [_weight((2, 3)), _weight((4,)), _weight((3,))]
+    (group,) = flat.pack(ws)
+    group.grad[...] = 5.0
+    group.reset_grads()
+    ws[0].add_matmul(np.ones((2, 1), "float32"), np.ones((1, 3), "float32"))
+    ws[1].grad += 2.0
+    group.settle_grads()
+    np.testing.assert_array_equal(group.grad, [1] * 6 + [2] * 4 + [0] * 3)
+
+
+def test_a_layer_shared_twice_and_an_unused_weight_get_the_gradients_of_eager_zeroing(monkeypatch):
+    """Functional model: one Dense applied twice (its gradient sums both uses) and a second head without a
+    loss (its weights get no gradient at all); lazy zeroing must equal zeroing every gradient with fill(0)."""
+    from glassnet.engine import flat
+
+    def build():
+        glassnet.set_random_seed(0)
+        inp = L.Input((6,))
+        shared = L.Dense(6, activation="relu")
+        h = shared(shared(inp))
+        model = glassnet.Model(inp, [L.Dense(2, name="out")(h), L.Dense(3, name="unused")(h)])
+        model.compile(optimizer=O.SGD(0.1, momentum=0.5), loss=["mse", None])
+        return model
+
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(16, 2)).astype("float32")
+    z = np.zeros((16, 3), "float32")
+
+    def train(model):
+        model.train_on_batch(x, [y, z])
+        for group in model.optimizer.groups:
+            group.grad[...] = 5.0  # stale values a missing zeroing would leak into the next steps
+        for _ in range(3):
+            model.train_on_batch(x, [y, z])
+        return model.get_weights()
+
+    lazy = train(build())
+
+    def eager(self):
+        self.grad.fill(0)
+        for w in self.weights:
+            w._stale = False
+
+    monkeypatch.setattr(flat.FlatGroup, "reset_grads", eager)
+    reference = train(build())
+    for a, b in zip(lazy, reference):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(lazy[-2], build().get_weights()[-2])  # the unused head never moved
+
+
+def test_all_finite_equals_isfinite_all():
+    from glassnet.utils.data import all_finite
+    rng = np.random.default_rng(0)
+    for shape in [(3,), (70_000,), (300, 1000)]:
+        x = rng.normal(size=shape).astype("float32")
+        assert all_finite(x)
+        for bad in (np.nan, np.inf, -np.inf):
+            for where in (0, x.size // 2, x.size - 1):
+                z = x.copy()
+                z.flat[where] = bad
+                assert not all_finite(z) and not np.isfinite(z).all()
+    assert all_finite(np.arange(10)) and all_finite(np.ones((1000, 100), "float64")[:, ::3])
+    assert not all_finite(np.full((1000, 100), np.nan)[:, ::3])

@@ -1,7 +1,8 @@
 """One flat buffer per dtype for all trainable weights of a model, and one for their gradients.
 
 Packing rebinds every Weight's ``value`` and ``grad`` to views of two contiguous vectors. Then:
-- zeroing all gradients is one call (``grad.fill(0)``);
+- zeroing all gradients is one flag per weight (``reset_grads``; see ``Weight.reset_grad``) and, for
+  the ones no backward pass touched, one ``fill(0)`` of their slice (``settle_grads``);
 - an optimizer step is a handful of in-place ufunc calls over the whole model;
 - data-parallel training can all-reduce one buffer.
 Layers keep working on their own weights unaware of this.
@@ -28,6 +29,19 @@ class FlatGroup:
             w.grad = self.grad[sl].reshape(w.shape)
             self.slices.append(sl)
             offset += size
+
+    def reset_grads(self):
+        """Mark every gradient zero before a forward/backward pass (lazily: ``Weight.reset_grad``)."""
+        for w in self.weights:
+            w._stale = True
+
+    def settle_grads(self):
+        """Zero the gradients no backward pass touched since ``reset_grads``, so that ``grad`` is the whole
+        gradient vector again (call before reading ``grad`` as one vector, as optimizers do)."""
+        for w in self.weights:
+            if w._stale:
+                w._grad.fill(0)
+                w._stale = False
 
 
 def pack(weights):

@@ -9,12 +9,13 @@ class Weight:
     they are always updated in place: ``w.value = x`` copies ``x`` into the existing storage.
     """
 
-    __slots__ = ("name", "_value", "grad", "trainable", "regularizer", "constraint", "layer")
+    __slots__ = ("name", "_value", "_grad", "_stale", "trainable", "regularizer", "constraint", "layer")
 
     def __init__(self, value, name, trainable=True, regularizer=None, constraint=None, layer=None):
         self.name = name
         self._value = value
-        self.grad = np.zeros_like(value)
+        self._grad = np.zeros_like(value)
+        self._stale = False  # True after reset_grad(): the stored gradient is old and reads as zeros
         self.trainable = trainable
         self.regularizer = regularizer
         self.constraint = constraint
@@ -36,6 +37,36 @@ class Weight:
                 "Pass an array of the weight's shape."
             )
         self._value[...] = new
+
+    # --- the gradient ----------------------------------------------------------------------------
+    @property
+    def grad(self):
+        """dJ/dW accumulated since the last ``reset_grad()`` (backward passes add into it in place)."""
+        if self._stale:
+            self._grad.fill(0)
+            self._stale = False
+        return self._grad
+
+    @grad.setter
+    def grad(self, array):  # rebinds the storage (engine.flat packs it into one vector); `+=` lands here too
+        self._grad = array
+        self._stale = False
+
+    def reset_grad(self):
+        """Zero the gradient, lazily: the first ``grad`` read zero-fills it, and an ``add_matmul`` before any
+        read writes its product in place of the zeros (one GEMM, no temporary, no extra pass)."""
+        self._stale = True
+
+    def add_matmul(self, a, b):
+        """``grad += a @ b`` — the shape of every dense weight gradient (dW = xᵀ·dz); ``a @ b`` may have the
+        weight's shape or any shape of the same size in row-major order (a conv kernel as (k·C, F))."""
+        if self._stale:
+            out = self._grad.view()
+            out.shape = (a.shape[0], b.shape[1])  # a view, never a copy (raises if that were impossible)
+            np.matmul(a, b, out=out)
+            self._stale = False
+        else:
+            self._grad += (a @ b).reshape(self._grad.shape)
 
     def numpy(self):
         return self._value.copy()

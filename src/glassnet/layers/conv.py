@@ -244,7 +244,10 @@ class _Conv(_ConvBase):
             z += self.bias.value
 
         def backward(dz, input_grad=True):
-            self.kernel.grad += kernels.conv_kernel_grad(cols, dz, W.shape, groups)
+            if groups == 1:  # conv_kernel_grad's one GEMM dW = colsᵀ·dz, written straight into the gradient
+                self.kernel.add_matmul(cols[0].T, dz.reshape(-1, dz.shape[-1]))
+            else:
+                self.kernel.grad += kernels.conv_kernel_grad(cols, dz, W.shape, groups)
             if input_grad:  # False for the model's first layer in training: dx is not needed there
                 return kernels.conv_input_grad(dz, W, x.shape, strides, dilation, pads, groups)
 

@@ -75,15 +75,10 @@ class Dense(Layer):
             if penalty_grad is not None:
                 dy = dy + penalty_grad
             dz = activation_backward(dy)
-            if x.ndim == 2:
-                self.kernel.grad += x.T @ dz
-                if self.use_bias:
-                    self.bias.grad += np.add.reduce(dz, axis=0)  # = dz.sum(axis=0), minus its Python wrapper
-            else:  # every leading axis is a batch axis
-                x2, dz2 = x.reshape(-1, x.shape[-1]), dz.reshape(-1, self.units)
-                self.kernel.grad += x2.T @ dz2
-                if self.use_bias:
-                    self.bias.grad += np.add.reduce(dz2, axis=0)
+            x2, dz2 = (x, dz) if x.ndim == 2 else (x.reshape(-1, x.shape[-1]), dz.reshape(-1, self.units))
+            self.kernel.add_matmul(x2.T, dz2)  # dW += xᵀ·dz (leading axes of x and dz are batch axes)
+            if self.use_bias:
+                self.bias.grad += np.add.reduce(dz2, axis=0)  # db += Σ dz (= dz.sum(axis=0) minus its wrapper)
             return dz @ W.T if input_grad else None  # input_grad=False: the model's first layer in training
 
         return y, backward

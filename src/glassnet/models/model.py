@@ -317,6 +317,9 @@ class Model(Layer):
         return xs[0] if len(xs) == 1 else xs
 
     def _train_batch(self, xs, ys, sw):
+        groups = self.optimizer.groups
+        for group in groups:  # grads ← 0 (lazily, and before forward: a layer may hold a grad view from there)
+            group.reset_grads()
         out, backward = self.forward(self._feed(xs), training=True)
         heads = self._heads
         preds = out if len(heads) > 1 else [out]
@@ -334,8 +337,6 @@ class Model(Layer):
             parts.append(loss)
         if self._regularized or self._activity:
             total += self._penalties()
-        for group in self.optimizer.groups:
-            group.grad.fill(0)
         dy = dys if len(heads) > 1 else dys[0]
         if self._skips_input_grad():
             backward(dy, input_grad=False)  # training needs no gradient of the input data
@@ -344,6 +345,8 @@ class Model(Layer):
         for w in self._regularized:
             if w.trainable:
                 w.grad += w.regularizer.gradient(w.value)
+        for group in groups:
+            group.settle_grads()
         self.optimizer.apply()
         return total, preds, parts
 
@@ -388,10 +391,11 @@ class Model(Layer):
         shapes = self._input_shapes()
         # Fast path (1-row predict latency): one ndarray already of the input dtype and the exact built
         # shape passes every check below but finiteness, so only that is left to do. Equal by construction
-        # to the general path (tests/test_fast_paths.py); anything else takes the general path.
+        # to the general path (tests/test_fast_paths.py); anything else takes the general path. (Small
+        # inputs test finiteness inline: a function call is measurable at 1-row latency.)
         if (type(x) is np.ndarray and shapes is not None and len(shapes) == 1 and x.ndim and x.shape[0]
                 and x.shape[1:] == shapes[0][1:] and x.dtype == self._input_dtype()
-                and (x.dtype.kind != "f" or np.isfinite(x).all())):
+                and (x.size > 65536 and _data.all_finite(x) or x.size <= 65536 and np.isfinite(x).all())):
             return [x]
         arrays = self._arrays(x) if hasattr(self, "_arrays") else [x]
         names = getattr(self, "input_names", None) or ["x"]
