@@ -39,7 +39,7 @@ def pima_standardized(pima):
 # In CI (CI=true) the peers the tests check against must be there: a missing one is an error, not a skip.
 REQUIRED_IN_CI = {"torch", "h5py", "keras", "onnx", "onnxruntime", "tritonclient", "schemathesis", "httpx", "requests",
                   "ray", "kubernetes_validate", "dockerfile_parse", "yaml", "uvicorn", "prometheus_client",
-                  "selenium"}
+                  "selenium", "numba"}
 
 
 def pytest_configure(config):

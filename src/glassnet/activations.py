@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from .engine import compiled
 from .engine.registry import register, table
 
 SELU_ALPHA = 1.6732632423543772
@@ -73,8 +74,12 @@ def _erf(x):
 # --- the activations: forward, then backward ------------------------------------------------------
 # relu'(x) = [x > 0] = [y > 0] (y = max(x, 0); NaN compares False either way): the backward reads y,
 # so relu may overwrite x in place (Activation.forward(x, overwrite=True))
-relu = _define("relu", lambda x: np.maximum(x, 0),
-               lambda x, y, dy: dy * (y > 0), fn_inplace=lambda x: np.maximum(x, 0, out=x))
+def _relu_grad(x, y, dy):
+    k = compiled.kernels_for(dy, y) if dy.shape == y.shape else None
+    return k.relu_grad(dy, y) if k is not None else dy * (y > 0)  # compiled: the same product, one pass
+
+
+relu = _define("relu", lambda x: np.maximum(x, 0), _relu_grad, fn_inplace=lambda x: np.maximum(x, 0, out=x))
 sigmoid = _define("sigmoid", _sigmoid,
                   lambda x, y, dy: dy * y * (1 - y))
 tanh = _define("tanh", np.tanh,

@@ -21,11 +21,16 @@ gradient. Pooling works tap by tap too (np.maximum / + over the strided slices, 
 
 An ``after`` padding may be negative: the padded array is then the input with its tail cut off
 (transposed convolutions need this when their output is longer than the kernels reach).
+
+With numba installed (``engine.compiled``), the 2-D, one-group cases of im2col, col2im and max-pooling
+run as compiled loops computing the same sums and maxima; the NumPy code below stays the reference.
 """
 import math
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from . import compiled
 
 
 # --- geometry --------------------------------------------------------------------------------------
@@ -149,9 +154,13 @@ def conv(x, w, strides, dilation, pads, groups=1):
     n, c = x.shape[0], x.shape[-1]
     xp = pad(x, pads)
     out_size = tuple(output_length(xp.shape[1 + i], kernel_size[i], strides[i], dilation[i], 0, 0) for i in range(r))
-    win = windows(xp, kernel_size, strides, dilation, out_size)                 # (N, *O, *k, C) view
-    win = win.reshape(win.shape[:-1] + (groups, c // groups))                   # (N, *O, *k, g, C/g) view
-    cols = np.moveaxis(win, -2, 0).reshape(groups, n * math.prod(out_size), -1)  # the one copy
+    k = compiled.kernels_for(xp) if r == 2 and groups == 1 else None
+    if k is not None:  # the same copy as one compiled loop
+        cols = k.im2col2d(xp, *kernel_size, *strides, *dilation, *out_size)[None]
+    else:
+        win = windows(xp, kernel_size, strides, dilation, out_size)              # (N, *O, *k, C) view
+        win = win.reshape(win.shape[:-1] + (groups, c // groups))                # (N, *O, *k, g, C/g) view
+        cols = np.moveaxis(win, -2, 0).reshape(groups, n * math.prod(out_size), -1)  # the one copy
     y = cols @ _grouped_kernel(w, groups)                                       # (g, N·O, F/g)
     y = y[0] if groups == 1 else y.transpose(1, 0, 2)
     return y.reshape((n,) + out_size + (w.shape[-1],)), cols
@@ -181,6 +190,11 @@ def conv_input_grad(dy, w, x_shape, strides, dilation, pads, groups=1):
         dyg = np.ascontiguousarray(dyg)
     spatial = x_shape[1:-1]
     padded = (n,) + tuple(m + b + a for m, (b, a) in zip(spatial, pads)) + (groups, cg)
+    k = compiled.kernels_for(dy, w) if r == 2 and groups == 1 else None
+    if k is not None:  # one GEMM dcols = dy·Wᵀ (N·O, k·C), then col2im (the same adds, as one compiled loop)
+        dcols = dy.reshape(-1, f) @ w.reshape(-1, f).T
+        dxp = k.col2im2d(dcols, n, padded[1], padded[2], c, *kernel_size, *strides, *dilation, *out_size)
+        return unpad(dxp, pads, spatial)
     dxp = np.zeros(padded, dy.dtype)
     for tap in np.ndindex(*kernel_size):
         w_tap = w[tap].reshape(cg, groups, fg).transpose(1, 2, 0)              # (g, F/g, C/g)
@@ -209,6 +223,9 @@ def max_pool(x, pool_size, strides, pads):
     ones = (1,) * len(pool_size)
     xp = pad(x, pads, -np.inf)
     out_size = pool_output_size(x.shape[1:-1], pool_size, strides, pads)
+    k = compiled.kernels_for(xp) if len(pool_size) == 2 else None
+    if k is not None:
+        return k.max_pool2d(xp, *pool_size, *strides, *out_size), xp
     taps = iter(np.ndindex(*pool_size))
     y = xp[tap_slices(next(taps), strides, ones, out_size)].copy()
     for tap in taps:
@@ -228,6 +245,9 @@ def max_pool_backward(dy, y, xp, x_shape, pool_size, strides, pads):
     disjoint = all(s >= k for s, k in zip(strides, pool_size))  # windows do not overlap: write, don't add
     # windows that tile xp exactly (the common 2x2/stride-2 pool of an even size) write every element once
     tiled = all(s == k and o * s == p for s, k, o, p in zip(strides, pool_size, out_size, xp.shape[1:-1]))
+    k = compiled.kernels_for(dy, y, xp, min_elements=0) if len(pool_size) == 2 else None
+    if k is not None:
+        return unpad(k.max_pool2d_backward(dy, y, xp, *pool_size, *strides, disjoint, tiled), pads, x_shape[1:-1])
     dxp = np.empty(xp.shape, dy.dtype) if tiled else np.zeros(xp.shape, dy.dtype)
     taps = list(np.ndindex(*pool_size))
 

@@ -3,6 +3,7 @@ import math
 
 import numpy as np
 
+from ..engine import compiled
 from ..engine.registry import register
 from ..utils.legacy import legacy_notice
 from .base import Optimizer
@@ -37,6 +38,18 @@ class Adam(Optimizer):
             np.maximum(slots["v_hat"], v, out=slots["v_hat"])
             v = slots["v_hat"]
         w -= alpha * m / (np.sqrt(v) + self.epsilon)
+
+    def _fused_update(self, w, g, slots, lr, t, flush):
+        if self.amsgrad or type(self).update is not Adam.update:
+            return False
+        k = compiled.kernels_for(w, g, slots["m"], slots["v"], min_elements=0)
+        if k is None:
+            return False
+        f = w.dtype.type  # every scalar as the rule's NumPy code rounds it (NEP 50: Python floats are weak)
+        alpha = lr * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        k.adam_step(w, g, slots["m"], slots["v"], f(1 - self.beta_1), f(1 - self.beta_2), f(alpha),
+                    f(self.epsilon), flush, f(np.finfo(w.dtype).tiny * 2.0 ** 24))
+        return True
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,

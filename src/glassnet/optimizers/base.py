@@ -195,6 +195,8 @@ class Optimizer:
         representable amount.
         """
         n = w.size
+        if self._fused_update(w, g, slots, lr, t, flush=n > CHUNK and t % FLUSH_EVERY == 0):
+            return
         if n <= CHUNK or not self._rule_is_elementwise():
             self.update(w, g, slots, lr, t)
             return
@@ -205,6 +207,12 @@ class Optimizer:
             if t % FLUSH_EVERY == 0:
                 for s in block_slots.values():
                     flush_to_zero(s)
+
+    def _fused_update(self, w, g, slots, lr, t, flush):
+        """The compiled fast path (``engine.compiled``): run ``update`` — and, when ``flush``, the slots'
+        ``flush_to_zero`` — as one fused loop and return True; or return False for the NumPy path.
+        A rule with a compiled kernel overrides this; its result must equal ``_update_blocks``'s."""
+        return False
 
     def _rule_is_elementwise(self):
         """``elementwise`` as declared by the class that defines the ``update`` in use (so a subclass that

@@ -1,0 +1,78 @@
+"""The optional compiled fast path: numba kernels for the passes NumPy runs as many ufunc calls.
+
+NumPy is the reference engine: every layer's math is written, tested and readable there. A few
+passes are memory-bound chains of small ufuncs — Adam's update (a dozen passes over every parameter),
+relu's backward, max-pooling and the im2col / col2im copies of a 2-D convolution. With numba
+installed (``pip install glassnet[fast]``) these run as one fused loop each (``_numba_kernels``),
+computing the same float operations on the same elements; tests/test_compiled.py checks each
+against the NumPy path, and the NumPy path keeps its own full test suite.
+
+Off switches: ``GLASSNET_COMPILED=0`` in the environment, or ``glassnet.engine.compiled.set_enabled(False)``
+(``use_compiled(False)`` as a context manager). ``import glassnet`` never imports numba: the kernels
+are loaded, and compiled or read from numba's on-disk cache, on first use.
+
+The kernels run on one thread: beside the GEMMs between them, which keep OpenBLAS's threads
+busy-waiting on the other cores, numba's parallel loops measured slower (W3, benchmarks/suite.py).
+"""
+import contextlib
+import os
+
+_MIN_ELEMENTS = 4096  # below this, NumPy's few calls cost less than the numba dispatch
+
+_enabled = os.environ.get("GLASSNET_COMPILED", "1") != "0"
+_kernels = None  # the loaded _numba_kernels module, False when numba is missing or broken
+
+
+def _load():
+    global _kernels
+    if _kernels is None:
+        try:
+            from . import _numba_kernels
+            _kernels = _numba_kernels
+        except Exception:  # numba absent or not importable with this NumPy: the NumPy path serves
+            _kernels = False
+    return _kernels
+
+
+def available():
+    """True when numba is importable (``pip install glassnet[fast]``)."""
+    return bool(_load())
+
+
+def enabled():
+    """True when the compiled kernels are in use: numba is installed and they were not switched off."""
+    return _enabled and available()
+
+
+def set_enabled(flag):
+    """Switch the compiled kernels on or off for this process (on is a no-op without numba)."""
+    global _enabled
+    _enabled = bool(flag)
+
+
+@contextlib.contextmanager
+def use_compiled(flag):
+    """Within the block, the compiled kernels are on (``True``) or off (``False``, the NumPy path)."""
+    global _enabled
+    previous, _enabled = _enabled, bool(flag)
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def kernels_for(*arrays, min_elements=_MIN_ELEMENTS):
+    """The kernel module when the compiled path should run on ``arrays``: enabled, float32/float64,
+    C-contiguous, and large enough to pay for the call; else None (the caller runs its NumPy code)."""
+    if not _enabled:
+        return None
+    k = _kernels if _kernels is not None else _load()
+    if not k:
+        return None
+    first = arrays[0]
+    if first.size < min_elements or first.dtype.char not in "fd":
+        return None
+    for a in arrays:
+        if a.dtype != first.dtype or not a.flags.c_contiguous:
+            return None
+    return k

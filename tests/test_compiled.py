@@ -1,0 +1,218 @@
+"""The compiled fast path (engine.compiled, numba) equals the NumPy reference it replaces.
+
+Each kernel is run with the compiled path on and off on the same inputs: element-by-element rules
+(Adam, relu's backward, im2col, max-pooling) must agree bit for bit, sums whose order differs (col2im,
+overlapping pooling windows) to float tolerance; then whole models train to the same weights.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import glassnet
+from glassnet import layers as L
+from glassnet import optimizers as O
+from glassnet.activations import relu
+from glassnet.engine import compiled, kernels
+
+pytest.importorskip("numba")
+
+
+def both(fn):
+    """fn() with the compiled kernels on, then off."""
+    with compiled.use_compiled(True):
+        on = fn()
+    with compiled.use_compiled(False):
+        off = fn()
+    return on, off
+
+
+def test_compiled_path_is_available_and_on_by_default():
+    assert compiled.available() and compiled.enabled()
+    with compiled.use_compiled(False):
+        assert not compiled.enabled()
+        assert compiled.kernels_for(np.ones(10_000, "float32")) is None
+    k = compiled.kernels_for(np.ones(10_000, "float32"))
+    assert k is not None
+    assert compiled.kernels_for(np.ones(10, "float32")) is None            # too small to pay for the call
+    assert compiled.kernels_for(np.ones(10_000, "float16")) is None        # no float16 kernels
+    assert compiled.kernels_for(np.ones((200, 200), "float32").T) is None  # not C-contiguous
+    assert compiled.kernels_for(np.ones(10_000, "float32"), np.ones(10_000, "float64")) is None
+
+
+# --- Adam -----------------------------------------------------------------------------------------
+class _W:  # the minimum of a Weight that flat.pack needs
+    def __init__(self, value):
+        self.value = self._value = value
+        self.grad = np.zeros_like(value)
+        self.constraint = None
+        self.shape, self.dtype, self.size = value.shape, value.dtype, value.size
+
+
+def _adam_run(make, n, dtype, steps=40):
+    rng = np.random.default_rng(3)
+    opt = make()
+    opt.build([_W(rng.normal(size=n).astype(dtype))])
+    for step in range(steps):
+        g = rng.normal(size=n).astype(dtype)
+        g[: n // 3] = 0 if step > 5 else g[: n // 3]  # dead units: their moments decay towards subnormals
+        opt.groups[0].grad[...] = g
+        opt.apply()
+    return opt.groups[0].value.copy(), opt.slots[0]["m"].copy(), opt.slots[0]["v"].copy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [7, 5000, 100_003])  # a whole vector, and one past the blockwise CHUNK
+@pytest.mark.parametrize("make", [lambda: O.Adam(0.01), lambda: O.AdamW(0.01), lambda: O.Adam(0.01, epsilon=1e-3)])
+def test_fused_adam_equals_the_numpy_rule_bit_for_bit(make, n, dtype):
+    on, off = both(lambda: _adam_run(make, n, dtype))
+    for a, b in zip(on, off):
+        np.testing.assert_array_equal(a, b)
+    assert on[1].dtype == np.dtype(dtype)
+
+
+def test_fused_adam_flushes_decaying_moments_as_the_numpy_path_does():
+    n = 100_003  # blockwise: flush_to_zero every FLUSH_EVERY steps
+    on, off = both(lambda: _adam_run(lambda: O.Adam(0.01), n, "float32", steps=900))  # 0.9^k reaches 2e-31 after ~670 steps
+    m = on[1]
+    assert np.count_nonzero(m[: n // 3]) == 0  # decayed moments of the dead third were flushed ...
+    assert not np.any((m != 0) & (np.abs(m) < np.finfo(np.float32).tiny))  # ... and none is subnormal
+    for a, b in zip(on, off):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rules_without_a_kernel_keep_the_numpy_path():
+    class MyAdam(O.Adam):
+        def update(self, w, g, slots, lr, t):
+            super().update(w, g, slots, lr, t)
+
+    w = np.ones(10, "float32")
+    slots = {"m": np.zeros_like(w), "v": np.zeros_like(w)}
+    assert O.Adam(amsgrad=True)._fused_update(w, w, dict(slots, v_hat=w.copy()), np.float32(0.1), 1, False) is False
+    assert MyAdam()._fused_update(w, w, slots, np.float32(0.1), 1, False) is False
+    assert O.Adam()._fused_update(w, w, slots, np.float32(0.1), 1, False) is True
+
+
+# --- relu -----------------------------------------------------------------------------------------
+def test_relu_backward_kernel_equals_the_numpy_product_with_nan_and_signed_zeros():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(64, 9, 9, 8)).astype("float32")
+    z.flat[::97] = 0.0
+    dy = rng.normal(size=z.shape).astype("float32")
+    dy.flat[::89] = np.nan
+    dy.flat[1::89] = -0.0
+    y, backward = relu.forward(z)
+    on, off = both(lambda: backward(dy))
+    np.testing.assert_array_equal(on, off)  # NaN where NaN
+    assert np.array_equal(np.signbit(on), np.signbit(off))
+
+
+# --- max pooling ----------------------------------------------------------------------------------
+POOLS = [((2, 2), (2, 2), "valid"), ((2, 2), (2, 2), "same"), ((3, 3), (2, 2), "valid"), ((3, 2), (1, 2), "same"),
+         ((2, 3), (3, 1), "valid")]
+
+
+@pytest.mark.parametrize("pool,strides,padding", POOLS)
+@pytest.mark.parametrize("size", [(8, 8), (11, 7)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_max_pool_kernels_equal_the_numpy_reference(pool, strides, padding, size, dtype):
+    rng = np.random.default_rng(1)
+    x = rng.integers(-3, 4, size=(40, *size, 6)).astype(dtype)  # small integers: many tied maxima
+    x[0, 0, 0, 0] = np.nan  # a window with NaN: no gradient from it, as np.maximum's NaN compares unequal
+    pads = kernels.paddings(size, pool, strides, (1, 1), padding)
+
+    def run():
+        y, memo = kernels.max_pool(x, pool, strides, pads)
+        dy = np.random.default_rng(2).normal(size=y.shape).astype(dtype)
+        return y, kernels.max_pool_backward(dy, y, memo, x.shape, pool, strides, pads)
+
+    (y_on, dx_on), (y_off, dx_off) = both(run)
+    np.testing.assert_array_equal(y_on, y_off)
+    overlapping = any(s < k for s, k in zip(strides, pool))
+    if overlapping:  # a cell in two windows adds two gradients, in another order
+        np.testing.assert_allclose(dx_on, dx_off, rtol=1e-6, atol=1e-6)
+    else:
+        np.testing.assert_array_equal(dx_on, dx_off)
+
+
+# --- convolution: im2col and col2im ---------------------------------------------------------------
+CONVS = [dict(kernel_size=3), dict(kernel_size=(3, 2), strides=(2, 1), padding="same"),
+         dict(kernel_size=2, dilation_rate=2), dict(kernel_size=3, strides=2, padding="same")]
+
+
+@pytest.mark.parametrize("config", CONVS)
+@pytest.mark.parametrize("channels", [1, 5])
+def test_conv2d_forward_and_gradients_equal_the_numpy_reference(config, channels):
+    rng = np.random.default_rng(4)
+    glassnet.set_random_seed(0)
+    layer = L.Conv2D(7, activation="relu", **config)
+    x = rng.normal(size=(30, 12, 11, channels)).astype("float32")
+    layer.build(x.shape)
+
+    def run():
+        for w in (layer.kernel, layer.bias):
+            w.grad[...] = 0
+        y, backward = layer.forward(x, training=True)
+        dx = backward(np.random.default_rng(5).normal(size=y.shape).astype("float32"))
+        return y, dx, layer.kernel.grad.copy(), layer.bias.grad.copy()
+
+    (y_on, dx_on, dw_on, db_on), (y_off, dx_off, dw_off, db_off) = both(run)
+    np.testing.assert_array_equal(y_on, y_off)  # the same im2col matrix, the same GEMM
+    np.testing.assert_allclose(dx_on, dx_off, rtol=1e-5, atol=1e-5)  # one GEMM + col2im vs per-tap GEMMs
+    np.testing.assert_allclose(dw_on, dw_off, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(db_on, db_off, rtol=1e-5, atol=1e-5)
+
+
+# --- whole models ---------------------------------------------------------------------------------
+def _train(build, x, y):
+    glassnet.set_random_seed(7)
+    model = build()
+    model.compile(optimizer=O.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, shuffle=False)
+    return [w.copy() for w in model.get_weights()]
+
+
+def test_a_convnet_trains_to_the_same_weights_with_and_without_the_compiled_path():
+    rng = np.random.default_rng(0)
+    x = rng.random((160, 14, 14, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 160)
+
+    def build():
+        return glassnet.Sequential([glassnet.Input((14, 14, 1)), L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(2),
+                                    L.Conv2D(16, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten(),
+                                    L.Dense(10, activation="softmax")])
+
+    on, off = both(lambda: _train(build, x, y))
+    for a, b in zip(on, off):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_an_mlp_trains_to_the_same_weights_with_and_without_the_compiled_path():
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 100), dtype=np.float32)
+    y = rng.integers(0, 10, 256)
+
+    def build():
+        return glassnet.Sequential([glassnet.Input((100,)), L.Dense(64, activation="relu"),
+                                    L.Dense(64, activation="relu"), L.Dense(10, activation="softmax")])
+
+    on, off = both(lambda: _train(build, x, y))
+    for a, b in zip(on, off):
+        np.testing.assert_array_equal(a, b)  # Adam and relu' are bit-exact; the GEMMs are the same calls
+
+
+# --- switches -------------------------------------------------------------------------------------
+def _python(code, **env):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_import_glassnet_does_not_import_numba_and_the_environment_switch_turns_the_kernels_off():
+    code = ("import sys, glassnet; from glassnet.engine import compiled; before = 'numba' in sys.modules; "
+            "print(before, compiled.enabled())")
+    assert _python(code) == "False True"
+    assert _python(code, GLASSNET_COMPILED="0") == "False False"
