@@ -449,3 +449,26 @@ def test_all_finite_equals_isfinite_all():
                 assert not all_finite(z) and not np.isfinite(z).all()
     assert all_finite(np.arange(10)) and all_finite(np.ones((1000, 100), "float64")[:, ::3])
     assert not all_finite(np.full((1000, 100), np.nan)[:, ::3])
+
+
+def test_the_cached_first_trainable_layer_follows_freezing_between_fits():
+    """Sequential caches where backward may stop (the first layer with trainable weights) per fit call."""
+    glassnet.set_random_seed(0)
+    model = glassnet.Sequential([L.Input((4,)), L.Dense(5, activation="relu"), L.Dense(3, activation="relu"), L.Dense(1)])
+    model.compile(optimizer=O.SGD(0.1), loss="mse")
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(32, 1)).astype("float32")
+    model.fit(x, y, epochs=1, verbose=0)
+    assert model._first_trainable == 0
+    model.layers[0].trainable = False
+    model.compile(optimizer=O.SGD(0.1), loss="mse")
+    before = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, epochs=1, verbose=0)
+    after = model.get_weights()
+    assert model._first_trainable == 1
+    np.testing.assert_array_equal(after[0], before[0])  # frozen
+    assert not np.array_equal(after[2], before[2])      # the next layer trains (backward stops there)
+    model.layers[0].trainable = True
+    model.compile(optimizer=O.SGD(0.1), loss="mse")
+    model.train_on_batch(x, y)
+    assert model._first_trainable == 0 and not np.array_equal(model.get_weights()[0], after[0])

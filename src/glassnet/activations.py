@@ -75,7 +75,7 @@ def _erf(x):
 # relu'(x) = [x > 0] = [y > 0] (y = max(x, 0); NaN compares False either way): the backward reads y,
 # so relu may overwrite x in place (Activation.forward(x, overwrite=True))
 def _relu_grad(x, y, dy):
-    k = compiled.kernels_for(dy, y) if dy.shape == y.shape else None
+    k = compiled.kernels_for(dy, y) if dy.size >= compiled.MIN_ELEMENTS and dy.shape == y.shape else None
     return k.relu_grad(dy, y) if k is not None else dy * (y > 0)  # compiled: the same product, one pass
 
 

@@ -17,7 +17,7 @@ busy-waiting on the other cores, numba's parallel loops measured slower (W3, ben
 import contextlib
 import os
 
-_MIN_ELEMENTS = 4096  # below this, NumPy's few calls cost less than the numba dispatch
+MIN_ELEMENTS = 4096  # below this, NumPy's few calls cost less than the numba dispatch
 
 _enabled = os.environ.get("GLASSNET_COMPILED", "1") != "0"
 _kernels = None  # the loaded _numba_kernels module, False when numba is missing or broken
@@ -61,7 +61,7 @@ def use_compiled(flag):
         _enabled = previous
 
 
-def kernels_for(*arrays, min_elements=_MIN_ELEMENTS):
+def kernels_for(*arrays, min_elements=MIN_ELEMENTS):
     """The kernel module when the compiled path should run on ``arrays``: enabled, float32/float64,
     C-contiguous, and large enough to pay for the call; else None (the caller runs its NumPy code)."""
     if not _enabled:

@@ -9,6 +9,8 @@ Layers keep working on their own weights unaware of this.
 """
 import numpy as np
 
+LAZY_MIN_SIZE = 1 << 16  # gradient vectors this large are zeroed lazily (see FlatGroup.reset_grads)
+
 
 class FlatGroup:
     """All weights of one dtype: ``value`` and ``grad`` vectors plus each weight's slice."""
@@ -21,6 +23,7 @@ class FlatGroup:
         self.value = np.empty(total, self.dtype)
         self.grad = np.zeros(total, self.dtype)
         self.slices = []
+        self._lazy = False
         offset = 0
         for w, size in zip(self.weights, sizes):
             sl = slice(offset, offset + size)
@@ -31,17 +34,23 @@ class FlatGroup:
             offset += size
 
     def reset_grads(self):
-        """Mark every gradient zero before a forward/backward pass (lazily: ``Weight.reset_grad``)."""
-        for w in self.weights:
-            w._stale = True
+        """Zero every gradient before a forward/backward pass: lazily (``Weight.reset_grad``), or for a small
+        model with one ``fill(0)``, which costs less than a flag per weight."""
+        self._lazy = self.grad.size >= LAZY_MIN_SIZE
+        if self._lazy:
+            for w in self.weights:
+                w._stale = True
+        else:
+            self.grad.fill(0)
 
     def settle_grads(self):
         """Zero the gradients no backward pass touched since ``reset_grads``, so that ``grad`` is the whole
         gradient vector again (call before reading ``grad`` as one vector, as optimizers do)."""
-        for w in self.weights:
-            if w._stale:
-                w._grad.fill(0)
-                w._stale = False
+        if self._lazy:
+            for w in self.weights:
+                if w._stale:
+                    w._grad.fill(0)
+                    w._stale = False
 
 
 def pack(weights):

@@ -60,13 +60,16 @@ class Weight:
     def add_matmul(self, a, b):
         """``grad += a @ b`` — the shape of every dense weight gradient (dW = xᵀ·dz); ``a @ b`` may have the
         weight's shape or any shape of the same size in row-major order (a conv kernel as (k·C, F))."""
+        g, shape = self._grad, (a.shape[0], b.shape[1])
         if self._stale:
-            out = self._grad.view()
-            out.shape = (a.shape[0], b.shape[1])  # a view, never a copy (raises if that were impossible)
-            np.matmul(a, b, out=out)
             self._stale = False
+            if g.shape != shape:
+                g = g.view()
+                g.shape = shape  # a view, never a copy (raises if that were impossible)
+            np.matmul(a, b, out=g)
         else:
-            self._grad += (a @ b).reshape(self._grad.shape)
+            product = a @ b
+            g += product if g.shape == shape else product.reshape(g.shape)
 
     def numpy(self):
         return self._value.copy()

@@ -281,6 +281,7 @@ class Model(Layer):
     def _prepare_training(self, xs):
         """Build the model, pack trainable weights into flat buffers and build the optimizer once."""
         backend.tune_allocator()  # training reuses large temporaries every step: keep them in the heap
+        self._first_trainable = None  # Sequential's backward recomputes it (layers may have been frozen)
         self._ensure_built(xs[0].shape)
         trainable = self.trainable_weights
         if not trainable:

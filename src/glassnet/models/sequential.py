@@ -20,6 +20,7 @@ class Sequential(Model):
         super().__init__(name=name, trainable=trainable, **kwargs)
         self._layers = []
         self._masking_value = None
+        self._first_trainable = None  # index of the first layer with trainable weights (see _chain)
         self._input_layer = None
         for layer in layers or []:
             self.add(layer)
@@ -56,6 +57,7 @@ class Sequential(Model):
                                            dtype=layer.dtype)
         self._layers.append(layer)
         self._masking_value = None
+        self._first_trainable = None  # index of the first layer with trainable weights (see _chain)
         self.built = False
         if self._input_layer is not None:
             self.build(self._input_layer.input_shape)
@@ -66,6 +68,7 @@ class Sequential(Model):
             raise TypeError(f"There are no layers in model '{self.name}' to pop.")
         layer = self._layers.pop()
         self._masking_value = None
+        self._first_trainable = None  # index of the first layer with trainable weights (see _chain)
         self.built = False
         if self._layers and self._input_layer is not None:
             self.build(self._input_layer.input_shape)
@@ -132,7 +135,10 @@ class Sequential(Model):
                     dy = back(dy)
                 return dy
             layers = self._layers
-            first = next((i for i, layer in enumerate(layers) if layer.trainable_weights), len(backwards))
+            first = self._first_trainable
+            if first is None:  # cached for the fit / train_on_batch call (Model._prepare_training resets it)
+                first = self._first_trainable = next(
+                    (i for i, layer in enumerate(layers) if layer.trainable_weights), len(layers))
             for back in backwards[:first:-1]:  # the layers after the first trainable one, last to first
                 dy = back(dy)
             if first < len(backwards) and layers[first]._skips_input_grad():

@@ -15,6 +15,7 @@ class Adam(Optimizer):
     w ← w − α·m / (√v + ε)   (ε outside the root: Keras's "epsilon hat"; amsgrad uses max(v̂, v))."""
 
     elementwise = True
+    fused = True
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False, weight_decay=None,
                  clipnorm=None, clipvalue=None, global_clipnorm=None, name="adam", **kwargs):

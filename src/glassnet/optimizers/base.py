@@ -33,6 +33,7 @@ class Optimizer:
     # block by block over the flat vectors (``_update_blocks``) with bit-identical results. A rule that
     # needs whole-vector quantities (norms, as LAMB) leaves this False and sees whole vectors.
     elementwise = False
+    fused = False  # True when the rule has a compiled kernel (``_fused_update``)
 
     def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
                  name=None, **kwargs):
@@ -195,7 +196,7 @@ class Optimizer:
         representable amount.
         """
         n = w.size
-        if self._fused_update(w, g, slots, lr, t, flush=n > CHUNK and t % FLUSH_EVERY == 0):
+        if self.fused and self._fused_update(w, g, slots, lr, t, n > CHUNK and t % FLUSH_EVERY == 0):
             return
         if n <= CHUNK or not self._rule_is_elementwise():
             self.update(w, g, slots, lr, t)
