@@ -11,7 +11,8 @@
   the allocating relu, and Dense/Conv2D with it == the linear layer with relu' applied by hand;
 - gradients zeroed lazily (``Weight.reset_grad``, ``FlatGroup.reset_grads/settle_grads``) and dense weight
   gradients written by one GEMM into the zeroed storage (``Weight.add_matmul``) == ``fill(0)`` then ``+=``;
-- ``utils.data.all_finite`` (blockwise) == ``np.isfinite(x).all()``.
+- ``utils.data.all_finite`` (blockwise) == ``np.isfinite(x).all()``;
+- Sequential's Conv(relu) + MaxPooling run as relu(maxpool(z)) == the layer-by-layer order, bit for bit.
 
 The compiled (numba) kernels have their own file: tests/test_compiled.py.
 """
@@ -472,3 +473,63 @@ def test_the_cached_first_trainable_layer_follows_freezing_between_fits():
     model.compile(optimizer=O.SGD(0.1), loss="mse")
     model.train_on_batch(x, y)
     assert model._first_trainable == 0 and not np.array_equal(model.get_weights()[0], after[0])
+
+
+# --- relu moved past a max-pool (Sequential) ----------------------------------------------------------------
+@pytest.mark.parametrize("pool,strides,padding", [(2, 2, "valid"), (3, 2, "same"), (2, 1, "valid")])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("compiled_kernels", [True, False])
+def test_relu_after_max_pool_equals_the_layer_by_layer_order(pool, strides, padding, data_format, compiled_kernels):
+    """Sequential runs Conv(relu) + MaxPooling as relu(maxpool(z)); outputs, input gradient and every weight
+    gradient must equal running the two layers in their own order (relu inside the conv, then the pool)."""
+    from glassnet.models import sequential
+    glassnet.set_random_seed(3)
+    shape = (9, 9, 2) if data_format == "channels_last" else (2, 9, 9)
+    model = glassnet.Sequential([L.Input(shape), L.Conv2D(4, 2, activation="relu", data_format=data_format),
+                                 L.MaxPooling2D(pool, strides, padding, data_format=data_format), L.Flatten(),
+                                 L.Dense(3)])
+    rng = np.random.default_rng(0)
+    x = rng.integers(-2, 3, size=(6, *shape)).astype("float32")  # small integers: tied maxima, zero and negative
+    x[0, 1, 1, 1] = np.nan                                              # windows; and a NaN
+    dy = rng.normal(size=(6, 3)).astype("float32")
+    conv = model.layers[0]
+    assert sequential._relu_then_max_pool(conv, model.layers[1])
+
+    def run(fused):
+        for w in model.weights:
+            w.grad[...] = 0
+        if fused:
+            y, backward = model.forward(x, training=True)
+        else:
+            h, backs = x, []
+            for layer in model.layers:
+                h, b = layer.forward(h, training=True)
+                backs.append(b)
+            y = h
+
+            def backward(d):
+                for b in reversed(backs):
+                    d = b(d)
+                return d
+        dx = backward(dy)
+        return [y, dx] + [w.grad.copy() for w in model.weights]
+
+    from glassnet.engine import compiled
+    with compiled.use_compiled(compiled_kernels):
+        for fused, reference in zip(run(True), run(False)):
+            np.testing.assert_array_equal(fused, reference)
+
+
+def test_relu_is_not_moved_when_the_conv_has_an_activity_regularizer_or_another_activation():
+    from glassnet.models import sequential
+    pool = L.MaxPooling2D(2)
+    assert not sequential._relu_then_max_pool(L.Conv2D(2, 3, activation="relu", activity_regularizer="l2"), pool)
+    assert not sequential._relu_then_max_pool(L.Conv2D(2, 3, activation="tanh"), pool)
+    assert not sequential._relu_then_max_pool(L.Conv2D(2, 3, activation="relu"), L.AveragePooling2D(2))
+
+    class MyConv(L.Conv2D):  # overrides forward without declaring activation_deferrable
+        def forward(self, x, training=False):
+            return super().forward(x, training)
+
+    assert not sequential._relu_then_max_pool(MyConv(2, 3, activation="relu"), pool)
+    assert sequential._relu_then_max_pool(L.Conv2D(2, 3, activation="relu"), pool)

@@ -17,7 +17,7 @@ from .. import constraints as _constraints
 from ..utils.legacy import legacy_notice
 
 
-_SKIPS_INPUT_GRAD = {}  # layer class -> whether its backward accepts input_grad=False (Layer._skips_input_grad)
+_FORWARD_FLAGS = {}  # (layer class, flag) -> the flag as its forward's class declares it (Layer._forward_declares)
 
 
 class Layer:
@@ -156,11 +156,16 @@ class Layer:
         """True when this layer's ``backward`` accepts ``input_grad=False``: ``input_grad_optional`` as
         declared by the class that defines the ``forward`` in use (a subclass that overrides ``forward``
         must declare it again)."""
+        return self._forward_declares("input_grad_optional")
+
+    def _forward_declares(self, flag):
+        """A class flag about ``forward``'s signature, read from the class that defines the ``forward`` in use
+        (so a subclass overriding ``forward`` does not inherit a promise its own forward may not keep)."""
         cls = type(self)
-        found = _SKIPS_INPUT_GRAD.get(cls)
-        if found is None:  # once per class: asked on every training step
+        found = _FORWARD_FLAGS.get((cls, flag))
+        if found is None:  # once per class and flag: asked on every training step
             owner = next((c for c in cls.__mro__ if "forward" in vars(c)), None)
-            found = _SKIPS_INPUT_GRAD[cls] = bool(owner is not None and vars(owner).get("input_grad_optional", False))
+            found = _FORWARD_FLAGS[(cls, flag)] = bool(owner is not None and vars(owner).get(flag, False))
         return found
 
     def _check_input_shape(self, shape):

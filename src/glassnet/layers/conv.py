@@ -157,12 +157,14 @@ class _ConvBase(Layer):
                              "kernel, or larger inputs.")
         return with_spatial(self, input_shape, out, filters)
 
-    def _finish(self, z_cl, backward_cl):
+    def _finish(self, z_cl, backward_cl, activation=None):
         """From the channels-last pre-activation ``z_cl`` (bias included): y = act(z) in the user's layout,
         plus the activity penalty. Returns ``(y, backward)``; backward turns dy into the channels-last
-        dz = dy ⊙ act'(z), adds db = Σ dz, and hands dz to ``backward_cl(dz) -> dx`` (channels last)."""
+        dz = dy ⊙ act'(z), adds db = Σ dz, and hands dz to ``backward_cl(dz) -> dx`` (channels last).
+        ``activation`` replaces the layer's own for this call (see ``_Conv.activation_deferrable``)."""
         z = from_channels_last(z_cl, self.data_format)
-        y, activation_backward = self.activation.forward(z, overwrite=True)  # z is ours: relu writes in place
+        act = self.activation if activation is None else activation
+        y, activation_backward = act.forward(z, overwrite=True)  # z is ours: relu writes in place
         penalty_grad = self._activity_gradient(y)
 
         def backward(dy, input_grad=True):
@@ -200,6 +202,9 @@ class _Conv(_ConvBase):
                       "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
                       "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint", "bias": "use_bias"}
     input_grad_optional = True  # backward(dy, input_grad=False) skips dx (see Sequential's backward)
+    # forward(x, training, activation=linear) runs the layer without its own activation: Sequential then
+    # applies a relu after a following max-pool instead (Sequential._relu_after_max_pool)
+    activation_deferrable = True
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -235,7 +240,7 @@ class _Conv(_ConvBase):
     def compute_output_shape(self, input_shape):
         return self._conv_output_shape(input_shape, self.filters)
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, activation=None):
         W, groups, strides, dilation = self.kernel.value, self.groups, self.strides, self.dilation_rate
         x = to_channels_last(x, self.data_format)
         pads = kernels.paddings(x.shape[1:-1], self.kernel_size, strides, dilation, self.padding)
@@ -251,7 +256,7 @@ class _Conv(_ConvBase):
             if input_grad:  # False for the model's first layer in training: dx is not needed there
                 return kernels.conv_input_grad(dz, W, x.shape, strides, dilation, pads, groups)
 
-        return self._finish(z, backward)
+        return self._finish(z, backward, activation)
 
     def get_config(self):
         config = super().get_config()

@@ -110,9 +110,16 @@ class Sequential(Model):
     def forward(self, x, training=False, mask=None):
         backwards = []
         if mask is None and not self._masking:  # the common case: no layer makes or takes masks
-            for layer in self._layers:
-                x, backward = layer.forward(x, training)
+            layers, i = self._layers, 0
+            while i < len(layers):
+                if i + 1 < len(layers) and _relu_then_max_pool(layers[i], layers[i + 1]):
+                    x, backward_layer, backward_pool = _relu_after_max_pool(layers[i], layers[i + 1], x, training)
+                    backwards += [backward_layer, backward_pool]
+                    i += 2
+                    continue
+                x, backward = layers[i].forward(x, training)
                 backwards.append(backward)
+                i += 1
             return x, self._chain(backwards)
         for layer in self._layers:
             x_in = x
@@ -188,3 +195,31 @@ class Sequential(Model):
         config = dict(config)
         layers = [deserialize("layers", c, "layer", custom_objects) for c in config.pop("layers", [])]
         return cls(layers, name=config.get("name"), trainable=config.get("trainable", True))
+
+
+# --- relu moved past a max-pool ----------------------------------------------------------------------------
+def _relu_then_max_pool(layer, following):
+    """``Conv(..., activation='relu')`` directly followed by ``MaxPooling`` (the classic convnet block)."""
+    from ..activations import relu
+    from ..layers.pooling import _Pooling
+    return (isinstance(following, _Pooling) and following.mode == "max" and getattr(layer, "activation", None) is relu
+            and layer.activity_regularizer is None and layer._forward_declares("activation_deferrable"))
+
+
+def _relu_after_max_pool(layer, pool, x, training):
+    """maxpool(relu(z)) computed as relu(maxpool(z)): the same values, and the same gradients.
+
+    relu is non-decreasing, so the window maximum of relu(z) is relu of the window maximum of z, and both
+    orders route a window's gradient to the same element: its first maximum when that maximum is > 0; when
+    it is <= 0, relu' = 0 makes the whole window's gradient 0 either way (and NaN stays NaN with no
+    gradient). Pooling first applies relu, and its backward dy·[y > 0], to a 4x smaller array (2x2 pool):
+    W3's first block skips two passes over an 11 MB activation per step. tests/test_fast_paths.py checks
+    outputs and every gradient against the layer-by-layer order.
+    Returns ``(y, backward of the layer without activation, backward of pool-then-relu)``.
+    """
+    from ..activations import linear, relu
+    z, backward_layer = layer.forward(x, training, activation=linear)
+    pooled, backward_pool = pool.forward(z, training)
+    y, backward_relu = relu.forward(pooled)  # not in place: the pool's backward compares with `pooled`
+    return y, backward_layer, lambda dy: backward_pool(backward_relu(dy))
+
