@@ -1,7 +1,7 @@
 """The compiled fast path (engine.compiled, numba) equals the NumPy reference it replaces.
 
 Each kernel is run with the compiled path on and off on the same inputs: element-by-element rules
-(Adam, relu's backward, im2col, max-pooling) must agree bit for bit, sums whose order differs (col2im,
+(Adam, relu's backward, max-pooling) must agree bit for bit, sums whose order differs (col2im,
 overlapping pooling windows) to float tolerance; then whole models train to the same weights.
 """
 import os
@@ -137,7 +137,7 @@ def test_max_pool_kernels_equal_the_numpy_reference(pool, strides, padding, size
         np.testing.assert_array_equal(dx_on, dx_off)
 
 
-# --- convolution: im2col and col2im ---------------------------------------------------------------
+# --- convolution: col2im -------------------------------------------------------------------------
 CONVS = [dict(kernel_size=3), dict(kernel_size=(3, 2), strides=(2, 1), padding="same"),
          dict(kernel_size=2, dilation_rate=2), dict(kernel_size=3, strides=2, padding="same")]
 
@@ -159,7 +159,7 @@ def test_conv2d_forward_and_gradients_equal_the_numpy_reference(config, channels
         return y, dx, layer.kernel.grad.copy(), layer.bias.grad.copy()
 
     (y_on, dx_on, dw_on, db_on), (y_off, dx_off, dw_off, db_off) = both(run)
-    np.testing.assert_array_equal(y_on, y_off)  # the same im2col matrix, the same GEMM
+    np.testing.assert_array_equal(y_on, y_off)  # the forward has no kernel: the same im2col and GEMM
     np.testing.assert_allclose(dx_on, dx_off, rtol=1e-5, atol=1e-5)  # one GEMM + col2im vs per-tap GEMMs
     np.testing.assert_allclose(dw_on, dw_off, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(db_on, db_off, rtol=1e-5, atol=1e-5)

@@ -95,29 +95,8 @@ def max_pool2d_backward(dy, y, xp, ph, pw, sh, sw, disjoint, tiled):
 
 
 @_jit
-def im2col2d(xp, kh, kw, sh, sw, dh, dw, oh, ow):
-    """``kernels.conv``'s im2col copy in 2-D, one group: cols[(n, i, j), (a, b, c)] = xp[n, i·sh + a·dh,
-    j·sw + b·dw, c]."""
-    n_, _, _, c_ = xp.shape
-    cols = np.empty((n_ * oh * ow, kh * kw * c_), xp.dtype)
-    for n in range(n_):
-        for i in range(oh):
-            for j in range(ow):
-                row = (n * oh + i) * ow + j
-                k = 0
-                for a in range(kh):
-                    r = i * sh + a * dh
-                    for b in range(kw):
-                        s = j * sw + b * dw
-                        for c in range(c_):
-                            cols[row, k] = xp[n, r, s, c]
-                            k += 1
-    return cols
-
-
-@_jit
 def col2im2d(dcols, n_, hp, wp, c_, kh, kw, sh, sw, dh, dw, oh, ow):
-    """The adjoint of ``im2col2d`` (``kernels.conv_input_grad``'s strided adds, one group):
+    """The adjoint of im2col (``kernels.conv_input_grad``'s strided adds, one group):
     dxp[n, i·sh + a·dh, j·sw + b·dw, c] += dcols[(n, i, j), (a, b, c)]."""
     dxp = np.zeros((n_, hp, wp, c_), dcols.dtype)
     for n in range(n_):

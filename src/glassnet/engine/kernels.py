@@ -22,8 +22,9 @@ gradient. Pooling works tap by tap too (np.maximum / + over the strided slices, 
 An ``after`` padding may be negative: the padded array is then the input with its tail cut off
 (transposed convolutions need this when their output is longer than the kernels reach).
 
-With numba installed (``engine.compiled``), the 2-D, one-group cases of im2col, col2im and max-pooling
-run as compiled loops computing the same sums and maxima; the NumPy code below stays the reference.
+With numba installed (``engine.compiled``), the 2-D, one-group cases of col2im and max-pooling run as
+compiled loops computing the same sums and maxima; the NumPy code below stays the reference. (NumPy's own
+im2col copy measured faster than a compiled one, so it has none.)
 """
 import math
 
@@ -154,13 +155,9 @@ def conv(x, w, strides, dilation, pads, groups=1):
     n, c = x.shape[0], x.shape[-1]
     xp = pad(x, pads)
     out_size = tuple(output_length(xp.shape[1 + i], kernel_size[i], strides[i], dilation[i], 0, 0) for i in range(r))
-    k = compiled.kernels_for(xp) if r == 2 and groups == 1 else None
-    if k is not None:  # the same copy as one compiled loop
-        cols = k.im2col2d(xp, *kernel_size, *strides, *dilation, *out_size)[None]
-    else:
-        win = windows(xp, kernel_size, strides, dilation, out_size)              # (N, *O, *k, C) view
-        win = win.reshape(win.shape[:-1] + (groups, c // groups))                # (N, *O, *k, g, C/g) view
-        cols = np.moveaxis(win, -2, 0).reshape(groups, n * math.prod(out_size), -1)  # the one copy
+    win = windows(xp, kernel_size, strides, dilation, out_size)                 # (N, *O, *k, C) view
+    win = win.reshape(win.shape[:-1] + (groups, c // groups))                   # (N, *O, *k, g, C/g) view
+    cols = np.moveaxis(win, -2, 0).reshape(groups, n * math.prod(out_size), -1)  # the one copy
     y = cols @ _grouped_kernel(w, groups)                                       # (g, N·O, F/g)
     y = y[0] if groups == 1 else y.transpose(1, 0, 2)
     return y.reshape((n,) + out_size + (w.shape[-1],)), cols
