@@ -282,6 +282,7 @@ class Model(Layer):
         """Build the model, pack trainable weights into flat buffers and build the optimizer once."""
         backend.tune_allocator()  # training reuses large temporaries every step: keep them in the heap
         self._first_trainable = None  # Sequential's backward recomputes it (layers may have been frozen)
+        self._relu_moves = None       # and its forward, which conv + max-pool blocks it runs relu-last
         self._ensure_built(xs[0].shape)
         trainable = self.trainable_weights
         if not trainable:

@@ -21,6 +21,7 @@ class Sequential(Model):
         self._layers = []
         self._masking_value = None
         self._first_trainable = None  # index of the first layer with trainable weights (see _chain)
+        self._relu_moves = None  # indices of Conv(relu) layers whose relu runs after the next max-pool (forward)
         self._input_layer = None
         for layer in layers or []:
             self.add(layer)
@@ -58,6 +59,7 @@ class Sequential(Model):
         self._layers.append(layer)
         self._masking_value = None
         self._first_trainable = None  # index of the first layer with trainable weights (see _chain)
+        self._relu_moves = None  # indices of Conv(relu) layers whose relu runs after the next max-pool (forward)
         self.built = False
         if self._input_layer is not None:
             self.build(self._input_layer.input_shape)
@@ -69,6 +71,7 @@ class Sequential(Model):
         layer = self._layers.pop()
         self._masking_value = None
         self._first_trainable = None  # index of the first layer with trainable weights (see _chain)
+        self._relu_moves = None  # indices of Conv(relu) layers whose relu runs after the next max-pool (forward)
         self.built = False
         if self._layers and self._input_layer is not None:
             self.build(self._input_layer.input_shape)
@@ -110,9 +113,19 @@ class Sequential(Model):
     def forward(self, x, training=False, mask=None):
         backwards = []
         if mask is None and not self._masking:  # the common case: no layer makes or takes masks
+            fused = self._relu_moves
+            if fused is None:  # cached: asked on every step; add(), pop() and each fit() reset it
+                layers = self._layers
+                fused = self._relu_moves = frozenset(
+                    i for i in range(len(layers) - 1) if _relu_then_max_pool(layers[i], layers[i + 1]))
+            if not fused:
+                for layer in self._layers:
+                    x, backward = layer.forward(x, training)
+                    backwards.append(backward)
+                return x, self._chain(backwards)
             layers, i = self._layers, 0
             while i < len(layers):
-                if i + 1 < len(layers) and _relu_then_max_pool(layers[i], layers[i + 1]):
+                if i in fused:
                     x, backward_layer, backward_pool = _relu_after_max_pool(layers[i], layers[i + 1], x, training)
                     backwards += [backward_layer, backward_pool]
                     i += 2
