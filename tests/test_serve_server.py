@@ -474,6 +474,25 @@ def test_max_batch_size_1_runs_one_row_at_a_time(repo, models, tmp_path):
         assert_clean_log(server.log())
 
 
+def test_h11_parser_serves_the_same_predictions(repo, models, tmp_path):
+    """--http h11: uvicorn's pure-Python HTTP parser (the stack of a plain `pip install uvicorn`)."""
+    from glassnet.serve.server import _uvicorn_impls
+    assert _uvicorn_impls("h11")[1] == "h11" and _uvicorn_impls("auto")[1] == "httptools"
+    with pytest.raises(ValueError, match="'auto', 'httptools' or 'h11'"):
+        _uvicorn_impls("h2")
+    with serve(repo, "--poll-seconds", 0, "--http", "h11", "--no-access-log", tmp_path=tmp_path) as server:
+        reqs = _concurrent_rows(models, 16, sizes=(1, 3))
+        responses = asyncio.run(_fire(server.url + "/v1/models/pima:predict",
+                                      [{"instances": x.tolist()} for x in reqs]))
+        for x, r in zip(reqs, responses):
+            assert r.status_code == 200, r.text
+            close(r.json()["predictions"], predict(models.pima, x))
+        assert_clean_log(server.log())
+    bad = subprocess.run([sys.executable, "-m", "glassnet", "serve", str(repo), "--http", "h2"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "invalid choice: 'h2'" in bad.stderr
+
+
 # --- metrics --------------------------------------------------------------------------------------
 def test_metrics_count_requests_latency_and_queue(main, models):
     def requests_total(fam, **labels):

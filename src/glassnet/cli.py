@@ -72,7 +72,7 @@ def cmd_serve(args):
                    access_log=not args.no_access_log, threads=args.threads)
     try:
         return run(args.path, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
-                   graceful_timeout_s=args.graceful_timeout_s,
+                   graceful_timeout_s=args.graceful_timeout_s, http=args.http,
                    on_ready=lambda server, served: print_banner(args.host, args.port, served, bool(api_key)),
                    **options)
     except (FileNotFoundError, ValueError) as e:
@@ -181,6 +181,8 @@ def main(argv=None):
                    help="BLAS threads per worker (default 1, or what OMP_NUM_THREADS/OPENBLAS_NUM_THREADS say): "
                         "one inference thread per model already runs beside the event loop")
     p.add_argument("--no-access-log", action="store_true", help="no JSON access log lines on stderr")
+    p.add_argument("--http", default="auto", choices=("auto", "httptools", "h11"),
+                   help="uvicorn's HTTP/1.1 parser: httptools (C, the default when installed) or h11 (pure Python)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("export", help="convert a model file to another format")

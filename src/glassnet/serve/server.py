@@ -53,17 +53,20 @@ def worker_app():
     return build_server(config.pop("path"), **config)
 
 
-def _uvicorn_impls():
+def _uvicorn_impls(http="auto"):
     try:
         import uvloop  # noqa: F401
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    try:
-        import httptools  # noqa: F401
-        http = "httptools"
-    except ImportError:
-        http = "h11"
+    if http not in ("auto", "httptools", "h11"):
+        raise ValueError(f"http must be 'auto', 'httptools' or 'h11', got {http!r}.")
+    if http == "auto":
+        try:
+            import httptools  # noqa: F401
+            http = "httptools"
+        except ImportError:
+            http = "h11"
     return loop, http
 
 
@@ -89,14 +92,15 @@ def _exit_cleanly_on_signals():
 
 
 def run(path, host="127.0.0.1", port=8501, workers=1, log_level="info", graceful_timeout_s=30.0, on_ready=None,
-        **options):
-    """Serve until SIGTERM/SIGINT. ``options``: model_name, version_policy and InferenceServer's keywords."""
+        http="auto", **options):
+    """Serve until SIGTERM/SIGINT. ``options``: model_name, version_policy and InferenceServer's keywords.
+    ``http``: uvicorn's HTTP parser, "httptools" (C; "auto" picks it when installed) or "h11" (pure Python)."""
     try:
         import uvicorn
     except ImportError:
         raise SystemExit("glassnet serve needs the serving extra: pip install 'glassnet[serve]'") from None
     configure_logging(log_level)
-    loop, http = _uvicorn_impls()
+    loop, http = _uvicorn_impls(http)
     common = dict(host=host, port=port, loop=loop, http=http, lifespan="on", access_log=False,
                   log_level="warning" if log_level == "info" else log_level,
                   timeout_graceful_shutdown=graceful_timeout_s, server_header=False)
