@@ -305,7 +305,7 @@ def machine_info():
     except OSError:
         pass
     versions = {}
-    for dist in ("glassnet", "numpy", "torch", "keras", "jax", "jaxlib", "scikit-learn", "threadpoolctl"):
+    for dist in ("glassnet", "numpy", "numba", "torch", "keras", "jax", "jaxlib", "scikit-learn", "threadpoolctl"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -319,6 +319,7 @@ def machine_info():
     return {"cpu_model": cpu, "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
             "mem_gib": mem, "platform": platform.platform(), "python": platform.python_version(),
             "versions": versions, "thread_env": {k: os.environ.get(k) for k in THREAD_ENV},
+            "glassnet_compiled": os.environ.get("GLASSNET_COMPILED", "1") != "0" and versions.get("numba") is not None,
             "loadavg_start": os.getloadavg()}
 
 
@@ -347,7 +348,9 @@ def markdown(report):
         f"Machine: {m['cpu_model']}, {m['cpu_count']} CPUs, {m['mem_gib']} GiB, Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
         + "; thread env: " + (", ".join(f"{k}={v}" for k, v in m["thread_env"].items() if v) or "none set (library"
-                              " defaults)") + f"; load average at start {m['loadavg_start'][0]:.2f}.", "",
+                              " defaults)") + f"; load average at start {m['loadavg_start'][0]:.2f}; glassnet's "
+        + ("compiled kernels on (numba, glassnet[fast])" if m.get("glassnet_compiled") else
+           "NumPy path only (no numba, or GLASSNET_COMPILED=0)") + ".", "",
         "Each measurement is a fresh process; systems interleaved with rotating order; medians (min-max) over "
         "repetitions; ratios are paired per repetition (system / reference), then the median. "
         f"W2 uses {cfg['w2_rows']:,} and W3 {cfg['w3_images']:,} **synthetic random** samples (no dataset of that "
