@@ -187,7 +187,10 @@ def conv_input_grad(dy, w, x_shape, strides, dilation, pads, groups=1):
         dyg = np.ascontiguousarray(dyg)
     spatial = x_shape[1:-1]
     padded = (n,) + tuple(m + b + a for m, (b, a) in zip(spatial, pads)) + (groups, cg)
-    k = compiled.kernels_for(dy, w) if r == 2 and groups == 1 else None
+    # the compiled loop does not check bounds: take it only when every tap lands inside the padded gradient
+    fits = all((o - 1) * s + (k_ - 1) * d < p for o, s, k_, d, p in zip(out_size, strides, kernel_size, dilation,
+                                                                         padded[1:-2]))
+    k = compiled.kernels_for(dy, w) if r == 2 and groups == 1 and fits and w.shape[-2] == c else None
     if k is not None:  # one GEMM dcols = dy·Wᵀ (N·O, k·C), then col2im (the same adds, as one compiled loop)
         dcols = dy.reshape(-1, f) @ w.reshape(-1, f).T
         dxp = k.col2im2d(dcols, n, padded[1], padded[2], c, *kernel_size, *strides, *dilation, *out_size)
@@ -242,7 +245,7 @@ def max_pool_backward(dy, y, xp, x_shape, pool_size, strides, pads):
     disjoint = all(s >= k for s, k in zip(strides, pool_size))  # windows do not overlap: write, don't add
     # windows that tile xp exactly (the common 2x2/stride-2 pool of an even size) write every element once
     tiled = all(s == k and o * s == p for s, k, o, p in zip(strides, pool_size, out_size, xp.shape[1:-1]))
-    k = compiled.kernels_for(dy, y, xp, min_elements=0) if len(pool_size) == 2 else None
+    k = compiled.kernels_for(dy, y, xp, min_elements=0) if len(pool_size) == 2 and dy.shape == y.shape else None
     if k is not None:
         return unpad(k.max_pool2d_backward(dy, y, xp, *pool_size, *strides, disjoint, tiled), pads, x_shape[1:-1])
     dxp = np.empty(xp.shape, dy.dtype) if tiled else np.zeros(xp.shape, dy.dtype)

@@ -235,4 +235,3 @@ def _relu_after_max_pool(layer, pool, x, training):
     pooled, backward_pool = pool.forward(z, training)
     y, backward_relu = relu.forward(pooled)  # not in place: the pool's backward compares with `pooled`
     return y, backward_layer, lambda dy: backward_pool(backward_relu(dy))
-
