@@ -281,8 +281,7 @@ class Model(Layer):
     def _prepare_training(self, xs):
         """Build the model, pack trainable weights into flat buffers and build the optimizer once."""
         backend.tune_allocator()  # training reuses large temporaries every step: keep them in the heap
-        self._first_trainable = None  # Sequential's backward recomputes it (layers may have been frozen)
-        self._relu_moves = None       # and its forward, which conv + max-pool blocks it runs relu-last
+        self._reset_step_caches()
         self._ensure_built(xs[0].shape)
         trainable = self.trainable_weights
         if not trainable:
@@ -317,6 +316,9 @@ class Model(Layer):
     @staticmethod
     def _feed(xs):
         return xs[0] if len(xs) == 1 else xs
+
+    def _reset_step_caches(self):
+        """Forget per-step caches about the layers (Sequential keeps some); called by every fit call."""
 
     def _train_batch(self, xs, ys, sw):
         groups = self.optimizer.groups
@@ -393,11 +395,11 @@ class Model(Layer):
         shapes = self._input_shapes()
         # Fast path (1-row predict latency): one ndarray already of the input dtype and the exact built
         # shape passes every check below but finiteness, so only that is left to do. Equal by construction
-        # to the general path (tests/test_fast_paths.py); anything else takes the general path. (Small
-        # inputs test finiteness inline: a function call is measurable at 1-row latency.)
+        # to the general path (tests/test_fast_paths.py); anything else takes the general path. (Small inputs
+        # test finiteness inline: the call to all_finite costs ~0.4 µs, measurable at 1-row latency.)
         if (type(x) is np.ndarray and shapes is not None and len(shapes) == 1 and x.ndim and x.shape[0]
                 and x.shape[1:] == shapes[0][1:] and x.dtype == self._input_dtype()
-                and (x.size > 65536 and _data.all_finite(x) or x.size <= 65536 and np.isfinite(x).all())):
+                and (np.isfinite(x).all() if x.size <= 65536 else _data.all_finite(x))):
             return [x]
         arrays = self._arrays(x) if hasattr(self, "_arrays") else [x]
         names = getattr(self, "input_names", None) or ["x"]

@@ -20,8 +20,7 @@ class Sequential(Model):
         super().__init__(name=name, trainable=trainable, **kwargs)
         self._layers = []
         self._masking_value = None
-        self._first_trainable = None  # index of the first layer with trainable weights (see _chain)
-        self._relu_moves = None  # indices of Conv(relu) layers whose relu runs after the next max-pool (forward)
+        self._reset_step_caches()
         self._input_layer = None
         for layer in layers or []:
             self.add(layer)
@@ -58,8 +57,7 @@ class Sequential(Model):
                                            dtype=layer.dtype)
         self._layers.append(layer)
         self._masking_value = None
-        self._first_trainable = None  # index of the first layer with trainable weights (see _chain)
-        self._relu_moves = None  # indices of Conv(relu) layers whose relu runs after the next max-pool (forward)
+        self._reset_step_caches()
         self.built = False
         if self._input_layer is not None:
             self.build(self._input_layer.input_shape)
@@ -70,8 +68,7 @@ class Sequential(Model):
             raise TypeError(f"There are no layers in model '{self.name}' to pop.")
         layer = self._layers.pop()
         self._masking_value = None
-        self._first_trainable = None  # index of the first layer with trainable weights (see _chain)
-        self._relu_moves = None  # indices of Conv(relu) layers whose relu runs after the next max-pool (forward)
+        self._reset_step_caches()
         self.built = False
         if self._layers and self._input_layer is not None:
             self.build(self._input_layer.input_shape)
@@ -168,6 +165,13 @@ class Sequential(Model):
             return None
 
         return backward
+
+    def _reset_step_caches(self):
+        """Forget what forward/backward cache about the layers: the index of the first layer with trainable
+        weights (``_chain``) and the Conv(relu) + MaxPooling blocks run relu-last (``forward``). add() and pop()
+        call this, and so does every fit / train_on_batch (Model._prepare_training): layers may be frozen."""
+        self._first_trainable = None
+        self._relu_moves = None
 
     @property
     def _masking(self):

@@ -6,7 +6,7 @@ import numpy as np
 from ..engine import compiled
 from ..engine.registry import register
 from ..utils.legacy import legacy_notice
-from .base import Optimizer
+from .base import Optimizer, flush_threshold
 
 
 @register("optimizers", "adam")
@@ -49,7 +49,7 @@ class Adam(Optimizer):
         f = w.dtype.type  # every scalar as the rule's NumPy code rounds it (NEP 50: Python floats are weak)
         alpha = lr * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
         k.adam_step(w, g, slots["m"], slots["v"], f(1 - self.beta_1), f(1 - self.beta_2), f(alpha),
-                    f(self.epsilon), flush, f(np.finfo(w.dtype).tiny * 2.0 ** 24))
+                    f(self.epsilon), flush, f(flush_threshold(w.dtype)))
         return True
 
     def get_config(self):

@@ -18,13 +18,18 @@ CHUNK = 1 << 15  # elements per block of an elementwise update: the rule's tempo
 FLUSH_EVERY = 16  # steps between flushes of near-subnormal slot values (see _update_blocks)
 
 
+def flush_threshold(dtype):
+    """tiny·2²⁴, tiny = the smallest normal float of ``dtype`` (1.2e-38 in float32): see flush_to_zero."""
+    return np.finfo(dtype).tiny * 2.0 ** 24
+
+
 def flush_to_zero(a):
     """a[|a| < tiny·2²⁴] = 0 in place, tiny = the smallest normal float (1.2e-38 in float32).
 
     The margin 2²⁴ keeps every product of a kept value with a factor >= 2⁻²⁴ (1 − β, lr, ...) normal too,
     so no term of the update rule computes with subnormal numbers either."""
     if a.dtype.kind == "f":
-        np.copyto(a, 0, where=np.abs(a) < np.finfo(a.dtype).tiny * 2.0 ** 24)
+        np.copyto(a, 0, where=np.abs(a) < flush_threshold(a.dtype))
 
 
 class Optimizer:
@@ -196,7 +201,8 @@ class Optimizer:
         representable amount.
         """
         n = w.size
-        if self.fused and self._fused_update(w, g, slots, lr, t, n > CHUNK and t % FLUSH_EVERY == 0):
+        flush = n > CHUNK and t % FLUSH_EVERY == 0  # (only the blockwise path flushes: large vectors)
+        if self.fused and self._fused_update(w, g, slots, lr, t, flush):
             return
         if n <= CHUNK or not self._rule_is_elementwise():
             self.update(w, g, slots, lr, t)
@@ -205,7 +211,7 @@ class Optimizer:
             block = slice(start, start + CHUNK)
             block_slots = {k: s[block] for k, s in slots.items()}
             self.update(w[block], g[block], block_slots, lr, t)
-            if t % FLUSH_EVERY == 0:
+            if flush:
                 for s in block_slots.values():
                     flush_to_zero(s)
 
