@@ -117,6 +117,7 @@ POOLS = [((2, 2), (2, 2), "valid"), ((2, 2), (2, 2), "same"), ((3, 3), (2, 2), "
 @pytest.mark.parametrize("pool,strides,padding", POOLS)
 @pytest.mark.parametrize("size", [(8, 8), (11, 7)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the NaN and Inf in dy, on purpose
 def test_max_pool_kernels_equal_the_numpy_reference(pool, strides, padding, size, dtype):
     rng = np.random.default_rng(1)
     x = rng.integers(-3, 4, size=(40, *size, 6)).astype(dtype)  # small integers: many tied maxima
@@ -126,15 +127,19 @@ def test_max_pool_kernels_equal_the_numpy_reference(pool, strides, padding, size
     def run():
         y, memo = kernels.max_pool(x, pool, strides, pads)
         dy = np.random.default_rng(2).normal(size=y.shape).astype(dtype)
+        dy[1, 0, 0, 0], dy[2, 0, 0, 1], dy[3, 0, 0, 2] = np.nan, np.inf, -0.0  # NaN·0 = NaN, 0·(−x) = −0.0
         return y, kernels.max_pool_backward(dy, y, memo, x.shape, pool, strides, pads)
 
+    assert compiled.kernels_for(x) is not None  # large enough for the compiled path
     (y_on, dx_on), (y_off, dx_off) = both(run)
     np.testing.assert_array_equal(y_on, y_off)
     overlapping = any(s < k for s, k in zip(strides, pool))
     if overlapping:  # a cell in two windows adds two gradients, in another order
         np.testing.assert_allclose(dx_on, dx_off, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(np.isnan(dx_on), np.isnan(dx_off))
     else:
         np.testing.assert_array_equal(dx_on, dx_off)
+        assert np.array_equal(np.signbit(dx_on), np.signbit(dx_off))
 
 
 # --- convolution: col2im -------------------------------------------------------------------------
@@ -199,18 +204,26 @@ def test_a_convnet_trains_to_the_same_weights_with_and_without_the_compiled_path
     assert {"adam_step", "max_pool2d", "max_pool2d_backward", "col2im2d"} <= set(calls), calls
 
 
-def test_an_mlp_trains_to_the_same_weights_with_and_without_the_compiled_path():
+def test_an_mlp_trains_to_the_same_weights_with_and_without_the_compiled_path(monkeypatch):
+    from glassnet.engine import _numba_kernels
+    calls = {}
+    for name in ("adam_step", "relu_grad"):
+        def counted(*args, _f=getattr(_numba_kernels, name), _name=name):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _f(*args)
+        monkeypatch.setattr(_numba_kernels, name, counted)
     rng = np.random.default_rng(0)
     x = rng.random((256, 100), dtype=np.float32)
     y = rng.integers(0, 10, 256)
 
-    def build():
-        return glassnet.Sequential([glassnet.Input((100,)), L.Dense(64, activation="relu"),
-                                    L.Dense(64, activation="relu"), L.Dense(10, activation="softmax")])
+    def build():  # batches of 32 x 160 hidden units: relu's backward takes the compiled path
+        return glassnet.Sequential([glassnet.Input((100,)), L.Dense(160, activation="relu"),
+                                    L.Dense(160, activation="relu"), L.Dense(10, activation="softmax")])
 
     on, off = both(lambda: _train(build, x, y))
     for a, b in zip(on, off):
         np.testing.assert_array_equal(a, b)  # Adam and relu' are bit-exact; the GEMMs are the same calls
+    assert calls.get("adam_step") and calls.get("relu_grad"), calls
 
 
 # --- switches -------------------------------------------------------------------------------------

@@ -385,22 +385,30 @@ def test_add_matmul_writes_into_a_reset_gradient_and_adds_otherwise():
     np.testing.assert_array_equal(k.grad, (cols.T @ dz).reshape(3, 3, 2, 4))
 
 
-def test_settle_grads_zeroes_only_the_gradients_nobody_touched():
+def test_settle_grads_zeroes_only_the_gradients_nobody_touched(monkeypatch):
     from glassnet.engine import flat
-    ws = [_weight((2, 3)), _weight((4,)), _weight((3,))]
+    monkeypatch.setattr(flat, "LAZY_MIN_SIZE", 0)  # the lazy path even for this small group
+    a, b = L.Dense(3), L.Dense(4)
+    a.build((None, 2))
+    b.build((None, 3))
+    other = _weight((5,))  # a weight of no layer that declares lazy_grad_zeroing: zeroed eagerly
+    ws = [a.kernel, a.bias, other, b.kernel]  # 6, 3, 5, 12 values
     (group,) = flat.pack(ws)
     group.grad[...] = 5.0
     group.reset_grads()
+    assert [w._stale for w in ws] == [True, True, False, True]
+    np.testing.assert_array_equal(group.grad[9:14], 0)  # the eager one is already zero
     ws[0].add_matmul(np.ones((2, 1), "float32"), np.ones((1, 3), "float32"))
     ws[1].grad += 2.0
     group.settle_grads()
-    np.testing.assert_array_equal(group.grad, [1] * 6 + [2] * 4 + [0] * 3)
+    np.testing.assert_array_equal(group.grad, [1] * 6 + [2] * 3 + [0] * 5 + [0] * 12)
 
 
 def test_a_layer_shared_twice_and_an_unused_weight_get_the_gradients_of_eager_zeroing(monkeypatch):
     """Functional model: one Dense applied twice (its gradient sums both uses) and a second head without a
     loss (its weights get no gradient at all); lazy zeroing must equal zeroing every gradient with fill(0)."""
     from glassnet.engine import flat
+    monkeypatch.setattr(flat, "LAZY_MIN_SIZE", 0)  # the lazy path even for this small model
 
     def build():
         glassnet.set_random_seed(0)
@@ -423,7 +431,9 @@ def test_a_layer_shared_twice_and_an_unused_weight_get_the_gradients_of_eager_ze
             model.train_on_batch(x, [y, z])
         return model.get_weights()
 
-    lazy = train(build())
+    lazy_model = build()
+    lazy = train(lazy_model)
+    assert lazy_model.optimizer.groups[0]._lazy
 
     def eager(self):
         self.grad.fill(0)
@@ -479,6 +489,7 @@ def test_the_cached_first_trainable_layer_follows_freezing_between_fits():
 @pytest.mark.parametrize("pool,strides,padding", [(2, 2, "valid"), (3, 2, "same"), (2, 1, "valid")])
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("compiled_kernels", [True, False])
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the NaN and Inf in dy, on purpose
 def test_relu_after_max_pool_equals_the_layer_by_layer_order(pool, strides, padding, data_format, compiled_kernels):
     """Sequential runs Conv(relu) + MaxPooling as relu(maxpool(z)); outputs, input gradient and every weight
     gradient must equal running the two layers in their own order (relu inside the conv, then the pool)."""
@@ -489,9 +500,10 @@ def test_relu_after_max_pool_equals_the_layer_by_layer_order(pool, strides, padd
                                  L.MaxPooling2D(pool, strides, padding, data_format=data_format), L.Flatten(),
                                  L.Dense(3)])
     rng = np.random.default_rng(0)
-    x = rng.integers(-2, 3, size=(6, *shape)).astype("float32")  # small integers: tied maxima, zero and negative
-    x[0, 1, 1, 1] = np.nan                                              # windows; and a NaN
-    dy = rng.normal(size=(6, 3)).astype("float32")
+    x = rng.integers(-2, 3, size=(24, *shape)).astype("float32")  # small integers: tied maxima, zero and
+    x[0, 1, 1, 1] = np.nan                                               # negative windows; and a NaN
+    dy = rng.normal(size=(24, 3)).astype("float32")
+    dy[1, 0], dy[2, 1], dy[3, 2] = np.nan, np.inf, -0.0  # non-finite gradients spread the same way too
     conv = model.layers[0]
     assert sequential._relu_then_max_pool(conv, model.layers[1])
 
@@ -518,6 +530,7 @@ def test_relu_after_max_pool_equals_the_layer_by_layer_order(pool, strides, padd
     with compiled.use_compiled(compiled_kernels):
         for fused, reference in zip(run(True), run(False)):
             np.testing.assert_array_equal(fused, reference)
+            assert np.array_equal(np.signbit(fused), np.signbit(reference))
 
 
 def test_relu_is_not_moved_when_the_conv_has_an_activity_regularizer_or_another_activation():
@@ -533,3 +546,64 @@ def test_relu_is_not_moved_when_the_conv_has_an_activity_regularizer_or_another_
 
     assert not sequential._relu_then_max_pool(MyConv(2, 3, activation="relu"), pool)
     assert sequential._relu_then_max_pool(L.Conv2D(2, 3, activation="relu"), pool)
+
+
+def test_a_custom_layer_keeping_its_gradient_array_still_trains_under_lazy_zeroing(monkeypatch):
+    """Lazy zeroing is opt-in per layer class (lazy_grad_zeroing): a custom layer that keeps the gradient
+    array it writes into from step to step is zeroed eagerly and trains as before."""
+    from glassnet.engine import flat
+    from glassnet.engine.layer import Layer
+    monkeypatch.setattr(flat, "LAZY_MIN_SIZE", 0)
+
+    class Kept(Layer):
+        def build(self, shape):
+            self.kernel = self.add_weight("kernel", (shape[-1], 3), "glorot_uniform")
+            self._g = None
+
+        def compute_output_shape(self, shape):
+            return shape[:-1] + (3,)
+
+        def forward(self, x, training=False):
+            W = self.kernel.value
+            if self._g is None or not np.shares_memory(self._g, self.kernel.grad):
+                self._g = self.kernel.grad  # kept from step to step
+
+            def backward(dy, input_grad=True):
+                self._g += x.T @ dy
+                return dy @ W.T
+            return x @ W, backward
+
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(16, 3)).astype("float32")
+    glassnet.set_random_seed(0)
+    model = glassnet.Sequential([L.Input((4,)), L.Dense(4), Kept()])
+    model.compile(optimizer=O.SGD(0.1), loss="mse")
+    model.train_on_batch(x, y)
+    assert model.optimizer.groups[0]._lazy and not model.layers[1].kernel._stale
+    reference = glassnet.Sequential([L.Input((4,)), L.Dense(4), L.Dense(3, use_bias=False)])
+    reference.compile(optimizer=O.SGD(0.1), loss="mse")
+    glassnet.set_random_seed(0)
+    reference.set_weights(model.get_weights())
+    for _ in range(3):
+        model.train_on_batch(x, y)
+        reference.train_on_batch(x, y)
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_nested_sequential_forgets_its_first_trainable_layer_when_layers_are_unfrozen():
+    glassnet.set_random_seed(0)
+    inner = glassnet.Sequential([L.Dense(8, activation="relu"), L.Dense(8, activation="relu")])
+    outer = glassnet.Sequential([L.Input((10,)), inner, L.Dense(1)])
+    x = np.random.default_rng(0).normal(size=(64, 10)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(64, 1)).astype("float32")
+    inner.layers[0].trainable = False
+    outer.compile(optimizer=O.SGD(0.1), loss="mse")
+    outer.fit(x, y, epochs=1, verbose=0)
+    assert inner._first_trainable == 1
+    inner.layers[0].trainable = True
+    outer.compile(optimizer=O.SGD(0.1), loss="mse")
+    before = inner.layers[0].kernel.numpy()
+    outer.fit(x, y, epochs=2, verbose=0)
+    assert inner._first_trainable == 0
+    assert not np.array_equal(inner.layers[0].kernel.numpy(), before)  # trains again

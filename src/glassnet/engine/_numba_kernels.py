@@ -1,8 +1,9 @@
 """numba versions of the hottest NumPy passes (imported only through ``engine.compiled``).
 
-Each kernel computes exactly what the NumPy reference it replaces computes — the same float operations
-on the same elements, in the same order where the order changes the result — but in one pass over
-memory instead of one pass per ufunc. The reference is named in each docstring; tests/test_compiled.py
+Each kernel computes what the NumPy reference it replaces computes — the same float operations on the
+same elements — but in one pass over memory instead of one pass per ufunc. Where several terms add into
+one element (col2im, overlapping pooling windows) the order of those additions differs from NumPy's
+tap-by-tap order, so results agree to rounding there and bit for bit everywhere else. The reference is named in each docstring; tests/test_compiled.py
 checks every kernel against it. Compiled on first use and cached on disk (``cache=True``).
 
 Arrays are channels-last and C-contiguous (``compiled.kernels_for`` checks).
@@ -74,7 +75,7 @@ def max_pool2d_backward(dy, y, xp, ph, pw, sh, sw, disjoint, tiled):
     write every element once (no zero fill). Returns the gradient of the padded input."""
     n_, oh, ow, c_ = dy.shape
     dxp = np.empty(xp.shape, dy.dtype) if tiled else np.zeros(xp.shape, dy.dtype)
-    zero = dy.dtype.type(0)
+    one, zero = dy.dtype.type(1), dy.dtype.type(0)
     for n in range(n_):
         open_ = np.empty(c_, np.bool_)
         for i in range(oh):
@@ -87,10 +88,11 @@ def max_pool2d_backward(dy, y, xp, ph, pw, sh, sw, disjoint, tiled):
                         for c in range(c_):  # branch-free, so the channel loop vectorizes
                             hit = open_[c] & (x_tap[c] == y_ij[c])
                             open_[c] = open_[c] & (not hit)
+                            # dy·hit, as NumPy's hit * dy: 0·NaN = NaN and 0·(−x) = −0.0 kept
                             if disjoint:
-                                dx_tap[c] = dy_ij[c] if hit else zero
+                                dx_tap[c] = dy_ij[c] * (one if hit else zero)
                             else:
-                                dx_tap[c] += dy_ij[c] if hit else zero
+                                dx_tap[c] += dy_ij[c] * (one if hit else zero)
     return dxp
 
 

@@ -24,6 +24,7 @@ class FlatGroup:
         self.grad = np.zeros(total, self.dtype)
         self.slices = []
         self._lazy = False
+        self._lazy_split = None  # (weights zeroed lazily, weights zeroed with fill(0)), on first reset_grads
         offset = 0
         for w, size in zip(self.weights, sizes):
             sl = slice(offset, offset + size)
@@ -34,14 +35,23 @@ class FlatGroup:
             offset += size
 
     def reset_grads(self):
-        """Zero every gradient before a forward/backward pass: lazily (``Weight.reset_grad``), or for a small
-        model with one ``fill(0)``, which costs less than a flag per weight."""
+        """Zero every gradient before a forward/backward pass. For a small model one ``fill(0)``, which costs
+        less than a flag per weight; otherwise lazily (``Weight.reset_grad``) for the weights of layers whose
+        forward declares ``lazy_grad_zeroing`` (they reach their gradients only through ``Weight.grad`` and
+        ``Weight.add_matmul`` during the step, never through a reference kept from an earlier one), and with
+        ``fill(0)`` for every other weight."""
         self._lazy = self.grad.size >= LAZY_MIN_SIZE
-        if self._lazy:
-            for w in self.weights:
-                w._stale = True
-        else:
+        if not self._lazy:
             self.grad.fill(0)
+            return
+        if self._lazy_split is None:
+            lazy = [_zeroes_lazily(w) for w in self.weights]
+            self._lazy_split = ([w for w, ok in zip(self.weights, lazy) if ok],
+                                [w for w, ok in zip(self.weights, lazy) if not ok])
+        for w in self._lazy_split[0]:
+            w._stale = True
+        for w in self._lazy_split[1]:
+            w._grad.fill(0)
 
     def settle_grads(self):
         """Zero the gradients no backward pass touched since ``reset_grads``, so that ``grad`` is the whole
@@ -59,3 +69,9 @@ def pack(weights):
     for w in weights:
         by_dtype.setdefault(w.dtype, []).append(w)
     return [FlatGroup(ws) for ws in by_dtype.values()]
+
+
+def _zeroes_lazily(weight):
+    layer = weight.layer
+    return layer is not None and layer._forward_declares("lazy_grad_zeroing")
+

@@ -190,7 +190,10 @@ def conv_input_grad(dy, w, x_shape, strides, dilation, pads, groups=1):
     # the compiled loop does not check bounds: take it only when every tap lands inside the padded gradient
     fits = all((o - 1) * s + (k_ - 1) * d < p for o, s, k_, d, p in zip(out_size, strides, kernel_size, dilation,
                                                                          padded[1:-2]))
-    k = compiled.kernels_for(dy, w) if r == 2 and groups == 1 and fits and w.shape[-2] == c else None
+    k = None
+    if r == 2 and groups == 1 and fits and w.shape[-2] == c and compiled.enabled():
+        dy = np.ascontiguousarray(dy)  # (a cropped pool gradient is a view): the kernel reads it row by row
+        k = compiled.kernels_for(dy, w)
     if k is not None:  # one GEMM dcols = dy·Wᵀ (N·O, k·C), then col2im (the same adds, as one compiled loop)
         dcols = dy.reshape(-1, f) @ w.reshape(-1, f).T
         dxp = k.col2im2d(dcols, n, padded[1], padded[2], c, *kernel_size, *strides, *dilation, *out_size)

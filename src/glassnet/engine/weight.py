@@ -41,7 +41,12 @@ class Weight:
     # --- the gradient ----------------------------------------------------------------------------
     @property
     def grad(self):
-        """dJ/dW accumulated since the last ``reset_grad()`` (backward passes add into it in place)."""
+        """dJ/dW accumulated since the last ``reset_grad()`` (backward passes add into it in place).
+
+        Read it afresh in each step: after ``reset_grad()`` the storage holds the previous step's values until
+        this property (or ``add_matmul``) zero-fills it. Training resets lazily only the weights of layers
+        that declare ``lazy_grad_zeroing`` (Dense, Conv); every other weight is zeroed eagerly, so a custom
+        layer that keeps a reference to its gradient array keeps working."""
         if self._stale:
             self._grad.fill(0)
             self._stale = False

@@ -27,6 +27,7 @@ class Dense(Layer):
     """
 
     input_grad_optional = True  # backward(dy, input_grad=False) skips dx (see Sequential's backward)
+    lazy_grad_zeroing = True    # gradients reached only via Weight.grad / add_matmul (see FlatGroup.reset_grads)
     _LEGACY_KWARGS = {"output_dim": "units", "init": "kernel_initializer", "W_regularizer": "kernel_regularizer",
                       "b_regularizer": "bias_regularizer", "W_constraint": "kernel_constraint",
                       "b_constraint": "bias_constraint", "bias": "use_bias"}

@@ -318,7 +318,11 @@ class Model(Layer):
         return xs[0] if len(xs) == 1 else xs
 
     def _reset_step_caches(self):
-        """Forget per-step caches about the layers (Sequential keeps some); called by every fit call."""
+        """Forget per-step caches about the layers (Sequential keeps some), here and in every nested model;
+        called by every fit / train_on_batch call, since layers may have been frozen or unfrozen."""
+        for layer in self.layers:
+            if isinstance(layer, Model):
+                layer._reset_step_caches()
 
     def _train_batch(self, xs, ys, sw):
         groups = self.optimizer.groups

@@ -172,6 +172,7 @@ class Sequential(Model):
         call this, and so does every fit / train_on_batch (Model._prepare_training): layers may be frozen."""
         self._first_trainable = None
         self._relu_moves = None
+        super()._reset_step_caches()  # nested models
 
     @property
     def _masking(self):
@@ -229,7 +230,8 @@ def _relu_after_max_pool(layer, pool, x, training):
     relu is non-decreasing, so the window maximum of relu(z) is relu of the window maximum of z, and both
     orders route a window's gradient to the same element: its first maximum when that maximum is > 0; when
     it is <= 0, relu' = 0 makes the whole window's gradient 0 either way (and NaN stays NaN with no
-    gradient). Pooling first applies relu, and its backward dy·[y > 0], to a 4x smaller array (2x2 pool):
+    gradient). A NaN or Inf in dy itself spreads as the products hit·dy and dy·[y > 0] spread it, the same
+    in both orders (tested). Pooling first applies relu, and its backward dy·[y > 0], to a 4x smaller array (2x2 pool):
     W3's first block skips two passes over an 11 MB activation per step. tests/test_fast_paths.py checks
     outputs and every gradient against the layer-by-layer order.
     Returns ``(y, backward of the layer without activation, backward of pool-then-relu)``.

@@ -35,9 +35,12 @@ def all_finite(arr):
     float32 data set that temporary is 47 MB, and allocating it cost more than the test itself)."""
     if arr.dtype.kind not in "fc":
         return True
+    if arr.size <= _FINITE_BLOCK or arr.ndim == 0:
+        return bool(np.isfinite(arr).all())
+    if not arr.flags.c_contiguous:  # blocks of whole rows (a reshape(-1) would copy the whole array)
+        rows = max(1, _FINITE_BLOCK // max(1, arr[0].size))
+        return all(np.isfinite(arr[start:start + rows]).all() for start in range(0, len(arr), rows))
     flat = arr.reshape(-1)
-    if flat.size <= _FINITE_BLOCK:
-        return bool(np.isfinite(flat).all())
     buf = np.empty(_FINITE_BLOCK, bool)
     for start in range(0, flat.size, _FINITE_BLOCK):
         part = flat[start:start + _FINITE_BLOCK]
