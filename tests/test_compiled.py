@@ -83,6 +83,39 @@ def test_fused_adam_flushes_decaying_moments_as_the_numpy_path_does():
         np.testing.assert_array_equal(a, b)
 
 
+def _sgd_run(make, n, dtype, steps=40):
+    rng = np.random.default_rng(3)
+    opt = make()
+    opt.build([_W(rng.normal(size=n).astype(dtype))])
+    for _ in range(steps):
+        opt.groups[0].grad[...] = rng.normal(size=n).astype(dtype)
+        opt.apply()
+    return opt.groups[0].value.copy(), opt.slots[0]["momentum"].copy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [7, 100_003])
+@pytest.mark.parametrize("make", [lambda: O.SGD(0.01, momentum=0.9), lambda: O.SGD(0.01, momentum=0.9, nesterov=True),
+                                  lambda: O.SGD(0.01, momentum=0.5, nesterov=True, decay=1e-3)])
+def test_fused_sgd_momentum_equals_the_numpy_rule_bit_for_bit(make, n, dtype):
+    from glassnet.engine import _numba_kernels
+    calls = []
+    original = _numba_kernels.sgd_momentum_step
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+
+    _numba_kernels.sgd_momentum_step = counted
+    try:
+        on, off = both(lambda: _sgd_run(make, n, dtype))
+    finally:
+        _numba_kernels.sgd_momentum_step = original
+    for a, b in zip(on, off):
+        np.testing.assert_array_equal(a, b)
+    assert len(calls) == (40 if n >= compiled.MIN_ELEMENTS else 0)  # small vectors stay on NumPy
+
+
 def test_rules_without_a_kernel_keep_the_numpy_path():
     class MyAdam(O.Adam):
         def update(self, w, g, slots, lr, t):
@@ -93,6 +126,9 @@ def test_rules_without_a_kernel_keep_the_numpy_path():
     assert O.Adam(amsgrad=True)._fused_update(w, w, dict(slots, v_hat=w.copy()), np.float32(0.1), 1, False) is False
     assert MyAdam()._fused_update(w, w, slots, np.float32(0.1), 1, False) is False
     assert O.Adam()._fused_update(w, w, slots, np.float32(0.1), 1, False) is True
+    assert O.SGD(0.1)._fused_update(w, w, {}, np.float32(0.1), 1, False) is False  # no momentum: one ufunc
+    assert O.SGD(0.1, momentum=0.9)._fused_update(w, w, {"momentum": w.copy()}, np.float32(0.1), 1, False) is True
+    assert O.SGD.fused_min_size > 100 and O.Adam.fused_min_size == 0  # the tutorial's 101 values stay on NumPy
 
 
 # --- relu -----------------------------------------------------------------------------------------

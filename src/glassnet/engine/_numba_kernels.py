@@ -34,6 +34,22 @@ def adam_step(w, g, m, v, c1, c2, alpha, eps, flush, tiny):
 
 
 @_jit
+def sgd_momentum_step(w, g, v, lr, mu, nesterov, flush, tiny):
+    """``optimizers.SGD.update`` with momentum (+ ``flush_to_zero`` of v when ``flush``), element by element:
+    v ← μ·v − lr·g;  w ← w + μ·v − lr·g (nesterov) or w ← w + v."""
+    for i in range(w.size):
+        step = lr * g[i]
+        vi = v[i] * mu - step
+        if nesterov:
+            w[i] += mu * vi - step
+        else:
+            w[i] += vi
+        if flush and abs(vi) < tiny:
+            vi = 0
+        v[i] = vi
+
+
+@_jit
 def relu_grad(dy, y):
     """``dy * (y > 0)`` (relu's backward) in one pass; the product keeps NaN and −0.0 as NumPy does."""
     out = np.empty_like(dy)

@@ -2,7 +2,7 @@
 
 NumPy is the reference engine: every layer's math is written, tested and readable there. A few
 passes are memory-bound chains of small ufuncs — Adam's update (a dozen passes over every parameter),
-relu's backward, max-pooling and the col2im adds of a 2-D convolution's input gradient. With numba
+SGD's momentum update, relu's backward, max-pooling and the col2im adds of a 2-D convolution's input gradient. With numba
 installed (``pip install glassnet[fast]``) these run as one fused loop each (``_numba_kernels``),
 computing the same float operations on the same elements; tests/test_compiled.py checks each
 against the NumPy path, and the NumPy path keeps its own full test suite.

@@ -38,7 +38,8 @@ class Optimizer:
     # block by block over the flat vectors (``_update_blocks``) with bit-identical results. A rule that
     # needs whole-vector quantities (norms, as LAMB) leaves this False and sees whole vectors.
     elementwise = False
-    fused = False  # True when the rule has a compiled kernel (``_fused_update``)
+    fused = False  # True when the rule has a compiled kernel (``_fused_update``) ...
+    fused_min_size = 0  # ... worth its call from vectors of this many values on
 
     def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
                  name=None, **kwargs):
@@ -202,7 +203,7 @@ class Optimizer:
         """
         n = w.size
         flush = n > CHUNK and t % FLUSH_EVERY == 0  # (only the blockwise path flushes: large vectors)
-        if self.fused and self._fused_update(w, g, slots, lr, t, flush):
+        if self.fused and n >= self.fused_min_size and self._fused_update(w, g, slots, lr, t, flush):
             return
         if n <= CHUNK or not self._rule_is_elementwise():
             self.update(w, g, slots, lr, t)

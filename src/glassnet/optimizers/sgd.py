@@ -1,8 +1,9 @@
 """Stochastic gradient descent with momentum and Nesterov momentum (Keras 2 = Keras 3 rules)."""
 import numpy as np
 
+from ..engine import compiled
 from ..engine.registry import register
-from .base import Optimizer
+from .base import Optimizer, flush_threshold
 
 
 @register("optimizers", "sgd")
@@ -13,6 +14,8 @@ class SGD(Optimizer):
     """
 
     elementwise = True
+    fused = True
+    fused_min_size = 4096  # below this, NumPy's four calls cost less than the kernel's dispatch (tutorial: 101)
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, name="SGD", **kwargs):
@@ -37,6 +40,17 @@ class SGD(Optimizer):
             w += self.momentum * v - step    # w = w + μv − lr·g
         else:
             w += v                       # w = w + v
+
+    def _fused_update(self, w, g, slots, lr, t, flush):
+        if not self.momentum or type(self).update is not SGD.update:
+            return False
+        k = compiled.kernels_for(w, g, slots["momentum"], min_elements=0)
+        if k is None:
+            return False
+        f = w.dtype.type
+        k.sgd_momentum_step(w, g, slots["momentum"], lr, f(self.momentum), self.nesterov, flush,
+                            f(flush_threshold(w.dtype)))
+        return True
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
