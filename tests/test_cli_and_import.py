@@ -15,9 +15,24 @@ ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
 
 def test_import_pulls_in_numpy_only():
     code = ("import sys, glassnet; heavy = [m for m in ('matplotlib', 'torch', 'scipy', 'keras', 'jax', 'tensorflow', "
-            "'pandas', 'glassnet.keras') if m in sys.modules]; print(heavy)")
+            "'pandas', 'numba', 'glassnet.keras') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_version_says_whether_the_compiled_kernels_are_on():
+    def version(**env):
+        out = subprocess.run([sys.executable, "-m", "glassnet", "--version"], capture_output=True, text=True,
+                             env={**ENV, **env}, check=True, timeout=120)
+        return out.stdout.strip()
+    assert version().startswith(f"glassnet {glassnet.__version__} (numpy {np.__version__}; ")
+    try:
+        import numba
+    except ImportError:
+        assert "NumPy path only" in version()
+    else:
+        assert f"compiled kernels on (numba {numba.__version__})" in version()
+        assert "compiled kernels off (GLASSNET_COMPILED=0)" in version(GLASSNET_COMPILED="0")
 
 
 def test_tutorial_job_trains_saves_and_plots(tmp_path):

@@ -141,8 +141,34 @@ def cmd_info(args):
     return 0
 
 
+def version_text():
+    """glassnet's version, NumPy's, and whether the compiled kernels (glassnet[fast]) are in use."""
+    import numpy as np
+    from . import __version__
+    from .engine import compiled
+    if compiled.enabled():
+        import numba
+        kernels = f"compiled kernels on (numba {numba.__version__})"
+    elif compiled.available():
+        kernels = "compiled kernels off (GLASSNET_COMPILED=0)"
+    else:
+        kernels = "NumPy path only (pip install 'glassnet[fast]' adds the compiled kernels)"
+    return f"glassnet {__version__} (numpy {np.__version__}; {kernels})"
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="glassnet", description="Keras-compatible neural networks on NumPy.")
+    parser.add_argument("--version", action=_Version, help="print the versions and whether the compiled kernels "
+                                                            "are in use, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a Keras script unchanged, with its keras imports resolved to glassnet")
     p.add_argument("--seed", type=int, default=None, help="seed every random source first (reproducible runs)")
