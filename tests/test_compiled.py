@@ -29,6 +29,27 @@ def both(fn):
     return on, off
 
 
+def count_kernel_calls(monkeypatch, *names):
+    """Wrap the named kernels so that each call is counted; returns {name: calls}."""
+    from glassnet.engine import _numba_kernels
+    calls = {}
+    for name in names:
+        def counted(*args, _f=getattr(_numba_kernels, name), _name=name):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _f(*args)
+        monkeypatch.setattr(_numba_kernels, name, counted)
+    return calls
+
+
+def run_layer(layer, x, seed):
+    """One forward and backward pass of ``layer`` on ``x`` with a random dy: output, dx and weight gradients."""
+    for w in layer.weights:
+        w.grad[...] = 0
+    y, backward = layer.forward(x, training=True)
+    dx = backward(np.random.default_rng(seed).normal(size=y.shape).astype(x.dtype))
+    return [y, dx] + [w.grad.copy() for w in layer.weights]
+
+
 def test_compiled_path_is_available_and_on_by_default():
     assert compiled.available() and compiled.enabled()
     with compiled.use_compiled(False):
@@ -97,23 +118,12 @@ def _sgd_run(make, n, dtype, steps=40):
 @pytest.mark.parametrize("n", [7, 100_003])
 @pytest.mark.parametrize("make", [lambda: O.SGD(0.01, momentum=0.9), lambda: O.SGD(0.01, momentum=0.9, nesterov=True),
                                   lambda: O.SGD(0.01, momentum=0.5, nesterov=True, decay=1e-3)])
-def test_fused_sgd_momentum_equals_the_numpy_rule_bit_for_bit(make, n, dtype):
-    from glassnet.engine import _numba_kernels
-    calls = []
-    original = _numba_kernels.sgd_momentum_step
-
-    def counted(*args):
-        calls.append(1)
-        return original(*args)
-
-    _numba_kernels.sgd_momentum_step = counted
-    try:
-        on, off = both(lambda: _sgd_run(make, n, dtype))
-    finally:
-        _numba_kernels.sgd_momentum_step = original
+def test_fused_sgd_momentum_equals_the_numpy_rule_bit_for_bit(make, n, dtype, monkeypatch):
+    calls = count_kernel_calls(monkeypatch, "sgd_momentum_step")
+    on, off = both(lambda: _sgd_run(make, n, dtype))
     for a, b in zip(on, off):
         np.testing.assert_array_equal(a, b)
-    assert len(calls) == (40 if n >= compiled.MIN_ELEMENTS else 0)  # small vectors stay on NumPy
+    assert calls.get("sgd_momentum_step", 0) == (40 if n >= compiled.MIN_ELEMENTS else 0)  # small: NumPy
 
 
 def test_rules_without_a_kernel_keep_the_numpy_path():
@@ -191,15 +201,7 @@ def test_conv2d_forward_and_gradients_equal_the_numpy_reference(config, channels
     layer = L.Conv2D(7, activation="relu", **config)
     x = rng.normal(size=(30, 12, 11, channels)).astype("float32")
     layer.build(x.shape)
-
-    def run():
-        for w in (layer.kernel, layer.bias):
-            w.grad[...] = 0
-        y, backward = layer.forward(x, training=True)
-        dx = backward(np.random.default_rng(5).normal(size=y.shape).astype("float32"))
-        return y, dx, layer.kernel.grad.copy(), layer.bias.grad.copy()
-
-    (y_on, dx_on, dw_on, db_on), (y_off, dx_off, dw_off, db_off) = both(run)
+    (y_on, dx_on, dw_on, db_on), (y_off, dx_off, dw_off, db_off) = both(lambda: run_layer(layer, x, 5))
     np.testing.assert_array_equal(y_on, y_off)  # the forward has no kernel: the same im2col and GEMM
     np.testing.assert_allclose(dx_on, dx_off, rtol=1e-5, atol=1e-5)  # one GEMM + col2im vs per-tap GEMMs
     np.testing.assert_allclose(dw_on, dw_off, rtol=1e-5, atol=1e-5)
@@ -216,13 +218,7 @@ def _train(build, x, y):
 
 
 def test_a_convnet_trains_to_the_same_weights_with_and_without_the_compiled_path(monkeypatch):
-    from glassnet.engine import _numba_kernels
-    calls = {}
-    for name in ("adam_step", "relu_grad", "max_pool2d", "max_pool2d_backward", "col2im2d"):
-        def counted(*args, _f=getattr(_numba_kernels, name), _name=name):
-            calls[_name] = calls.get(_name, 0) + 1
-            return _f(*args)
-        monkeypatch.setattr(_numba_kernels, name, counted)
+    calls = count_kernel_calls(monkeypatch, "adam_step", "max_pool2d", "max_pool2d_backward", "col2im2d")
     rng = np.random.default_rng(0)
     x = rng.random((160, 14, 14, 1), dtype=np.float32)
     y = rng.integers(0, 10, 160)
@@ -241,13 +237,7 @@ def test_a_convnet_trains_to_the_same_weights_with_and_without_the_compiled_path
 
 
 def test_an_mlp_trains_to_the_same_weights_with_and_without_the_compiled_path(monkeypatch):
-    from glassnet.engine import _numba_kernels
-    calls = {}
-    for name in ("adam_step", "relu_grad"):
-        def counted(*args, _f=getattr(_numba_kernels, name), _name=name):
-            calls[_name] = calls.get(_name, 0) + 1
-            return _f(*args)
-        monkeypatch.setattr(_numba_kernels, name, counted)
+    calls = count_kernel_calls(monkeypatch, "adam_step", "relu_grad")
     rng = np.random.default_rng(0)
     x = rng.random((256, 100), dtype=np.float32)
     y = rng.integers(0, 10, 256)
@@ -286,13 +276,5 @@ def test_conv2d_transpose_whose_forward_is_col2im_equals_the_numpy_reference(con
     x = rng.normal(size=(40, 9, 8, 4)).astype("float32")  # above MIN_ELEMENTS: the compiled col2im runs
     assert x.size >= compiled.MIN_ELEMENTS
     layer.build(x.shape)
-
-    def run():
-        for w in (layer.kernel, layer.bias):
-            w.grad[...] = 0
-        y, backward = layer.forward(x, training=True)
-        dx = backward(np.random.default_rng(7).normal(size=y.shape).astype("float32"))
-        return y, dx, layer.kernel.grad.copy()
-
-    for on, off in zip(*both(run)):
+    for on, off in zip(*both(lambda: run_layer(layer, x, 7))):
         np.testing.assert_allclose(on, off, rtol=1e-5, atol=1e-5)
