@@ -158,4 +158,3 @@ def tune_allocator():
         libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: free heap kept before returning memory to the OS
     except (OSError, AttributeError):
         pass
-

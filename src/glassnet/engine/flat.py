@@ -74,4 +74,3 @@ def pack(weights):
 def _zeroes_lazily(weight):
     layer = weight.layer
     return layer is not None and layer._forward_declares("lazy_grad_zeroing")
-

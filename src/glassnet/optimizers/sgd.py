@@ -15,7 +15,7 @@ class SGD(Optimizer):
 
     elementwise = True
     fused = True
-    fused_min_size = 4096  # below this, NumPy's four calls cost less than the kernel's dispatch (tutorial: 101)
+    fused_min_size = compiled.MIN_ELEMENTS  # below: NumPy's four calls cost less than the dispatch (tutorial: 101)
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, name="SGD", **kwargs):
