@@ -1,4 +1,6 @@
 """Weight: a value, its gradient, and the rules (regularizer, constraint) that apply to it."""
+import threading
+
 import numpy as np
 
 
@@ -9,7 +11,7 @@ class Weight:
     they are always updated in place: ``w.value = x`` copies ``x`` into the existing storage.
     """
 
-    __slots__ = ("name", "_value", "_grad", "_stale", "trainable", "regularizer", "constraint", "layer")
+    __slots__ = ("name", "_value", "_grad", "_stale", "trainable", "regularizer", "constraint", "layer", "_twin")
 
     def __init__(self, value, name, trainable=True, regularizer=None, constraint=None, layer=None):
         self.name = name
@@ -20,6 +22,7 @@ class Weight:
         self.regularizer = regularizer
         self.constraint = constraint
         self.layer = layer
+        self._twin = None  # the worker thread's gradient while a batch-split step runs (ShardedWeight)
 
     @property
     def value(self):
@@ -97,3 +100,51 @@ class Weight:
 
     def __repr__(self):
         return f"<Weight {self.path} shape={self.shape} dtype={self.dtype.name} trainable={self.trainable}>"
+
+
+class ShardedWeight(Weight):
+    """A Weight while a batch-split training step runs (``engine.parallel``): the same value for every
+    thread, but the gradient the worker thread reads and writes is its own (``_twin``, a plain Weight),
+    added to this one's when both halves are done (``shard`` / ``unshard``). Weights become this class
+    for the backward pass only (``__class__`` is switched), so a plain Weight pays nothing for it."""
+
+    __slots__ = ()
+    worker = None  # the worker thread's ident (set by engine.parallel)
+
+    @property
+    def grad(self):
+        if threading.get_ident() == ShardedWeight.worker:
+            return self._twin.grad
+        return Weight.grad.fget(self)
+
+    @grad.setter
+    def grad(self, array):
+        if threading.get_ident() == ShardedWeight.worker:
+            self._twin.grad = array
+        else:
+            Weight.grad.fset(self, array)
+
+    def add_matmul(self, a, b):
+        if threading.get_ident() == ShardedWeight.worker:
+            return self._twin.add_matmul(a, b)
+        return Weight.add_matmul(self, a, b)
+
+
+def shard(weights, worker):
+    """Give each weight a second gradient for the thread ``worker`` (zero, lazily) until ``unshard``."""
+    ShardedWeight.worker = worker
+    for w in weights:
+        twin = w._twin
+        if twin is None or twin._grad.shape != w._grad.shape or twin._grad.dtype != w._grad.dtype:
+            twin = w._twin = Weight(np.zeros_like(w._grad), w.name)
+        twin._stale = True
+        w.__class__ = ShardedWeight
+
+
+def unshard(weights):
+    """Back to plain Weights, each gradient plus what the worker thread added to its twin."""
+    for w in weights:
+        w.__class__ = Weight
+        twin = w._twin
+        if not twin._stale:
+            w.grad += twin._grad

@@ -206,6 +206,7 @@ class _Conv(_ConvBase):
     # applies a relu after a following max-pool instead (Sequential._relu_after_max_pool)
     activation_deferrable = True
     lazy_grad_zeroing = True  # gradients reached only via Weight.grad / add_matmul (see FlatGroup.reset_grads)
+    batch_parallel = True  # examples independent, no state kept: a step may split the batch (engine.parallel)
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None, dilation_rate=1,
                  groups=1, activation=None, use_bias=True, kernel_initializer="glorot_uniform",

@@ -108,6 +108,8 @@ class Dense(Layer):
 class Activation(Layer):
     """Applies an activation function:  y = f(x);  backward dx = dy ⊙ f'(x)."""
 
+    batch_parallel = True  # examples independent, no state kept: a step may split the batch (engine.parallel)
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = _activations.get(activation)

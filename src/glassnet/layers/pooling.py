@@ -28,6 +28,7 @@ class _Pooling(Layer):
 
     rank = None
     mode = None  # "max" or "average"
+    batch_parallel = True  # examples independent, no state kept: a step may split the batch (engine.parallel)
 
     def __init__(self, pool_size, strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(**kwargs)

@@ -16,7 +16,7 @@ from .. import callbacks as _callbacks
 from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optimizers as _optimizers
-from ..engine import backend
+from ..engine import backend, parallel
 from ..engine.layer import Layer
 from ..utils import data as _data
 from ..utils.legacy import legacy_notice
@@ -324,6 +324,11 @@ class Model(Layer):
             if isinstance(layer, Model):
                 layer._reset_step_caches()
 
+    def _splits_batches(self):
+        """Whether ``fit`` may run this model's training steps as two half-batches (engine.parallel);
+        Sequential models with a convolutional front do."""
+        return 0
+
     def _train_batch(self, xs, ys, sw):
         groups = self.optimizer.groups
         for group in groups:  # grads ← 0 (lazily, and before forward: a layer may hold a grad view from there)
@@ -574,7 +579,7 @@ class Model(Layer):
                 exs, eys = self._take(xs, order), self._take(ys, order)
                 ews = None if sample_weight is None else sample_weight[order]
                 order = None
-            with backend.using_rng(rng):
+            with backend.using_rng(rng), parallel.session(self, batch_size):  # two threads when it pays
                 self._run_epoch(exs, eys, ews, order, steps, batch_size, cb)
             logs = self._logs()
             if val is not None and (epoch + 1) % validation_freq == 0:

@@ -1,5 +1,9 @@
 """Sequential: a stack of layers, each feeding the next; backward runs their closures in reverse."""
+import numpy as np
+
+from ..engine import parallel
 from ..engine.layer import Layer
+from ..engine.weight import shard, unshard
 from ..engine.registry import deserialize, register, serialize
 from ..engine.graph import KerasTensor
 from ..layers.core import InputLayer
@@ -108,29 +112,23 @@ class Sequential(Model):
         return [KerasTensor(self.output_shape, self._layers[-1].dtype, name=self._layers[-1].name)]
 
     def forward(self, x, training=False, mask=None):
-        backwards = []
         if mask is None and not self._masking:  # the common case: no layer makes or takes masks
             fused = self._relu_moves
             if fused is None:  # cached: asked on every step; add(), pop() and each fit() reset it
-                layers = self._layers
-                fused = self._relu_moves = frozenset(
-                    i for i in range(len(layers) - 1) if _relu_then_max_pool(layers[i], layers[i + 1]))
+                fused = self._fused_pairs()
+            if training and parallel.active() and len(x) >= parallel.MIN_BATCH:
+                front = self._splits_batches()
+                if front:
+                    return self._forward_split(x, front, fused)
             if not fused:
+                backwards = []
                 for layer in self._layers:
                     x, backward = layer.forward(x, training)
                     backwards.append(backward)
                 return x, self._chain(backwards)
-            layers, i = self._layers, 0
-            while i < len(layers):
-                if i in fused:
-                    x, backward_layer, backward_pool = _relu_after_max_pool(layers[i], layers[i + 1], x, training)
-                    backwards += [backward_layer, backward_pool]
-                    i += 2
-                    continue
-                x, backward = layers[i].forward(x, training)
-                backwards.append(backward)
-                i += 1
+            x, backwards = _forward_run(self._layers, 0, x, training, fused)
             return x, self._chain(backwards)
+        backwards = []
         for layer in self._layers:
             x_in = x
             if mask is not None and layer.consumes_mask:
@@ -140,6 +138,59 @@ class Sequential(Model):
             mask = layer.compute_mask(x_in, mask)
             backwards.append(backward)
         return x, self._chain(backwards)
+
+    def _fused_pairs(self):
+        """Indices i where layers i, i+1 run as Conv(relu) + MaxPooling with the relu after the pool."""
+        layers = self._layers
+        self._relu_moves = frozenset(
+            i for i in range(len(layers) - 1) if _relu_then_max_pool(layers[i], layers[i + 1]))
+        return self._relu_moves
+
+    def _splits_batches(self):
+        """How many leading layers a training step runs as two half-batches on two threads (engine.parallel),
+        0 when it does not split."""
+        front = self._split_front
+        if front is None:
+            fused = self._relu_moves
+            front = self._split_front = _split_front(self._layers, self._fused_pairs() if fused is None else fused)
+        return front
+
+    def _forward_split(self, x, front, fused):
+        """A training step with the batch split in two for the layers ``[0, front)`` (see engine.parallel):
+        each half goes through them on its own thread, the joined result through the rest."""
+        layers, half = self._layers, len(x) // 2
+
+        def run_front(part):
+            return _forward_run(layers, 0, part, True, fused, stop=front)
+
+        (ya, backs_a), (yb, backs_b) = parallel.run_halves(run_front, (x[:half],), (x[half:],))
+        y, rest = _forward_run(layers, front, np.concatenate([ya, yb]), True, fused)
+        first = self._first_trainable_index()  # < front (_split_front asks for a trainable layer in it)
+        weights = [w for layer in layers[:front] for w in layer.weights]
+
+        def run_back(backs, dy, input_grad):
+            return _backward_run(layers, backs, dy, input_grad, first)
+
+        def backward(dy, input_grad=True):
+            for back in reversed(rest):
+                dy = back(dy)
+            shard(weights, parallel.worker_id())  # the worker's weight gradients go to twins ...
+            try:
+                da, db = parallel.run_halves(run_back, (backs_a, dy[:half], input_grad),
+                                             (backs_b, dy[half:], input_grad))
+            finally:
+                unshard(weights)  # ... added in here
+            return np.concatenate([da, db]) if input_grad else None
+
+        return y, backward
+
+    def _first_trainable_index(self):
+        first = self._first_trainable
+        if first is None:  # cached for the fit / train_on_batch call (Model._prepare_training resets it)
+            layers = self._layers
+            first = self._first_trainable = next(
+                (i for i, layer in enumerate(layers) if layer.trainable_weights), len(layers))
+        return first
 
     def _chain(self, backwards):
         def backward(dy, input_grad=True):
@@ -151,27 +202,20 @@ class Sequential(Model):
                 for back in reversed(backwards):
                     dy = back(dy)
                 return dy
-            layers = self._layers
             first = self._first_trainable
-            if first is None:  # cached for the fit / train_on_batch call (Model._prepare_training resets it)
-                first = self._first_trainable = next(
-                    (i for i, layer in enumerate(layers) if layer.trainable_weights), len(layers))
-            for back in backwards[:first:-1]:  # the layers after the first trainable one, last to first
-                dy = back(dy)
-            if first < len(backwards) and layers[first]._skips_input_grad():
-                backwards[first](dy, input_grad=False)
-            elif first < len(backwards):
-                backwards[first](dy)  # its dx is computed and dropped
-            return None
+            return _backward_run(self._layers, backwards, dy, False,
+                                 self._first_trainable_index() if first is None else first)
 
         return backward
 
     def _reset_step_caches(self):
         """Forget what forward/backward cache about the layers: the index of the first layer with trainable
-        weights (``_chain``) and the Conv(relu) + MaxPooling blocks run relu-last (``forward``). add() and pop()
+        weights (``_chain``), the Conv(relu) + MaxPooling blocks run relu-last and the layers a training step may
+        split over two threads (``forward``). add() and pop()
         call this, and so does every fit / train_on_batch (Model._prepare_training): layers may be frozen."""
         self._first_trainable = None
         self._relu_moves = None
+        self._split_front = None
         super()._reset_step_caches()  # nested models
 
     @property
@@ -241,3 +285,56 @@ def _relu_after_max_pool(layer, pool, x, training):
     pooled, backward_pool = pool.forward(z, training)
     y, backward_relu = relu.forward(pooled)  # not in place: the pool's backward compares with `pooled`
     return y, backward_layer, lambda dy: backward_pool(backward_relu(dy))
+
+
+# --- running a stretch of layers -----------------------------------------------------------------------
+def _forward_run(layers, start, x, training, fused, stop=None):
+    """Layers ``[start, stop)`` forward from ``x`` (no masks); returns the output and one backward per layer."""
+    backwards, i, stop = [], start, len(layers) if stop is None else stop
+    if not fused:
+        for layer in layers[start:stop]:
+            x, backward = layer.forward(x, training)
+            backwards.append(backward)
+        return x, backwards
+    while i < stop:
+        if i in fused:
+            x, backward_layer, backward_pool = _relu_after_max_pool(layers[i], layers[i + 1], x, training)
+            backwards += [backward_layer, backward_pool]
+            i += 2
+            continue
+        x, backward = layers[i].forward(x, training)
+        backwards.append(backward)
+        i += 1
+    return x, backwards
+
+
+def _backward_run(layers, backwards, dy, input_grad, first):
+    """dy back through ``backwards`` (one per layer, from layer 0). With ``input_grad=False`` the layers
+    before ``first`` (the first with trainable weights) are skipped and that one computes no dx if it can;
+    returns dx, or None then."""
+    if input_grad:
+        for back in reversed(backwards):
+            dy = back(dy)
+        return dy
+    for back in backwards[:first:-1]:  # the layers after the first trainable one, last to first
+        dy = back(dy)
+    if first < len(backwards) and layers[first]._skips_input_grad():
+        backwards[first](dy, input_grad=False)
+    elif first < len(backwards):
+        backwards[first](dy)  # its dx is computed and dropped
+    return None
+
+
+def _split_front(layers, fused):
+    """How many leading layers a training step may run as two half-batches (engine.parallel): the leading
+    layers whose forward declares ``batch_parallel`` and that keep no activity penalty, when they include a
+    convolution with trainable weights and end on a whole relu-after-pool pair; else 0."""
+    front = 0
+    while (front < len(layers) and layers[front]._forward_declares("batch_parallel")
+           and layers[front].activity_regularizer is None):
+        front += 1
+    if front - 1 in fused:  # never split a Conv(relu) + MaxPooling pair run relu-last
+        front -= 1
+    if not any(layer.trainable_weights for layer in layers[:front]):
+        return 0
+    return front

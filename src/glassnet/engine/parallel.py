@@ -1,0 +1,167 @@
+"""Batch splitting: a training step's convolutional front runs as two half-batches on two threads.
+
+Most of a small convnet's step outside its GEMMs is memory-bound NumPy work (im2col copies, col2im
+adds, pooling, relu, bias) that runs on one core while OpenBLAS parallelises only the GEMMs, and
+OpenBLAS splits the thin conv GEMMs (32 or 64 columns) poorly over its two threads. Running the
+whole front of the network (its conv, pooling and activation layers) on each half of the batch in its
+own thread, with BLAS on one thread per half, keeps both cores busy end to end: W3's forward and
+backward pass went from 27.3 to 18.5 ms per step (benchmarks/suite.py measures the whole epoch).
+NumPy's ufuncs and copies, OpenBLAS and the compiled kernels all release the GIL while they work.
+
+How a step splits (``Sequential.forward`` with ``training=True``):
+- the *front* is the longest run of leading layers whose forward declares ``batch_parallel`` (each
+  example computed from itself alone, no state kept on the layer, weight gradients reached only through
+  ``Weight.grad`` / ``Weight.add_matmul``), cut after its last convolution;
+- forward: half a batch through the front here, the other half on the worker thread; the halves'
+  outputs are joined and the rest of the network runs on the whole batch (so Dropout, BatchNormalization,
+  losses and metrics see the batch exactly as without splitting);
+- backward: the rest runs on the whole batch, its input gradient is split, and the two halves run back
+  through the front at once. The worker's weight gradients go to a private array per weight
+  (``Weight._twin``), added to the weight's own gradient when both halves are done.
+
+The result equals the unsplit step up to float rounding (dW is summed as two halves: the order of the
+additions differs), and is the same from run to run. It is used only when it pays: a convolution in
+the front, at least ``MIN_BATCH`` examples, and two threads allowed. Thread limits set by the user are
+respected: with ``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1`` or inside ``threadpoolctl``'s
+``threadpool_limits(1)`` (anything that leaves BLAS one thread), steps do not split. Knowing and setting
+BLAS's thread count needs threadpoolctl (``pip install glassnet[fast]``); without it steps do not split.
+
+Off switches: ``GLASSNET_BATCH_SPLIT=0`` in the environment, ``glassnet.engine.parallel.set_enabled(False)``,
+or ``use_batch_split(False)`` as a context manager. tests/test_batch_split.py checks split steps against
+unsplit ones.
+"""
+import contextlib
+import os
+import threading
+
+MIN_BATCH = 32  # below this a step is too short to pay for the hand-offs (~40 µs per step)
+
+_enabled = os.environ.get("GLASSNET_BATCH_SPLIT", "1") != "0"
+_blas = None     # threadpoolctl's controllers of the loaded BLAS libraries; False when unavailable
+_worker = None   # the ThreadPoolExecutor that runs the second half
+_worker_id = None  # its thread's ident: ShardedWeight routes that thread's gradients to the twins
+_session = None    # the ident of the thread whose fit holds a session (see ``session``)
+_lock = threading.Lock()
+
+
+def enabled():
+    return _enabled
+
+
+def set_enabled(flag):
+    """Let training steps split over two threads (``True``, the default) or not (``False``)."""
+    global _enabled
+    _enabled = bool(flag)
+
+
+@contextlib.contextmanager
+def use_batch_split(flag):
+    """Within the block, training steps may split (``True``) or never do (``False``)."""
+    global _enabled
+    previous, _enabled = _enabled, bool(flag)
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def _blas_controllers():
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"] or False
+        except Exception:  # threadpoolctl missing, or no BLAS it can control
+            _blas = False
+    return _blas
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def blas_threads():
+    """BLAS's current thread count (the smallest over the loaded BLAS libraries), or None when unknown."""
+    blas = _blas_controllers()
+    if not blas:
+        return None
+    return min(c.get_num_threads() for c in blas)
+
+
+def worthwhile(batch):
+    """True when training on batches of ``batch`` examples should split: enabled, large enough, two cores,
+    and BLAS allowed two or more threads (the user's limit says how many cores we may use)."""
+    if not _enabled or batch < MIN_BATCH or _cores() < 2:
+        return False
+    threads = blas_threads()
+    return threads is not None and threads >= 2
+
+
+@contextlib.contextmanager
+def session(model, batch):
+    """Around an epoch of ``fit``: when ``model`` can split its steps and batches of ``batch`` examples are
+    worth it, BLAS runs on one thread per half-batch for the whole epoch (switching BLAS's thread count
+    per step measured slower than not splitting at all: OpenBLAS re-starts its threads each time) and the
+    model's training steps split (``active()``). Yields whether they do."""
+    global _session
+    if _session is not None or not model._splits_batches() or not worthwhile(batch):
+        yield False
+        return
+    with one_blas_thread():
+        _session = threading.get_ident()
+        try:
+            yield True
+        finally:
+            _session = None
+
+
+def active():
+    """True within a ``session`` entered by this thread."""
+    return _session is not None and _session == threading.get_ident()
+
+
+def worker_id():
+    """The worker thread's ident (its thread is started on first use)."""
+    _pool()
+    return _worker_id
+
+
+def _pool():
+    global _worker, _worker_id
+    if _worker is None:
+        with _lock:
+            if _worker is None:
+                from concurrent.futures import ThreadPoolExecutor
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glassnet-batch-split")
+                _worker_id = pool.submit(threading.get_ident).result()
+                _worker = pool
+    return _worker
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread for the block (each half-batch's GEMMs on its own core)."""
+    blas = _blas_controllers() or []
+    previous = [c.get_num_threads() for c in blas]
+    for c in blas:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in zip(blas, previous):
+            c.set_num_threads(n)
+
+
+def run_halves(fn, first, second):
+    """``fn(*second)`` on the worker thread while ``fn(*first)`` runs here; returns both results. An
+    exception from either half is raised here once both are done."""
+    future = _pool().submit(fn, *second)
+    try:
+        mine = fn(*first)
+    except BaseException:
+        future.exception()  # wait: the worker must not outlive the step it works on
+        raise
+    return mine, future.result()

@@ -1,0 +1,263 @@
+"""Batch splitting (glassnet.engine.parallel): a training step's convolutional front as two half-batches
+on two threads must equal the unsplit step (up to the rounding of dW summed in two halves), leave no
+trace after the step (plain Weights, BLAS's thread count), and split only when it should."""
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import glassnet
+from glassnet.engine import backend, flat, parallel
+from glassnet.engine.weight import ShardedWeight, Weight
+from glassnet.layers import (Activation, BatchNormalization, Conv1D, Conv2D, Dense, Dropout, Flatten,
+                             MaxPooling1D, MaxPooling2D)
+
+
+@pytest.fixture
+def can_split(monkeypatch):
+    """Split whenever enabled and the batch is large enough, whatever this machine's cores and BLAS say."""
+    monkeypatch.setattr(parallel, "worthwhile", lambda batch: parallel.enabled() and batch >= parallel.MIN_BATCH)
+
+
+@pytest.fixture
+def float64():
+    backend.set_floatx("float64")
+    yield
+    backend.set_floatx("float32")
+
+
+@pytest.fixture
+def halves(monkeypatch):
+    """Counts run_halves calls (two per split step: forward and backward) and the threads they ran on."""
+    calls = {"n": 0, "threads": set()}
+    original = parallel.run_halves
+
+    def counting(fn, first, second):
+        calls["n"] += 1
+
+        def noting(*args):
+            calls["threads"].add(threading.get_ident())
+            return fn(*args)
+
+        return original(noting, first, second)
+
+    monkeypatch.setattr(parallel, "run_halves", counting)
+    return calls
+
+
+def convnet(dropout=False, frozen_first=False, activation_layer=False):
+    layers = [glassnet.Input((12, 12, 2))]
+    if activation_layer:
+        layers += [Conv2D(6, 3), Activation("tanh")]
+    else:
+        layers += [Conv2D(6, 3, activation="relu"), MaxPooling2D(2)]
+    layers += [Conv2D(8, 3, activation="relu", padding="same"), Flatten()]
+    if dropout:
+        layers.append(Dropout(0.3))
+    layers.append(Dense(5, activation="softmax"))
+    model = glassnet.Sequential(layers)
+    if frozen_first:
+        model.layers[0].trainable = False
+    return model
+
+
+def data(n=150, shape=(12, 12, 2), classes=5, dtype=None):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n,) + shape).astype(dtype or backend.floatx())
+    return x, rng.integers(0, classes, n)
+
+
+def train(build, split, x, y, epochs=2, batch_size=64, optimizer="adam", **kwargs):
+    glassnet.set_random_seed(7)
+    model = build(**kwargs)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with parallel.use_batch_split(split):
+        history = model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=0)
+    return model, history.history
+
+
+def max_diff(a, b):
+    return max(float(np.max(np.abs(u.value - v.value))) for u, v in zip(a.weights, b.weights))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"dropout": True}, {"frozen_first": True}, {"activation_layer": True}])
+def test_split_training_equals_unsplit_float64(can_split, float64, halves, kwargs):
+    x, y = data()
+    plain, h_plain = train(convnet, False, x, y, **kwargs)
+    assert halves["n"] == 0
+    split, h_split = train(convnet, True, x, y, **kwargs)
+    # 150 rows in batches of 64: two split steps (forward + backward each) and a last batch of 22 < MIN_BATCH
+    assert halves["n"] == 2 * 2 * 2
+    assert len(halves["threads"]) == 2  # both halves ran, on two threads
+    assert max_diff(plain, split) < 1e-12
+    np.testing.assert_allclose(h_split["loss"], h_plain["loss"], rtol=1e-12)
+    assert h_split["accuracy"] == h_plain["accuracy"]
+
+
+def test_split_training_float32_w3_shape(can_split, halves):
+    """The benchmark's convnet (conv-relu-pool twice, relu after pool), float32, SGD with momentum."""
+    def build():
+        return glassnet.Sequential([glassnet.Input((28, 28, 1)), Conv2D(32, 3, activation="relu"), MaxPooling2D(2),
+                                    Conv2D(64, 3, activation="relu"), MaxPooling2D(2), Flatten(),
+                                    Dense(10, activation="softmax")])
+    x, y = data(256, (28, 28, 1), 10, "float32")
+    x = np.abs(x)
+    plain, _ = train(build, False, x, y, epochs=1, batch_size=128, optimizer="sgd")
+    split, _ = train(build, True, x, y, epochs=1, batch_size=128, optimizer="sgd")
+    assert halves["n"] == 4
+    assert max_diff(plain, split) < 1e-6
+
+
+def test_split_with_lazy_zeroing_everywhere(can_split, float64, monkeypatch, halves):
+    monkeypatch.setattr(flat, "LAZY_MIN_SIZE", 0)  # every gradient zeroed lazily, the twins' too
+    x, y = data()
+    plain, _ = train(convnet, False, x, y)
+    split, _ = train(convnet, True, x, y)
+    assert halves["n"] == 8
+    assert max_diff(plain, split) < 1e-12
+
+
+def test_split_conv1d(can_split, float64, halves):
+    def build():
+        return glassnet.Sequential([glassnet.Input((20, 3)), Conv1D(4, 3, activation="relu"), MaxPooling1D(2),
+                                    Flatten(), Dense(5, activation="softmax")])
+    x, y = data(100, (20, 3))
+    plain, _ = train(build, False, x, y, batch_size=50)
+    split, _ = train(build, True, x, y, batch_size=50)
+    assert halves["n"] == 2 * 2 * 2
+    assert max_diff(plain, split) < 1e-12
+
+
+def test_split_forward_backward_with_input_gradient(can_split, float64):
+    """The split backward also returns dx (fit asks for none; explanations will): equal to the unsplit one."""
+    glassnet.set_random_seed(1)
+    model = convnet()
+    model.compile(optimizer="sgd", loss="mse")
+    x, _ = data(64)
+    dy = np.random.default_rng(0).normal(size=(64, 5))
+    results = []
+    for split in (False, True):
+        with parallel.use_batch_split(split), parallel.session(model, len(x)) as splitting:
+            assert splitting is split
+            for w in model.trainable_weights:
+                w.grad[...] = 0
+            y, backward = model.forward(x, training=True)
+            dx = backward(dy)
+            results.append((y, dx, [w.grad.copy() for w in model.trainable_weights]))
+    (y0, dx0, g0), (y1, dx1, g1) = results
+    np.testing.assert_allclose(y1, y0, rtol=1e-13)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-12, atol=1e-14)
+    for a, b in zip(g0, g1):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_which_models_split():
+    assert convnet()._splits_batches() == 3  # conv, pool, conv; Flatten is not a batch_parallel layer
+    assert convnet(activation_layer=True)._splits_batches() == 3
+    mlp = glassnet.Sequential([glassnet.Input((8,)), Dense(4, activation="relu"), Dense(1)])
+    assert mlp._splits_batches() == 0  # no convolution: splitting measured slower for dense layers (W2)
+    bn_first = glassnet.Sequential([glassnet.Input((8, 8, 1)), BatchNormalization(), Conv2D(2, 3)])
+    assert bn_first._splits_batches() == 0  # batch statistics need the whole batch
+    penalised = glassnet.Sequential([glassnet.Input((8, 8, 1)), Conv2D(2, 3, activity_regularizer="l2"), Flatten()])
+    assert penalised._splits_batches() == 0  # the activity penalty is recorded on the layer
+    frozen = glassnet.Sequential([glassnet.Input((8, 8, 1)), Conv2D(2, 3), MaxPooling2D(2), Flatten(), Dense(2)])
+    frozen.layers[0].trainable = False
+    assert frozen._splits_batches() == 0  # nothing trainable in the front
+    inputs = glassnet.Input((8, 8, 1))
+    functional = glassnet.Model(inputs, Flatten()(Conv2D(2, 3)(inputs)))
+    assert functional._splits_batches() == 0
+
+
+def test_session_respects_limits_and_restores_blas(monkeypatch):
+    blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
+    if not blas or parallel._cores() < 2:
+        pytest.skip("needs a BLAS threadpoolctl can control and two cores")
+    model = convnet()
+    threads = parallel.blas_threads()
+    if threads < 2:
+        pytest.skip("BLAS is limited to one thread here")
+    with parallel.session(model, 64) as splitting:
+        assert splitting and parallel.active()
+        assert parallel.blas_threads() == 1  # one BLAS thread per half-batch
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(parallel.active()))
+        t.start()
+        t.join()
+        assert seen == [False]  # only the thread that entered the session splits
+    assert not parallel.active() and parallel.blas_threads() == threads
+    with threadpool_limits(1, "blas"), parallel.session(model, 64) as splitting:
+        assert not splitting  # the user's limit: one thread, so no splitting
+    with parallel.session(model, parallel.MIN_BATCH - 1) as splitting:
+        assert not splitting
+    with parallel.use_batch_split(False), parallel.session(model, 64) as splitting:
+        assert not splitting
+    mlp = glassnet.Sequential([glassnet.Input((8,)), Dense(4)])
+    with parallel.session(mlp, 64) as splitting:
+        assert not splitting
+    monkeypatch.setattr(parallel, "_blas_controllers", lambda: False)
+    with parallel.session(model, 64) as splitting:
+        assert not splitting  # no threadpoolctl (or no BLAS it knows): BLAS's threads cannot be set
+
+
+def test_fit_splits_by_default_and_restores_blas(halves):
+    if parallel.blas_threads() is None or parallel.blas_threads() < 2 or parallel._cores() < 2:
+        pytest.skip("needs two cores and two BLAS threads")
+    threads = parallel.blas_threads()
+    x, y = data(128)
+    train(convnet, True, x, y, epochs=1)
+    assert halves["n"] == 4
+    assert parallel.blas_threads() == threads
+
+
+def test_error_in_a_half_leaves_plain_weights(can_split):
+    x, y = data(128)
+    glassnet.set_random_seed(0)
+    model = convnet()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    conv = model.layers[2]
+    original = conv.forward
+
+    def failing(x, training=False, activation=None):
+        y, backward = original(x, training, activation)
+
+        def back(dz, input_grad=True):
+            if threading.get_ident() == parallel.worker_id():
+                raise RuntimeError("boom in the worker")
+            return backward(dz, input_grad)
+
+        return y, back
+
+    conv.forward = failing
+    before = [w.value.copy() for w in model.weights]
+    with pytest.raises(RuntimeError, match="boom in the worker"):
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert all(type(w) is Weight for w in model.weights)
+    assert not parallel.active()
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(w.value, b)  # the failed step updated nothing
+    conv.forward = original
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)  # and training goes on
+    assert any(not np.array_equal(w.value, b) for w, b in zip(model.weights, before))
+
+
+def test_sharded_weight_routes_the_worker_thread():
+    w = Weight(np.ones((2, 3)), "k")
+    w.grad[...] = 1.0
+    from glassnet.engine.weight import shard, unshard
+    worker = parallel.worker_id()
+    shard([w], worker)
+    assert type(w) is ShardedWeight
+
+    def in_worker():
+        w.add_matmul(np.ones((2, 1)), np.full((1, 3), 2.0))  # twin: lazily zero, then written by the GEMM
+        w.grad += 1.0
+
+    parallel._pool().submit(in_worker).result()
+    np.testing.assert_array_equal(w.grad, 1.0)  # this thread sees its own gradient, untouched
+    unshard([w])
+    assert type(w) is Weight
+    np.testing.assert_array_equal(w.grad, 4.0)  # 1 + (2 + 1)
+    shard([w], worker)
+    unshard([w])  # a twin the worker never touched adds nothing
+    np.testing.assert_array_equal(w.grad, 4.0)
