@@ -1,13 +1,16 @@
 """Batch splitting (glassnet.engine.parallel): a training step's convolutional front as two half-batches
 on two threads must equal the unsplit step (up to the rounding of dW summed in two halves), leave no
 trace after the step (plain Weights, BLAS's thread count), and split only when it should."""
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import glassnet
+from glassnet.activations import Activation as ActivationFn
 from glassnet.engine import backend, flat, parallel
 from glassnet.engine.weight import ShardedWeight, Weight
 from glassnet.layers import (Activation, BatchNormalization, Conv1D, Conv2D, Dense, Dropout, Flatten,
@@ -230,10 +233,12 @@ def test_error_in_a_half_leaves_plain_weights(can_split):
 
     conv.forward = failing
     before = [w.value.copy() for w in model.weights]
+    threads = parallel.blas_threads()
     with pytest.raises(RuntimeError, match="boom in the worker"):
         model.fit(x, y, batch_size=64, epochs=1, verbose=0)
     assert all(type(w) is Weight for w in model.weights)
     assert not parallel.active()
+    assert parallel.blas_threads() == threads  # BLAS's thread count is back
     for w, b in zip(model.weights, before):
         np.testing.assert_array_equal(w.value, b)  # the failed step updated nothing
     conv.forward = original
@@ -261,3 +266,154 @@ def test_sharded_weight_routes_the_worker_thread():
     shard([w], worker)
     unshard([w])  # a twin the worker never touched adds nothing
     np.testing.assert_array_equal(w.grad, 4.0)
+
+
+def test_custom_activation_splits_only_when_it_says_per_example(can_split, float64):
+    """A user's activation may mix examples (here: centring over the batch), so it keeps the front unsplit
+    unless it declares per_example=True."""
+    def centre(x):
+        return x - x.mean(axis=0)
+
+    def centre_grad(x, y, dy):
+        return dy - dy.mean(axis=0)
+
+    mixing = ActivationFn("centre", centre, centre_grad)
+    assert not mixing.per_example and glassnet.activations.get("relu").per_example
+
+    def build(act):
+        return glassnet.Sequential([glassnet.Input((12, 12, 2)), Conv2D(4, 3, activation=act), Flatten(),
+                                    Dense(5, activation="softmax")])
+
+    assert build(mixing)._splits_batches() == 0
+    assert build(ActivationFn("tanh2", np.tanh, lambda x, y, dy: dy * (1 - y * y), per_example=True)
+                 )._splits_batches() == 1
+    x, y = data()
+    plain, _ = train(build, False, x, y, act=mixing)
+    split, _ = train(build, True, x, y, act=mixing)
+    assert max_diff(plain, split) == 0.0  # not split at all: identical
+
+
+def test_worthwhile_uses_exactly_two_threads(monkeypatch):
+    for cores, blas, expected in [(2, 2, True), (2, 8, True), (8, 2, True), (1, 2, False), (2, 1, False),
+                                  (4, 4, False), (16, 16, False)]:
+        monkeypatch.setattr(parallel, "_cores", lambda: cores)
+        monkeypatch.setattr(parallel, "blas_threads", lambda: blas)
+        assert parallel.worthwhile(64) is expected, (cores, blas)
+        assert parallel.worthwhile(parallel.MIN_BATCH - 1) is False
+    monkeypatch.setattr(parallel, "blas_threads", lambda: None)  # BLAS unknown (no threadpoolctl)
+    monkeypatch.setattr(parallel, "_cores", lambda: 2)
+    assert parallel.worthwhile(64) is False
+
+
+def test_small_data_set_keeps_blas_threads(can_split):
+    """Fewer rows than MIN_BATCH: no step can split, so the epoch keeps BLAS as it is."""
+    seen = []
+    probe = glassnet.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: seen.append(parallel.active()))
+    for rows, expected in ((20, False), (64, True)):
+        seen.clear()
+        glassnet.set_random_seed(0)
+        model = convnet()
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        x, y = data(rows)
+        model.fit(x, y, batch_size=32 if rows == 20 else 64, epochs=1, verbose=0, callbacks=[probe])
+        assert seen == [expected]
+
+
+def test_one_session_at_a_time(can_split):
+    """BLAS's thread count is process-wide: a second thread's fit does not split while one session is open."""
+    model = convnet()
+    entered, release, answers = threading.Event(), threading.Event(), []
+
+    def holder():
+        with parallel.session(model, 64) as splitting:
+            answers.append(("holder", splitting))
+            entered.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert entered.wait(10)
+    with parallel.session(model, 64) as splitting:
+        answers.append(("second", splitting))
+        assert not parallel.active()
+    release.set()
+    t.join(10)
+    assert answers == [("holder", True), ("second", False)]
+    with parallel.session(model, 64) as splitting:  # free again
+        assert splitting
+
+
+def test_run_halves_waits_for_the_worker_when_this_half_fails():
+    done = []
+
+    def half(who):
+        if who == "worker":
+            time.sleep(0.2)
+            done.append(who)
+            return who
+        raise ValueError("this half failed")
+
+    with pytest.raises(ValueError, match="this half failed"):
+        parallel.run_halves(half, ("main",), ("worker",))
+    assert done == ["worker"]  # the worker's half had finished before the error got here
+
+
+def test_run_halves_waits_through_an_interrupt(monkeypatch):
+    """Ctrl-C while waiting for the worker: keep waiting until it is done, then raise KeyboardInterrupt."""
+    from concurrent import futures
+    done, real_wait, calls = [], futures.wait, []
+
+    def interrupted_once(fs, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_wait(fs, *args, **kwargs)
+
+    monkeypatch.setattr(futures, "wait", interrupted_once)
+
+    def half(who):
+        if who == "worker":
+            time.sleep(0.2)
+            done.append(who)
+        return who
+
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_halves(half, ("main",), ("worker",))
+    assert done == ["worker"] and len(calls) == 2
+
+
+def test_worker_half_keeps_the_callers_errstate():
+    def half(big):
+        return np.float32(big) * np.float32(10)  # overflows float32 for big = 1e38
+
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        parallel.run_halves(half, (1.0,), (1e38,))  # only the worker's half overflows
+    with np.errstate(over="ignore"):
+        assert parallel.run_halves(half, (1.0,), (1e38,)) == (10.0, np.inf)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_gets_its_own_worker(can_split):
+    """After the parent split a step, a forked child (multiprocessing's default on Linux) has no worker thread;
+    its fit must start one instead of waiting forever on the parent's."""
+    x, y = data(64)
+    train(convnet, True, x, y, epochs=1)
+    assert parallel._worker is not None
+    pid = os.fork()
+    if pid == 0:  # the child: fit, then leave without running pytest's teardown
+        code = 1
+        try:
+            train(convnet, True, x, y, epochs=1)
+            code = 0 if parallel._worker_id != threading.get_ident() else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child's fit did not finish in 60 s")

@@ -15,14 +15,19 @@ SELU_SCALE = 1.0507009873554805
 
 
 class Activation:
-    """``f`` and its backward ``grad(x, y, dy)``; ``forward(x) -> (y, backward)``."""
+    """``f`` and its backward ``grad(x, y, dy)``; ``forward(x) -> (y, backward)``.
 
-    def __init__(self, name, fn, grad, fn_inplace=None, **params):
+    ``per_example=True`` promises that each example's output depends on that example alone and that ``fn``
+    and ``grad`` keep no state (true of every built-in activation): a training step may then run the layer on
+    two halves of a batch at once (engine.parallel). Your own activations split only if they say so."""
+
+    def __init__(self, name, fn, grad, fn_inplace=None, per_example=False, **params):
         self.__name__ = name
         self.name = name
         self.fn = fn
         self.grad = grad
         self.fn_inplace = fn_inplace  # optional f(x) that overwrites x (same values as fn); see forward
+        self.per_example = per_example
         self.params = params
 
     def __call__(self, x, **params):
@@ -48,7 +53,7 @@ class Activation:
 
 
 def _define(name, fn, grad, *aliases, fn_inplace=None):
-    act = Activation(name, fn, grad, fn_inplace=fn_inplace)
+    act = Activation(name, fn, grad, fn_inplace=fn_inplace, per_example=True)
     tab = table("activations")
     for n in (name,) + aliases:
         tab[n] = act

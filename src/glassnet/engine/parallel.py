@@ -11,7 +11,8 @@ NumPy's ufuncs and copies, OpenBLAS and the compiled kernels all release the GIL
 How a step splits (``Sequential.forward`` with ``training=True``):
 - the *front* is the longest run of leading layers whose forward declares ``batch_parallel`` (each
   example computed from itself alone, no state kept on the layer, weight gradients reached only through
-  ``Weight.grad`` / ``Weight.add_matmul``), cut after its last convolution;
+  ``Weight.grad`` / ``Weight.add_matmul``), whose activation, if any, is ``per_example`` (every built-in
+  one) and which have no activity regularizer; it must hold a trainable convolution;
 - forward: half a batch through the front here, the other half on the worker thread; the halves'
   outputs are joined and the rest of the network runs on the whole batch (so Dropout, BatchNormalization,
   losses and metrics see the batch exactly as without splitting);
@@ -21,8 +22,9 @@ How a step splits (``Sequential.forward`` with ``training=True``):
 
 The result equals the unsplit step up to float rounding (dW is summed as two halves: the order of the
 additions differs), and is the same from run to run. It is used only when it pays: a convolution in
-the front, at least ``MIN_BATCH`` examples, and two threads allowed. Thread limits set by the user are
-respected: with ``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1`` or inside ``threadpoolctl``'s
+the front, at least ``MIN_BATCH`` examples, and exactly two threads to use (it was measured on two cores;
+with more, BLAS keeps its own threads on all of them). BLAS is set to one thread for a whole epoch
+(``session``, entered by ``fit``). Thread limits set by the user are respected: with ``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1`` or inside ``threadpoolctl``'s
 ``threadpool_limits(1)`` (anything that leaves BLAS one thread), steps do not split. Knowing and setting
 BLAS's thread count needs threadpoolctl (``pip install glassnet[fast]``); without it steps do not split.
 
@@ -31,6 +33,7 @@ or ``use_batch_split(False)`` as a context manager. tests/test_batch_split.py ch
 unsplit ones.
 """
 import contextlib
+import contextvars
 import os
 import threading
 
@@ -92,12 +95,14 @@ def blas_threads():
 
 
 def worthwhile(batch):
-    """True when training on batches of ``batch`` examples should split: enabled, large enough, two cores,
-    and BLAS allowed two or more threads (the user's limit says how many cores we may use)."""
-    if not _enabled or batch < MIN_BATCH or _cores() < 2:
+    """True when training on batches of ``batch`` examples should split: enabled, large enough, and exactly
+    two threads to use — two cores available and BLAS allowed two or more threads (the user's limit says how
+    many cores we may use), or two or more cores and BLAS limited to two. Splitting in two was measured
+    on two cores; with more, BLAS's own threads over all of them are kept."""
+    if not _enabled or batch < MIN_BATCH:
         return False
     threads = blas_threads()
-    return threads is not None and threads >= 2
+    return threads is not None and min(threads, _cores()) == 2
 
 
 @contextlib.contextmanager
@@ -107,15 +112,19 @@ def session(model, batch):
     per step measured slower than not splitting at all: OpenBLAS re-starts its threads each time) and the
     model's training steps split (``active()``). Yields whether they do."""
     global _session
-    if _session is not None or not model._splits_batches() or not worthwhile(batch):
+    me = threading.get_ident()
+    with _lock:  # one session at a time in the process (BLAS's thread count is process-wide)
+        claimed = _session is None and model._splits_batches() and worthwhile(batch)
+        if claimed:
+            _session = me
+    if not claimed:
         yield False
         return
-    with one_blas_thread():
-        _session = threading.get_ident()
-        try:
+    try:
+        with one_blas_thread():
             yield True
-        finally:
-            _session = None
+    finally:
+        _session = None
 
 
 def active():
@@ -134,7 +143,7 @@ def _pool():
     if _worker is None:
         with _lock:
             if _worker is None:
-                from concurrent.futures import ThreadPoolExecutor
+                from concurrent.futures import ThreadPoolExecutor  # not at import: it imports logging
                 pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glassnet-batch-split")
                 _worker_id = pool.submit(threading.get_ident).result()
                 _worker = pool
@@ -156,12 +165,41 @@ def one_blas_thread():
 
 
 def run_halves(fn, first, second):
-    """``fn(*second)`` on the worker thread while ``fn(*first)`` runs here; returns both results. An
-    exception from either half is raised here once both are done."""
-    future = _pool().submit(fn, *second)
+    """``fn(*second)`` on the worker thread while ``fn(*first)`` runs here; returns both results. The worker
+    runs in a copy of this thread's context (so ``np.errstate`` and other context variables hold there too).
+    Whatever happens here — an exception in this half, Ctrl-C — this returns or raises only once the worker's
+    half is done: it must not go on writing into the step's arrays afterwards. An exception from the worker's
+    half is raised here."""
+    future = _pool().submit(contextvars.copy_context().run, fn, *second)
     try:
         mine = fn(*first)
     except BaseException:
-        future.exception()  # wait: the worker must not outlive the step it works on
+        _wait(future)
         raise
+    _wait(future)
     return mine, future.result()
+
+
+def _wait(future):
+    """Wait for ``future`` to finish, through KeyboardInterrupts (re-raised once it has)."""
+    from concurrent import futures
+    interrupted = None
+    while True:
+        try:
+            futures.wait([future])
+            break
+        except BaseException as exc:  # a Ctrl-C while waiting: the worker still holds the step's arrays
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
+def _after_fork_in_child():
+    """A forked child has no worker thread (only the forking thread survives a fork): start afresh."""
+    global _worker, _worker_id, _session, _lock
+    _worker = _worker_id = _session = None
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

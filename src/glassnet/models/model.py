@@ -325,8 +325,8 @@ class Model(Layer):
                 layer._reset_step_caches()
 
     def _splits_batches(self):
-        """Whether ``fit`` may run this model's training steps as two half-batches (engine.parallel);
-        Sequential models with a convolutional front do."""
+        """How many leading layers ``fit`` may run as two half-batches (engine.parallel), 0 for none;
+        Sequential models with a convolutional front split."""
         return 0
 
     def _train_batch(self, xs, ys, sw):
@@ -579,7 +579,7 @@ class Model(Layer):
                 exs, eys = self._take(xs, order), self._take(ys, order)
                 ews = None if sample_weight is None else sample_weight[order]
                 order = None
-            with backend.using_rng(rng), parallel.session(self, batch_size):  # two threads when it pays
+            with backend.using_rng(rng), parallel.session(self, min(batch_size, n)):  # two threads if it pays
                 self._run_epoch(exs, eys, ews, order, steps, batch_size, cb)
             logs = self._logs()
             if val is not None and (epoch + 1) % validation_freq == 0:

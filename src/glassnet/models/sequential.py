@@ -327,14 +327,20 @@ def _backward_run(layers, backwards, dy, input_grad, first):
 
 def _split_front(layers, fused):
     """How many leading layers a training step may run as two half-batches (engine.parallel): the leading
-    layers whose forward declares ``batch_parallel`` and that keep no activity penalty, when they include a
-    convolution with trainable weights and end on a whole relu-after-pool pair; else 0."""
+    layers whose forward declares ``batch_parallel``, whose activation (if any) is ``per_example`` and that keep
+    no activity penalty, when they include a layer with trainable weights (a convolution) and end on a whole
+    relu-after-pool pair; else 0."""
     front = 0
-    while (front < len(layers) and layers[front]._forward_declares("batch_parallel")
-           and layers[front].activity_regularizer is None):
+    while front < len(layers) and _per_example(layers[front]):
         front += 1
     if front - 1 in fused:  # never split a Conv(relu) + MaxPooling pair run relu-last
         front -= 1
     if not any(layer.trainable_weights for layer in layers[:front]):
         return 0
     return front
+
+
+def _per_example(layer):
+    activation = getattr(layer, "activation", None)
+    return (layer._forward_declares("batch_parallel") and layer.activity_regularizer is None
+            and (activation is None or getattr(activation, "per_example", False)))
