@@ -38,6 +38,8 @@ import os
 import threading
 
 MIN_BATCH = 32  # below this a step is too short to pay for the hand-offs (~40 µs per step)
+MIN_WORK = 1 << 24  # multiply-adds of a batch through the front (Sequential._splits_batches): less does not pay
+MAX_REST_SHARE = 8  # the layers after the front may hold at most 1/8 of the front's work
 
 _enabled = os.environ.get("GLASSNET_BATCH_SPLIT", "1") != "0"
 _blas = None     # threadpoolctl's controllers of the loaded BLAS libraries; False when unavailable
@@ -114,7 +116,7 @@ def session(model, batch):
     global _session
     me = threading.get_ident()
     with _lock:  # one session at a time in the process (BLAS's thread count is process-wide)
-        claimed = _session is None and model._splits_batches() and worthwhile(batch)
+        claimed = _session is None and model._splits_batches(batch) and worthwhile(batch)
         if claimed:
             _session = me
     if not claimed:

@@ -324,7 +324,7 @@ class Model(Layer):
             if isinstance(layer, Model):
                 layer._reset_step_caches()
 
-    def _splits_batches(self):
+    def _splits_batches(self, batch=None):
         """How many leading layers ``fit`` may run as two half-batches (engine.parallel), 0 for none;
         Sequential models with a convolutional front split."""
         return 0

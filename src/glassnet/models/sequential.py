@@ -1,9 +1,11 @@
 """Sequential: a stack of layers, each feeding the next; backward runs their closures in reverse."""
+import math
+
 import numpy as np
 
 from ..engine import parallel
 from ..engine.layer import Layer
-from ..engine.weight import shard, unshard
+from ..engine.weight import Weight, shard, unshard
 from ..engine.registry import deserialize, register, serialize
 from ..engine.graph import KerasTensor
 from ..layers.core import InputLayer
@@ -146,13 +148,16 @@ class Sequential(Model):
             i for i in range(len(layers) - 1) if _relu_then_max_pool(layers[i], layers[i + 1]))
         return self._relu_moves
 
-    def _splits_batches(self):
+    def _splits_batches(self, batch=None):
         """How many leading layers a training step runs as two half-batches on two threads (engine.parallel),
-        0 when it does not split."""
-        front = self._split_front
-        if front is None:
+        0 when it does not split; with ``batch``, 0 also when batches of that size hold too little work."""
+        plan = self._split_front
+        if plan is None:
             fused = self._relu_moves
-            front = self._split_front = _split_front(self._layers, self._fused_pairs() if fused is None else fused)
+            plan = self._split_front = _split_front(self._layers, self._fused_pairs() if fused is None else fused)
+        front, work = plan
+        if batch is not None and batch * work < parallel.MIN_WORK:
+            return 0
         return front
 
     def _forward_split(self, x, front, fused):
@@ -326,18 +331,46 @@ def _backward_run(layers, backwards, dy, input_grad, first):
 
 
 def _split_front(layers, fused):
-    """How many leading layers a training step may run as two half-batches (engine.parallel): the leading
-    layers whose forward declares ``batch_parallel``, whose activation (if any) is ``per_example`` and that keep
-    no activity penalty, when they include a layer with trainable weights (a convolution) and end on a whole
-    relu-after-pool pair; else 0."""
+    """``(front, work)``: a training step may run the first ``front`` layers as two half-batches (engine.parallel),
+    whose work per example is about ``work`` multiply-adds. The front is the leading layers whose forward declares
+    ``batch_parallel``, whose activation (if any) is ``per_example`` and that keep no activity penalty; it must
+    include a layer with trainable weights (a convolution), end on a whole relu-after-pool pair, and hold nearly all
+    the model's work: BLAS runs on one thread per half for the whole epoch, so heavy layers after the front (a
+    second convolution after a BatchNormalization, say) would run on one core (measured: such a model trained 10-15%
+    slower split). ``(0, 0)`` when the model does not split."""
     front = 0
     while front < len(layers) and _per_example(layers[front]):
         front += 1
     if front - 1 in fused:  # never split a Conv(relu) + MaxPooling pair run relu-last
         front -= 1
     if not any(layer.trainable_weights for layer in layers[:front]):
-        return 0
-    return front
+        return 0, 0
+    work = sum(_work(layer) for layer in layers[:front])
+    if sum(_work(layer) for layer in layers[front:]) * parallel.MAX_REST_SHARE > work:
+        return 0, 0
+    return front, work
+
+
+def _work(layer):
+    """A rough count of a layer's multiply-adds per example, from its output shape and weights: for Dense and
+    the convolutions (output elements) x (kernel size / output channels); for other layers with weights the
+    output elements times their number (generous on purpose: BatchNormalization, attention or recurrent layers
+    after the front keep a model from splitting); one per output element for layers without weights. Infinite
+    when the output shape is unknown."""
+    shape = getattr(layer, "output_shape", None)
+    if not isinstance(shape, tuple) or len(shape) < 2 or any(not isinstance(d, int) for d in shape[1:]):
+        return math.inf
+    out = math.prod(shape[1:])
+    kernel = getattr(layer, "kernel", None)
+    if isinstance(kernel, Weight) and len(kernel.shape) >= 2 and _kernel_outputs_last(type(layer)):
+        return out * (kernel.size // kernel.shape[-1] + 1)
+    return out * (1 + sum(w.size for w in layer.weights))
+
+
+def _kernel_outputs_last(cls):
+    """Dense, Conv1D, Conv2D and their subclasses: kernels laid out (..., inputs, outputs)."""
+    return any(c.__name__ in ("Dense", "Conv1D", "Conv2D") and c.__module__.startswith("glassnet.layers.")
+               for c in cls.__mro__)
 
 
 def _per_example(layer):
