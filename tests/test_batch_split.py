@@ -446,3 +446,47 @@ def test_forked_child_gets_its_own_worker(can_split):
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the forked child's fit did not finish in 60 s")
+
+
+def test_predict_and_evaluate_split_equal_unsplit(can_split, halves):
+    """Inference on a convnet splits too (predict, evaluate, validation during fit): the same outputs."""
+    x, y = data(200)
+    glassnet.set_random_seed(3)
+    model = convnet()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with parallel.use_batch_split(False):
+        expected = model.predict(x, batch_size=64, verbose=0)
+        expected_one_batch = model.predict(x, verbose=0, batch_size=200)
+        expected_eval = model.evaluate(x, y, batch_size=64, verbose=0)
+    assert halves["n"] == 0
+    got = model.predict(x, batch_size=64, verbose=0)
+    assert halves["n"] == 3  # batches of 64, 64, 64 split; the last 8 rows do not
+    got_one_batch = model.predict(x, verbose=0, batch_size=200)  # the single-batch fast path
+    assert halves["n"] == 4
+    got_eval = model.evaluate(x, y, batch_size=64, verbose=0)
+    assert halves["n"] == 7
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got_one_batch, expected_one_batch, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got_eval, expected_eval, rtol=1e-6)
+    halves["n"] = 0
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0, validation_data=(x[:64], y[:64]))
+    assert halves["n"] == 3 * 2 + 1  # three training steps (forward + backward) and one validation batch
+
+
+def test_one_row_predict_opens_no_session(monkeypatch):
+    """The 1-row latency path must not pay for a session (or even a context manager)."""
+    opened = []
+    real = parallel.session
+
+    def counting(*args, **kwargs):
+        opened.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(parallel, "session", counting)
+    model = convnet()
+    x, _ = data(40)
+    model.predict(x[:1], verbose=0)
+    model.predict(x[:parallel.MIN_BATCH - 1], verbose=0)
+    assert opened == []
+    model.predict(x[:parallel.MIN_BATCH], verbose=0)
+    assert opened == [parallel.MIN_BATCH]

@@ -621,18 +621,19 @@ class Model(Layer):
             n_steps = min(n_steps, self._positive_int(steps, "steps", "evaluate"))
         if cb is not None and cb.on_test_begin:
             cb.on_test_begin()
-        for step in range(n_steps):
-            if cb is not None and cb.on_test_batch_begin:
-                cb.on_test_batch_begin(step, {})
-            sl = slice(step * batch_size, (step + 1) * batch_size)
-            wb = None if sw is None else sw[sl]
-            xb, yb = self._take(xs, sl), self._take(ys, sl)
-            loss, preds, parts = self._test_batch(xb, yb, wb)
-            self._track(loss, yb, preds, wb, len(xb[0]), parts)
-            if bar is not None:
-                bar.update(step + 1, self._logs(), finalize=step + 1 == n_steps)
-            if cb is not None and cb.on_test_batch_end:
-                cb.on_test_batch_end(step, self._logs())
+        with parallel.session(self, min(batch_size, len(xs[0]))):  # a convnet's front on two threads
+            for step in range(n_steps):
+                if cb is not None and cb.on_test_batch_begin:
+                    cb.on_test_batch_begin(step, {})
+                sl = slice(step * batch_size, (step + 1) * batch_size)
+                wb = None if sw is None else sw[sl]
+                xb, yb = self._take(xs, sl), self._take(ys, sl)
+                loss, preds, parts = self._test_batch(xb, yb, wb)
+                self._track(loss, yb, preds, wb, len(xb[0]), parts)
+                if bar is not None:
+                    bar.update(step + 1, self._logs(), finalize=step + 1 == n_steps)
+                if cb is not None and cb.on_test_batch_end:
+                    cb.on_test_batch_end(step, self._logs())
         logs = self._logs()
         if cb is not None and cb.on_test_end:
             cb.on_test_end(logs)
@@ -676,7 +677,10 @@ class Model(Layer):
         batch_size = self._batch_size(batch_size, "predict")
         verbose = self._verbose(verbose)
         if not verbose and callbacks is None and steps is None and len(xs[0]) <= batch_size:
-            return self.call(self._feed(xs), training=False)  # one batch, nothing to report: the loop below, once
+            if len(xs[0]) < parallel.MIN_BATCH:  # (1-row latency: not even a context manager)
+                return self.call(self._feed(xs), training=False)  # one batch, nothing to report: the loop, once
+            with parallel.session(self, len(xs[0])):  # a convnet's front on two threads (engine.parallel)
+                return self.call(self._feed(xs), training=False)
         n_steps = math.ceil(len(xs[0]) / batch_size)
         if steps is not None:
             n_steps = min(n_steps, self._positive_int(steps, "steps", "predict"))
@@ -688,16 +692,17 @@ class Model(Layer):
         if cb is not None and cb.on_predict_begin:
             cb.on_predict_begin()
         outs = []
-        for step in range(n_steps):
-            if cb is not None and cb.on_predict_batch_begin:
-                cb.on_predict_batch_begin(step, {})
-            batch = xs if n_steps == 1 else self._take(xs, slice(step * batch_size, (step + 1) * batch_size))
-            out = self.call(self._feed(batch), training=False)
-            outs.append(out)
-            if bar:
-                bar.update(step + 1, finalize=step + 1 == n_steps)
-            if cb is not None and cb.on_predict_batch_end:
-                cb.on_predict_batch_end(step, {"outputs": out})
+        with parallel.session(self, min(batch_size, len(xs[0]))):  # a convnet's front on two threads
+            for step in range(n_steps):
+                if cb is not None and cb.on_predict_batch_begin:
+                    cb.on_predict_batch_begin(step, {})
+                batch = xs if n_steps == 1 else self._take(xs, slice(step * batch_size, (step + 1) * batch_size))
+                out = self.call(self._feed(batch), training=False)
+                outs.append(out)
+                if bar:
+                    bar.update(step + 1, finalize=step + 1 == n_steps)
+                if cb is not None and cb.on_predict_batch_end:
+                    cb.on_predict_batch_end(step, {"outputs": out})
         if cb is not None and cb.on_predict_end:
             cb.on_predict_end()
         if len(outs) == 1:

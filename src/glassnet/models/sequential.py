@@ -189,6 +189,21 @@ class Sequential(Model):
 
         return y, backward
 
+    def _call_split(self, x, front, training):
+        """Inference with the batch split in two for the layers ``[0, front)``, as in ``_forward_split``."""
+        layers, half = self._layers, len(x) // 2
+
+        def run_front(part):
+            for layer in layers[:front]:
+                part = layer.call(part, training)
+            return part
+
+        ya, yb = parallel.run_halves(run_front, (x[:half],), (x[half:],))
+        y = np.concatenate([ya, yb])
+        for layer in layers[front:]:
+            y = layer.call(y, training)
+        return y
+
     def _first_trainable_index(self):
         first = self._first_trainable
         if first is None:  # cached for the fit / train_on_batch call (Model._prepare_training resets it)
@@ -232,6 +247,10 @@ class Sequential(Model):
 
     def call(self, x, training=False, mask=None):
         if mask is None and not self._masking:
+            if len(x) >= parallel.MIN_BATCH and parallel.active():  # predict/evaluate on a convnet (engine.parallel)
+                front = self._splits_batches()
+                if front:
+                    return self._call_split(x, front, training)
             for layer in self._layers:
                 x = layer.call(x, training)
             return x
