@@ -35,6 +35,19 @@ def test_version_says_whether_the_compiled_kernels_are_on():
         assert "compiled kernels off (GLASSNET_COMPILED=0)" in version(GLASSNET_COMPILED="0")
 
 
+def test_version_says_whether_convnet_batches_split():
+    from glassnet.engine import parallel
+
+    def version(**env):
+        out = subprocess.run([sys.executable, "-m", "glassnet", "--version"], capture_output=True, text=True,
+                             env={**ENV, **env}, check=True, timeout=120)
+        return out.stdout.strip()
+    assert version(GLASSNET_BATCH_SPLIT="0").endswith("; batch split off (GLASSNET_BATCH_SPLIT=0))")
+    assert version(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1").endswith("; batch split off (one thread allowed))")
+    if parallel.blas_threads() is not None and min(parallel.blas_threads(), parallel._cores()) == 2:
+        assert version().endswith("; convnet batches split over 2 threads)")  # this machine: two cores
+
+
 def test_tutorial_job_trains_saves_and_plots(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run([sys.executable, "-m", "glassnet", "tutorial", "--out", str(out)], capture_output=True,

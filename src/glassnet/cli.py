@@ -142,10 +142,11 @@ def cmd_info(args):
 
 
 def version_text():
-    """glassnet's version, NumPy's, and whether the compiled kernels (glassnet[fast]) are in use."""
+    """glassnet's version, NumPy's, whether the compiled kernels (glassnet[fast]) are in use, and whether
+    convnet batches split over two threads (engine.parallel)."""
     import numpy as np
     from . import __version__
-    from .engine import compiled
+    from .engine import compiled, parallel
     if compiled.enabled():
         import numba
         kernels = f"compiled kernels on (numba {numba.__version__})"
@@ -153,7 +154,7 @@ def version_text():
         kernels = "compiled kernels off (GLASSNET_COMPILED=0)"
     else:
         kernels = "NumPy path only (pip install 'glassnet[fast]' adds the compiled kernels)"
-    return f"glassnet {__version__} (numpy {np.__version__}; {kernels})"
+    return f"glassnet {__version__} (numpy {np.__version__}; {kernels}; {parallel.status()})"
 
 
 class _Version(argparse.Action):
@@ -167,8 +168,8 @@ class _Version(argparse.Action):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="glassnet", description="Keras-compatible neural networks on NumPy.")
-    parser.add_argument("--version", action=_Version, help="print the versions and whether the compiled kernels "
-                                                            "are in use, then exit")
+    parser.add_argument("--version", action=_Version, help="print the versions, whether the compiled kernels are in "
+                                                            "use and whether convnet batches split, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run a Keras script unchanged, with its keras imports resolved to glassnet")
     p.add_argument("--seed", type=int, default=None, help="seed every random source first (reproducible runs)")

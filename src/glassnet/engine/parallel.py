@@ -107,6 +107,21 @@ def worthwhile(batch):
     return threads is not None and min(threads, _cores()) == 2
 
 
+def status():
+    """One line for ``glassnet --version``: whether convnet batches split here, and if not, why."""
+    if not _enabled:
+        return "batch split off (GLASSNET_BATCH_SPLIT=0)"
+    threads = blas_threads()
+    if threads is None:
+        return "batch split off (needs threadpoolctl: pip install 'glassnet[fast]')"
+    threads = min(threads, _cores())
+    if threads == 2:
+        return "convnet batches split over 2 threads"
+    if threads < 2:
+        return "batch split off (one thread allowed)"
+    return f"batch split off ({threads} threads: BLAS uses them itself)"
+
+
 @contextlib.contextmanager
 def session(model, batch):
     """Around an epoch of ``fit``: when ``model`` can split its steps and batches of ``batch`` examples are
