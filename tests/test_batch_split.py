@@ -13,7 +13,7 @@ import glassnet
 from glassnet.activations import Activation as ActivationFn
 from glassnet.engine import backend, flat, parallel
 from glassnet.engine.weight import ShardedWeight, Weight
-from glassnet.layers import (Activation, BatchNormalization, Conv1D, Conv2D, Dense, Dropout, Flatten,
+from glassnet.layers import (GRU, Activation, BatchNormalization, Conv1D, Conv2D, Dense, Dropout, Flatten,
                              MaxPooling1D, MaxPooling2D)
 
 
@@ -490,3 +490,74 @@ def test_one_row_predict_opens_no_session(monkeypatch):
     assert opened == []
     model.predict(x[:parallel.MIN_BATCH], verbose=0)
     assert opened == [parallel.MIN_BATCH]
+
+
+def test_models_that_must_not_split(can_split, halves):
+    """Found by review: each of these once split (or held BLAS at one thread for nothing)."""
+    # masks: a recurrent layer makes them, forward/call take the masked path, which never splits
+    rnn = glassnet.Sequential([glassnet.Input((40, 3)), Conv1D(32, 5, activation="relu"), MaxPooling1D(2), GRU(2),
+                               Dense(2)])
+    assert rnn._masking and rnn._splits_batches() == 0
+    with parallel.session(rnn, 64) as splitting:
+        assert not splitting  # so BLAS is not held at one thread for an epoch with no split step
+    # unknown sizes: no estimate of the work, no split (the BatchNormalization model below splits otherwise)
+    variable = glassnet.Sequential([glassnet.Input((None, None, 1)), Conv2D(32, 3), BatchNormalization(),
+                                    Conv2D(64, 3), Flatten()])
+    assert variable._splits_batches() == 0
+    # NumPy integers in the input shape count like ints
+    np_shape = glassnet.Sequential([glassnet.Input(tuple(np.array([28, 28, 1]))), Conv2D(2, 3), Flatten(),
+                                    Dense(4096), Dense(4096)])
+    assert np_shape._splits_batches() == 0  # most of the work is in the Dense layers
+    assert np.isfinite(np_shape._split_front[1])
+    # a subclass that overrides call alone: its inference is not what the class declaring batch_parallel vouched for
+    class Recording(Conv2D):
+        def call(self, x, training=False):
+            y = super().call(x, training)
+            self.feature_maps = y
+            return y
+
+    recording = glassnet.Sequential([glassnet.Input((12, 12, 2)), Recording(6, 3, activation="relu"),
+                                     MaxPooling2D(2), Flatten(), Dense(2)])
+    assert recording._splits_batches() == 0
+    x, _ = data(64)
+    recording.predict(x, batch_size=64, verbose=0)
+    assert recording.layers[0].feature_maps.shape[0] == 64 and halves["n"] == 0
+
+
+def test_last_batch_with_too_little_work_runs_unsplit(can_split, halves, monkeypatch):
+    x, y = data(100)
+    model = convnet()
+    assert model._splits_batches() == 3
+    work = model._split_front[1]
+    monkeypatch.setattr(parallel, "MIN_WORK", 40 * work)  # batches of 64 split, the last one of 36 does not
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert halves["n"] == 2
+
+
+def test_scalar_input_to_call_still_works(can_split):
+    model = glassnet.Sequential([Activation("relu")])
+    assert float(model(np.float32(-2.0))) == 0.0
+    with parallel.session(convnet(), 64):
+        assert float(model(np.float32(3.0))) == 3.0
+
+
+def test_accuracy_results_are_python_floats():
+    m = glassnet.metrics.BinaryAccuracy()
+    m.update_state(np.array([1, 0, 1]), np.array([0.9, 0.2, 0.1]))
+    assert type(m.result()) is float and m.result() == pytest.approx(2 / 3)
+
+
+def test_status_names_the_reason(monkeypatch):
+    monkeypatch.setattr(parallel, "_enabled", True)
+    cases = [(2, 2, "convnet batches split over 2 threads"), (8, 2, "convnet batches split over 2 threads"),
+             (2, 1, "batch split off (BLAS limited to one thread)"), (1, 2, "batch split off (one core)"),
+             (8, 8, "batch split off (8 threads: BLAS uses them itself)")]
+    for cores, threads, text in cases:
+        monkeypatch.setattr(parallel, "_cores", lambda: cores)
+        monkeypatch.setattr(parallel, "blas_threads", lambda: threads)
+        assert parallel.status() == text
+    monkeypatch.setattr(parallel, "blas_threads", lambda: None)  # threadpoolctl here, but no BLAS it can set
+    assert parallel.status() == "batch split off (no BLAS whose threads threadpoolctl can set)"
+    monkeypatch.setattr(parallel, "_enabled", False)
+    assert parallel.status() == "batch split off (GLASSNET_BATCH_SPLIT=0)"

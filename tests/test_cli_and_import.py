@@ -43,7 +43,7 @@ def test_version_says_whether_convnet_batches_split():
                              env={**ENV, **env}, check=True, timeout=120)
         return out.stdout.strip()
     assert version(GLASSNET_BATCH_SPLIT="0").endswith("; batch split off (GLASSNET_BATCH_SPLIT=0))")
-    assert version(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1").endswith("; batch split off (one thread allowed))")
+    assert version(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1").endswith("; batch split off (BLAS limited to one thread))")
     if parallel.blas_threads() is not None and min(parallel.blas_threads(), parallel._cores()) == 2:
         assert version().endswith("; convnet batches split over 2 threads)")  # this machine: two cores
 

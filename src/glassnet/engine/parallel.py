@@ -8,11 +8,12 @@ own thread, with BLAS on one thread per half, keeps both cores busy end to end: 
 backward pass went from 27.3 to 18.5 ms per step (benchmarks/suite.py measures the whole epoch).
 NumPy's ufuncs and copies, OpenBLAS and the compiled kernels all release the GIL while they work.
 
-How a step splits (``Sequential.forward`` with ``training=True``):
+How a step splits (``Sequential.forward`` with ``training=True``; ``Sequential.call`` likewise for inference):
 - the *front* is the longest run of leading layers whose forward declares ``batch_parallel`` (each
   example computed from itself alone, no state kept on the layer, weight gradients reached only through
   ``Weight.grad`` / ``Weight.add_matmul``), whose activation, if any, is ``per_example`` (every built-in
-  one) and which have no activity regularizer; it must hold a trainable convolution;
+  one) and which have no activity regularizer; it must hold a trainable convolution and nearly all the
+  model's work (the rest at most 1/``MAX_REST_SHARE`` of it, see ``Sequential._splits_batches``);
 - forward: half a batch through the front here, the other half on the worker thread; the halves'
   outputs are joined and the rest of the network runs on the whole batch (so Dropout, BatchNormalization,
   losses and metrics see the batch exactly as without splitting);
@@ -21,12 +22,14 @@ How a step splits (``Sequential.forward`` with ``training=True``):
   (``Weight._twin``), added to the weight's own gradient when both halves are done.
 
 The result equals the unsplit step up to float rounding (dW is summed as two halves: the order of the
-additions differs), and is the same from run to run. It is used only when it pays: a convolution in
-the front, at least ``MIN_BATCH`` examples, and exactly two threads to use (it was measured on two cores;
-with more, BLAS keeps its own threads on all of them). BLAS is set to one thread for a whole epoch
-(``session``, entered by ``fit``). Thread limits set by the user are respected: with ``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1`` or inside ``threadpoolctl``'s
-``threadpool_limits(1)`` (anything that leaves BLAS one thread), steps do not split. Knowing and setting
-BLAS's thread count needs threadpoolctl (``pip install glassnet[fast]``); without it steps do not split.
+additions differs), and is the same from run to run. It is used only when it pays: a batch of at least
+``MIN_BATCH`` examples holding at least ``MIN_WORK`` multiply-adds in the front, and exactly two threads to
+use (it was measured on two cores; with more, BLAS keeps its own threads on all of them). BLAS is set to
+one thread for a whole epoch or predict/evaluate call (``session``, opened by ``fit``, ``predict`` and
+``evaluate``). Thread limits set by the user are respected: with ``OMP_NUM_THREADS=1``,
+``OPENBLAS_NUM_THREADS=1`` or inside ``threadpoolctl``'s ``threadpool_limits(1)`` (anything that leaves BLAS
+one thread), steps do not split. Knowing and setting BLAS's thread count needs threadpoolctl
+(``pip install glassnet[fast]``); without it steps do not split.
 
 Off switches: ``GLASSNET_BATCH_SPLIT=0`` in the environment, ``glassnet.engine.parallel.set_enabled(False)``,
 or ``use_batch_split(False)`` as a context manager. tests/test_batch_split.py checks split steps against
@@ -113,21 +116,28 @@ def status():
         return "batch split off (GLASSNET_BATCH_SPLIT=0)"
     threads = blas_threads()
     if threads is None:
-        return "batch split off (needs threadpoolctl: pip install 'glassnet[fast]')"
-    threads = min(threads, _cores())
-    if threads == 2:
+        try:
+            import threadpoolctl  # noqa: F401
+        except ImportError:
+            return "batch split off (needs threadpoolctl: pip install 'glassnet[fast]')"
+        return "batch split off (no BLAS whose threads threadpoolctl can set)"
+    cores = _cores()
+    if min(threads, cores) == 2:
         return "convnet batches split over 2 threads"
+    if cores < 2:
+        return "batch split off (one core)"
     if threads < 2:
-        return "batch split off (one thread allowed)"
-    return f"batch split off ({threads} threads: BLAS uses them itself)"
+        return "batch split off (BLAS limited to one thread)"
+    return f"batch split off ({min(threads, cores)} threads: BLAS uses them itself)"
 
 
 @contextlib.contextmanager
 def session(model, batch):
-    """Around an epoch of ``fit``: when ``model`` can split its steps and batches of ``batch`` examples are
-    worth it, BLAS runs on one thread per half-batch for the whole epoch (switching BLAS's thread count
-    per step measured slower than not splitting at all: OpenBLAS re-starts its threads each time) and the
-    model's training steps split (``active()``). Yields whether they do."""
+    """Around an epoch of ``fit`` (or the batches of ``predict`` / ``evaluate``): when ``model`` can split its
+    steps and batches of ``batch`` examples are worth it, BLAS runs on one thread per half-batch for the whole
+    block (switching BLAS's thread count per step measured slower than not splitting at all: OpenBLAS re-starts
+    its threads each time) and the model's steps split (``active()``). Yields whether they do. One session at
+    a time in the process: another thread's meanwhile yields False."""
     global _session
     me = threading.get_ident()
     with _lock:  # one session at a time in the process (BLAS's thread count is process-wide)
@@ -145,7 +155,7 @@ def session(model, batch):
 
 
 def active():
-    """True within a ``session`` entered by this thread."""
+    """True within a ``session`` opened by this thread."""
     return _session is not None and _session == threading.get_ident()
 
 

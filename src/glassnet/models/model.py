@@ -325,8 +325,8 @@ class Model(Layer):
                 layer._reset_step_caches()
 
     def _splits_batches(self, batch=None):
-        """How many leading layers ``fit`` may run as two half-batches (engine.parallel), 0 for none;
-        Sequential models with a convolutional front split."""
+        """How many leading layers ``fit``, ``predict`` and ``evaluate`` may run as two half-batches on batches of
+        ``batch`` examples (engine.parallel), 0 for none; Sequential models with a convolutional front split."""
         return 0
 
     def _train_batch(self, xs, ys, sw):

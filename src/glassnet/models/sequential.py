@@ -1,5 +1,6 @@
 """Sequential: a stack of layers, each feeding the next; backward runs their closures in reverse."""
 import math
+import numbers
 
 import numpy as np
 
@@ -118,8 +119,8 @@ class Sequential(Model):
             fused = self._relu_moves
             if fused is None:  # cached: asked on every step; add(), pop() and each fit() reset it
                 fused = self._fused_pairs()
-            if training and parallel.active() and len(x) >= parallel.MIN_BATCH:
-                front = self._splits_batches()
+            if training and parallel.active() and np.ndim(x) and len(x) >= parallel.MIN_BATCH:
+                front = self._splits_batches(len(x))
                 if front:
                     return self._forward_split(x, front, fused)
             if not fused:
@@ -149,8 +150,11 @@ class Sequential(Model):
         return self._relu_moves
 
     def _splits_batches(self, batch=None):
-        """How many leading layers a training step runs as two half-batches on two threads (engine.parallel),
-        0 when it does not split; with ``batch``, 0 also when batches of that size hold too little work."""
+        """How many leading layers a step (training or inference) runs as two half-batches on two threads
+        (engine.parallel), 0 when it does not split; with ``batch``, 0 also when batches of that size hold too
+        little work. Models whose layers make or take masks do not split."""
+        if self._masking:
+            return 0
         plan = self._split_front
         if plan is None:
             fused = self._relu_moves
@@ -247,8 +251,8 @@ class Sequential(Model):
 
     def call(self, x, training=False, mask=None):
         if mask is None and not self._masking:
-            if len(x) >= parallel.MIN_BATCH and parallel.active():  # predict/evaluate on a convnet (engine.parallel)
-                front = self._splits_batches()
+            if parallel.active() and np.ndim(x) and len(x) >= parallel.MIN_BATCH:  # predict/evaluate (engine.parallel)
+                front = self._splits_batches(len(x))
                 if front:
                     return self._call_split(x, front, training)
             for layer in self._layers:
@@ -365,21 +369,22 @@ def _split_front(layers, fused):
     if not any(layer.trainable_weights for layer in layers[:front]):
         return 0, 0
     work = sum(_work(layer) for layer in layers[:front])
-    if sum(_work(layer) for layer in layers[front:]) * parallel.MAX_REST_SHARE > work:
-        return 0, 0
+    if work == math.inf or sum(_work(layer) for layer in layers[front:]) * parallel.MAX_REST_SHARE > work:
+        return 0, 0  # (unknown sizes: no estimate, no split)
     return front, work
 
 
 def _work(layer):
-    """A rough count of a layer's multiply-adds per example, from its output shape and weights: for Dense and
-    the convolutions (output elements) x (kernel size / output channels); for other layers with weights the
-    output elements times their number (generous on purpose: BatchNormalization, attention or recurrent layers
-    after the front keep a model from splitting); one per output element for layers without weights. Infinite
-    when the output shape is unknown."""
+    """A rough count of a layer's multiply-adds per example, from its output shape and weights: for Dense,
+    Conv1D and Conv2D (output elements) x (kernel size / output channels); for other layers with weights the
+    output elements times their number (generous for most, so that e.g. a BatchNormalization followed by more
+    convolutions after the front keeps a model from splitting; a rough guess for recurrent layers, whose steps
+    it does not see); one per output element for layers without weights. Infinite when the output shape is
+    unknown."""
     shape = getattr(layer, "output_shape", None)
-    if not isinstance(shape, tuple) or len(shape) < 2 or any(not isinstance(d, int) for d in shape[1:]):
+    if not isinstance(shape, tuple) or len(shape) < 2 or any(not isinstance(d, numbers.Integral) for d in shape[1:]):
         return math.inf
-    out = math.prod(shape[1:])
+    out = math.prod(int(d) for d in shape[1:])
     kernel = getattr(layer, "kernel", None)
     if isinstance(kernel, Weight) and len(kernel.shape) >= 2 and _kernel_outputs_last(type(layer)):
         return out * (kernel.size // kernel.shape[-1] + 1)
@@ -393,6 +398,16 @@ def _kernel_outputs_last(cls):
 
 
 def _per_example(layer):
+    """May run on two halves of a batch at once, in training (``forward``) and inference (``call``)?"""
     activation = getattr(layer, "activation", None)
     return (layer._forward_declares("batch_parallel") and layer.activity_regularizer is None
-            and (activation is None or getattr(activation, "per_example", False)))
+            and (activation is None or getattr(activation, "per_example", False)) and _call_kept(type(layer)))
+
+
+def _call_kept(cls):
+    """True unless a subclass overrides ``call`` (inference) apart from ``forward``: the class that declares
+    ``batch_parallel`` (the one defining ``forward``) speaks for ``call`` only if it defines ``call`` too or
+    leaves it to ``Layer``."""
+    def owner(name):
+        return next((c for c in cls.__mro__ if name in vars(c)), None)
+    return owner("call") in (Layer, owner("forward"))
