@@ -100,6 +100,9 @@ class Sequential(Model):
         self.output_shape = shape
         self.built = True
 
+    def _input_dtype(self):  # (Model's reads self.layers, a copy of the list: this is on the 1-row predict path)
+        return self._layers[0].dtype if self._layers else self.dtype
+
     @property
     def inputs(self):
         if not self.built:
