@@ -13,8 +13,8 @@ import glassnet
 from glassnet.activations import Activation as ActivationFn
 from glassnet.engine import backend, flat, parallel
 from glassnet.engine.weight import ShardedWeight, Weight
-from glassnet.layers import (GRU, Activation, BatchNormalization, Conv1D, Conv2D, Dense, Dropout, Flatten,
-                             MaxPooling1D, MaxPooling2D)
+from glassnet.layers import (GRU, Activation, BatchNormalization, Concatenate, Conv1D, Conv2D, Dense, Dropout, Flatten,
+                             GlobalAveragePooling2D, MaxPooling1D, MaxPooling2D)
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_which_models_split():
     assert frozen._splits_batches() == 0  # nothing trainable in the front
     inputs = glassnet.Input((8, 8, 1))
     functional = glassnet.Model(inputs, Flatten()(Conv2D(2, 3)(inputs)))
-    assert functional._splits_batches() == 0
+    assert functional._splits_batches() == 1  # functional models split a chain of calls too (tests below)
 
 
 def test_front_must_hold_nearly_all_the_work():
@@ -561,3 +561,71 @@ def test_status_names_the_reason(monkeypatch):
     assert parallel.status() == "batch split off (no BLAS whose threads threadpoolctl can set)"
     monkeypatch.setattr(parallel, "_enabled", False)
     assert parallel.status() == "batch split off (GLASSNET_BATCH_SPLIT=0)"
+
+
+# --- functional models: the chain of calls from the one input --------------------------------------------
+def functional_convnet(kind="chain"):
+    inputs = glassnet.Input((12, 12, 2))
+    h = MaxPooling2D(2)(Conv2D(6, 3, activation="relu")(inputs))
+    h = Conv2D(8, 3, activation="relu", padding="same")(h)
+    if kind == "chain":
+        out = Dense(5, activation="softmax")(Flatten()(h))
+    elif kind == "fan_out":  # the chain's last output feeds two branches
+        out = Dense(5, activation="softmax")(Concatenate()([Flatten()(h), GlobalAveragePooling2D()(h)]))
+    elif kind == "skip_from_input":  # the input is also read after the chain
+        out = Dense(5, activation="softmax")(Concatenate()([Flatten()(h), GlobalAveragePooling2D()(inputs)]))
+    return glassnet.Model(inputs, out)
+
+
+@pytest.mark.parametrize("kind", ["chain", "fan_out", "skip_from_input"])
+def test_functional_split_equals_unsplit(can_split, float64, halves, kind):
+    assert functional_convnet(kind)._splits_batches() == 3  # conv, pool, conv
+    x, y = data()
+    plain, h_plain = train(functional_convnet, False, x, y, kind=kind)
+    assert halves["n"] == 0
+    split, h_split = train(functional_convnet, True, x, y, kind=kind)
+    assert halves["n"] == 2 * 2 * 2  # two split steps per epoch (forward + backward), two epochs
+    assert max_diff(plain, split) < 1e-12
+    np.testing.assert_allclose(h_split["loss"], h_plain["loss"], rtol=1e-12)
+    with parallel.use_batch_split(False):
+        expected = plain.predict(x, batch_size=64, verbose=0)
+    np.testing.assert_allclose(plain.predict(x, batch_size=64, verbose=0), expected, rtol=1e-12)
+    assert halves["n"] == 8 + 2  # and inference: two full batches of 64 split
+
+
+def test_functional_input_gradient_split_equals_unsplit(can_split, float64):
+    glassnet.set_random_seed(2)
+    model = functional_convnet("skip_from_input")
+    x, _ = data(64)
+    dy = np.random.default_rng(1).normal(size=(64, 5))
+    results = []
+    for split in (False, True):
+        with parallel.use_batch_split(split), parallel.session(model, 64) as splitting:
+            assert splitting is split
+            for w in model.trainable_weights:
+                w.grad[...] = 0
+            y, backward = model.forward(x, training=True)
+            results.append((y, backward(dy), [w.grad.copy() for w in model.trainable_weights]))
+    (y0, dx0, g0), (y1, dx1, g1) = results
+    np.testing.assert_allclose(y1, y0, rtol=1e-13)
+    np.testing.assert_allclose(dx1, dx0, rtol=1e-12, atol=1e-14)  # both paths into the input add up
+    for a, b in zip(g0, g1):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
+def test_functional_models_that_do_not_split():
+    a, b = glassnet.Input((12, 12, 2)), glassnet.Input((3,))
+    two_inputs = glassnet.Model([a, b], Dense(2)(Concatenate()([Flatten()(Conv2D(8, 3)(a)), b])))
+    assert two_inputs._splits_batches() == 0
+    shared = Conv2D(2, 3, padding="same")
+    inputs = glassnet.Input((12, 12, 2))
+    twice = glassnet.Model(inputs, Flatten()(shared(shared(inputs))))  # a layer called twice: its weights are shared
+    assert twice._splits_batches() == 0
+    inputs = glassnet.Input((28, 28, 1))
+    h = Conv2D(32, 3)(inputs)
+    bn = glassnet.Model(inputs, Dense(10)(Flatten()(Conv2D(64, 3)(BatchNormalization()(h)))))
+    assert bn._splits_batches() == 0  # the work is after the chain
+    inner = convnet()
+    inputs = glassnet.Input((12, 12, 2))
+    nested = glassnet.Model(inputs, Dense(2)(inner(inputs)))  # a model as a layer is not a batch_parallel layer
+    assert nested._splits_batches() == 0

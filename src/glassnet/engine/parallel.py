@@ -8,7 +8,8 @@ own thread, with BLAS on one thread per half, keeps both cores busy end to end: 
 backward pass went from 27.3 to 18.5 ms per step (benchmarks/suite.py measures the whole epoch).
 NumPy's ufuncs and copies, OpenBLAS and the compiled kernels all release the GIL while they work.
 
-How a step splits (``Sequential.forward`` with ``training=True``; ``Sequential.call`` likewise for inference):
+How a step splits (``Sequential.forward`` with ``training=True``; ``Sequential.call`` likewise for inference;
+a functional model splits the chain of calls from its one input the same way, models/splitting.py):
 - the *front* is the longest run of leading layers whose forward declares ``batch_parallel`` (each
   example computed from itself alone, no state kept on the layer, weight gradients reached only through
   ``Weight.grad`` / ``Weight.add_matmul``), whose activation, if any, is ``per_example`` (every built-in

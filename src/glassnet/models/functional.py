@@ -4,12 +4,16 @@ forward runs the recorded nodes in topological order, keeping each layer's ``bac
 runs them in reverse, summing the gradients of tensors that feed several layers (shared layers and
 fan-out just work, since every layer adds into its weights' ``grad``).
 """
+import collections
+
 import numpy as np
 
-from ..engine import graph
+from ..engine import graph, parallel
 from ..engine.graph import KerasTensor
+from ..engine.layer import Layer
 from ..engine.registry import deserialize, register, serialize
 from ..layers.core import InputLayer
+from . import splitting
 from .model import Model
 
 
@@ -57,6 +61,7 @@ class Functional(Model):
                 self._layers.append(node.layer)
         self.input_shape = self._inputs[0].shape if len(self._inputs) == 1 else [t.shape for t in self._inputs]
         self.output_shape = self._outputs[0].shape if len(self._outputs) == 1 else [t.shape for t in self._outputs]
+        self._split_plan = None
         self.built = True
 
     # --- structure ------------------------------------------------------------------------------
@@ -111,11 +116,18 @@ class Functional(Model):
         return mask, node.layer.compute_mask(values[id(t)], mask)
 
     def forward(self, x, training=False):
-        values = {id(t): v for t, v in zip(self._inputs, self._arrays(x))}
+        xs = self._arrays(x)
+        values = {id(t): v for t, v in zip(self._inputs, xs)}
         masks = {}
         steps = []
+        front = self._front_for(xs, training=True) if training else None
+        if front:  # the chain of calls from the input, on two half-batches at once (engine.parallel)
+            y, back = self._forward_front(xs[0], front)
+            values[id(front[-1].outputs[0])] = y
+            steps.append((_Chain(self._inputs[0], front[-1].outputs[0]), back))
+            front = {id(node) for node in front}
         for node in self._nodes:
-            if isinstance(node.layer, InputLayer):
+            if isinstance(node.layer, InputLayer) or front and id(node) in front:
                 continue
             args = [values[id(t)] for t in node.inputs]
             mask, out_mask = self._masks(node, values, masks)
@@ -154,10 +166,15 @@ class Functional(Model):
         return (results if len(results) > 1 else results[0]), backward
 
     def call(self, x, training=False):
-        values = {id(t): v for t, v in zip(self._inputs, self._arrays(x))}
+        xs = self._arrays(x)
+        values = {id(t): v for t, v in zip(self._inputs, xs)}
         masks = {}
+        front = self._front_for(xs)
+        if front:  # the chain of calls from the input, on two half-batches at once (engine.parallel)
+            values[id(front[-1].outputs[0])] = self._call_front(xs[0], front, training)
+            front = {id(node) for node in front}
         for node in self._nodes:
-            if isinstance(node.layer, InputLayer):
+            if isinstance(node.layer, InputLayer) or front and id(node) in front:
                 continue
             args = [values[id(t)] for t in node.inputs]
             mask, out_mask = self._masks(node, values, masks)
@@ -175,6 +192,81 @@ class Functional(Model):
 
     def compute_output_shape(self, input_shape):
         return self.output_shape
+
+    # --- batch splitting (engine.parallel) ------------------------------------------------------
+    def _reset_step_caches(self):
+        self._split_plan = None
+        super()._reset_step_caches()
+
+    def _splits_batches(self, batch=None):
+        """How many layer calls (a chain from the one input) a step runs as two half-batches on two threads,
+        0 when it does not split; with ``batch``, 0 also when batches of that size hold too little work."""
+        plan = self._split_plan
+        if plan is None:
+            plan = self._split_plan = self._find_front()
+        chain, work = plan
+        if not chain or batch is not None and batch * work < parallel.MIN_WORK:
+            return 0
+        return len(chain)
+
+    def _find_front(self):
+        """``(nodes, work)``: the chain of calls from the model's one input that may split — each call takes the
+        previous one's only output, which nothing else reads (the chain may end on a tensor that several layers
+        read), with a ``per_example`` layer used nowhere else in the model and making no mask — and its work
+        (splitting.plan, against every other call). ``((), 0)`` when the model does not split."""
+        if len(self._inputs) != 1:
+            return (), 0
+        readers = collections.Counter(id(t) for node in self._nodes for t in node.inputs)
+        readers.update(id(t) for t in self._outputs)
+        uses = collections.Counter(id(node.layer) for node in self._nodes)
+        chain, t = [], self._inputs[0]
+        for node in self._nodes:
+            layer = node.layer
+            if isinstance(layer, InputLayer):
+                continue
+            if (node.list_input or len(node.inputs) != 1 or node.inputs[0] is not t or len(node.outputs) != 1
+                    or uses[id(layer)] > 1 or type(layer).compute_mask is not Layer.compute_mask
+                    or not splitting.per_example(layer)):
+                break
+            chain.append(node)
+            t = node.outputs[0]
+            if readers[id(t)] != 1:
+                break
+        ids = {id(node) for node in chain}
+        rest = [(n.layer, n.outputs[0].shape if len(n.outputs) == 1 else None) for n in self._nodes
+                if id(n) not in ids and not isinstance(n.layer, InputLayer)]
+        work = splitting.plan([(n.layer, n.outputs[0].shape) for n in chain], rest) if chain else 0
+        return (tuple(chain), work) if work else ((), 0)
+
+    def _front_for(self, xs, training=False):
+        """The chain of calls to split for inputs ``xs`` now, or None."""
+        if not parallel.active() or len(xs) != 1 or not np.ndim(xs[0]) or len(xs[0]) < parallel.MIN_BATCH:
+            return None
+        return self._split_plan[0] if self._splits_batches(len(xs[0])) else None
+
+    def _forward_front(self, x, chain):
+        def run_front(part):
+            backs = []
+            for node in chain:
+                part, back = node.layer.forward(part, True)
+                backs.append(back)
+            return part, backs
+
+        def run_back(backs, dy, input_grad):
+            for back in reversed(backs):
+                dy = back(dy)
+            return dy
+
+        y, backward = splitting.forward_halves(run_front, run_back, x, [w for n in chain for w in n.layer.weights])
+        return y, lambda dy: backward(dy)  # (the model's backward returns dx of its inputs: input_grad stays on)
+
+    def _call_front(self, x, chain, training):
+        def run_front(part):
+            for node in chain:
+                part = node.layer.call(part, training)
+            return part
+
+        return splitting.call_halves(run_front, x)
 
     # --- configuration --------------------------------------------------------------------------
     def _tensor_ref(self, t):
@@ -242,3 +334,12 @@ class Functional(Model):
         return cls(inputs if len(inputs) > 1 or isinstance(inputs, dict) else inputs[0],
                    outputs if len(outputs) > 1 or isinstance(outputs, dict) else outputs[0],
                    name=config.get("name"), trainable=config.get("trainable", True))
+
+
+class _Chain:
+    """Stands for a split chain of calls in ``forward``'s list of steps: one input tensor, one output."""
+
+    list_input = False
+
+    def __init__(self, inp, out):
+        self.inputs, self.outputs = [inp], [out]

@@ -1,15 +1,12 @@
 """Sequential: a stack of layers, each feeding the next; backward runs their closures in reverse."""
-import math
-import numbers
-
 import numpy as np
 
 from ..engine import parallel
 from ..engine.layer import Layer
-from ..engine.weight import Weight, shard, unshard
 from ..engine.registry import deserialize, register, serialize
 from ..engine.graph import KerasTensor
 from ..layers.core import InputLayer
+from . import splitting
 from .model import Model
 
 
@@ -170,43 +167,36 @@ class Sequential(Model):
     def _forward_split(self, x, front, fused):
         """A training step with the batch split in two for the layers ``[0, front)`` (see engine.parallel):
         each half goes through them on its own thread, the joined result through the rest."""
-        layers, half = self._layers, len(x) // 2
+        layers = self._layers
+        first = self._first_trainable_index()  # < front (the plan asks for a trainable layer in it)
 
         def run_front(part):
             return _forward_run(layers, 0, part, True, fused, stop=front)
 
-        (ya, backs_a), (yb, backs_b) = parallel.run_halves(run_front, (x[:half],), (x[half:],))
-        y, rest = _forward_run(layers, front, np.concatenate([ya, yb]), True, fused)
-        first = self._first_trainable_index()  # < front (_split_front asks for a trainable layer in it)
-        weights = [w for layer in layers[:front] for w in layer.weights]
-
         def run_back(backs, dy, input_grad):
             return _backward_run(layers, backs, dy, input_grad, first)
+
+        y, backward_front = splitting.forward_halves(run_front, run_back, x,
+                                                     [w for layer in layers[:front] for w in layer.weights])
+        y, rest = _forward_run(layers, front, y, True, fused)
 
         def backward(dy, input_grad=True):
             for back in reversed(rest):
                 dy = back(dy)
-            shard(weights, parallel.worker_id())  # the worker's weight gradients go to twins ...
-            try:
-                da, db = parallel.run_halves(run_back, (backs_a, dy[:half], input_grad),
-                                             (backs_b, dy[half:], input_grad))
-            finally:
-                unshard(weights)  # ... added in here
-            return np.concatenate([da, db]) if input_grad else None
+            return backward_front(dy, input_grad)
 
         return y, backward
 
     def _call_split(self, x, front, training):
         """Inference with the batch split in two for the layers ``[0, front)``, as in ``_forward_split``."""
-        layers, half = self._layers, len(x) // 2
+        layers = self._layers
 
         def run_front(part):
             for layer in layers[:front]:
                 part = layer.call(part, training)
             return part
 
-        ya, yb = parallel.run_halves(run_front, (x[:half],), (x[half:],))
-        y = np.concatenate([ya, yb])
+        y = splitting.call_halves(run_front, x)
         for layer in layers[front:]:
             y = layer.call(y, training)
         return y
@@ -357,60 +347,14 @@ def _backward_run(layers, backwards, dy, input_grad, first):
 
 
 def _split_front(layers, fused):
-    """``(front, work)``: a training step may run the first ``front`` layers as two half-batches (engine.parallel),
-    whose work per example is about ``work`` multiply-adds. The front is the leading layers whose forward declares
-    ``batch_parallel``, whose activation (if any) is ``per_example`` and that keep no activity penalty; it must
-    include a layer with trainable weights (a convolution), end on a whole relu-after-pool pair, and hold nearly all
-    the model's work: BLAS runs on one thread per half for the whole epoch, so heavy layers after the front (a
-    second convolution after a BatchNormalization, say) would run on one core (measured: such a model trained 10-15%
-    slower split). ``(0, 0)`` when the model does not split."""
+    """``(front, work)``: a step may run the first ``front`` layers as two half-batches (engine.parallel), whose
+    work per example is about ``work`` multiply-adds (splitting.plan). The front is the leading ``per_example``
+    layers, ending on a whole relu-after-pool pair. ``(0, 0)`` when the model does not split."""
     front = 0
-    while front < len(layers) and _per_example(layers[front]):
+    while front < len(layers) and splitting.per_example(layers[front]):
         front += 1
     if front - 1 in fused:  # never split a Conv(relu) + MaxPooling pair run relu-last
         front -= 1
-    if not any(layer.trainable_weights for layer in layers[:front]):
-        return 0, 0
-    work = sum(_work(layer) for layer in layers[:front])
-    if work == math.inf or sum(_work(layer) for layer in layers[front:]) * parallel.MAX_REST_SHARE > work:
-        return 0, 0  # (unknown sizes: no estimate, no split)
-    return front, work
-
-
-def _work(layer):
-    """A rough count of a layer's multiply-adds per example, from its output shape and weights: for Dense,
-    Conv1D and Conv2D (output elements) x (kernel size / output channels); for other layers with weights the
-    output elements times their number (generous for most, so that e.g. a BatchNormalization followed by more
-    convolutions after the front keeps a model from splitting; a rough guess for recurrent layers, whose steps
-    it does not see); one per output element for layers without weights. Infinite when the output shape is
-    unknown."""
-    shape = getattr(layer, "output_shape", None)
-    if not isinstance(shape, tuple) or len(shape) < 2 or any(not isinstance(d, numbers.Integral) for d in shape[1:]):
-        return math.inf
-    out = math.prod(int(d) for d in shape[1:])
-    kernel = getattr(layer, "kernel", None)
-    if isinstance(kernel, Weight) and len(kernel.shape) >= 2 and _kernel_outputs_last(type(layer)):
-        return out * (kernel.size // kernel.shape[-1] + 1)
-    return out * (1 + sum(w.size for w in layer.weights))
-
-
-def _kernel_outputs_last(cls):
-    """Dense, Conv1D, Conv2D and their subclasses: kernels laid out (..., inputs, outputs)."""
-    return any(c.__name__ in ("Dense", "Conv1D", "Conv2D") and c.__module__.startswith("glassnet.layers.")
-               for c in cls.__mro__)
-
-
-def _per_example(layer):
-    """May run on two halves of a batch at once, in training (``forward``) and inference (``call``)?"""
-    activation = getattr(layer, "activation", None)
-    return (layer._forward_declares("batch_parallel") and layer.activity_regularizer is None
-            and (activation is None or getattr(activation, "per_example", False)) and _call_kept(type(layer)))
-
-
-def _call_kept(cls):
-    """True unless a subclass overrides ``call`` (inference) apart from ``forward``: the class that declares
-    ``batch_parallel`` (the one defining ``forward``) speaks for ``call`` only if it defines ``call`` too or
-    leaves it to ``Layer``."""
-    def owner(name):
-        return next((c for c in cls.__mro__ if name in vars(c)), None)
-    return owner("call") in (Layer, owner("forward"))
+    shapes = [getattr(layer, "output_shape", None) for layer in layers]
+    work = splitting.plan(list(zip(layers[:front], shapes[:front])), list(zip(layers[front:], shapes[front:])))
+    return (front, work) if work else (0, 0)
