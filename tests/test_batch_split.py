@@ -295,6 +295,10 @@ def test_sharded_weight_routes_the_worker_thread():
     shard([w], worker)
     unshard([w])  # a twin the worker never touched adds nothing
     np.testing.assert_array_equal(w.grad, 4.0)
+    shard([w, w], worker)  # a weight listed twice (two layers sharing it) ...
+    parallel._pool().submit(in_worker).result()
+    unshard([w, w])  # ... gets the worker's part once
+    np.testing.assert_array_equal(w.grad, 7.0)
 
 
 def test_custom_activation_splits_only_when_it_says_per_example(can_split, float64):

@@ -14,7 +14,7 @@ a functional model splits the chain of calls from its one input the same way, mo
   example computed from itself alone, no state kept on the layer, weight gradients reached only through
   ``Weight.grad`` / ``Weight.add_matmul``), whose activation, if any, is ``per_example`` (every built-in
   one) and which have no activity regularizer; it must hold a trainable convolution and nearly all the
-  model's work (the rest at most 1/``MAX_REST_SHARE`` of it, see ``Sequential._splits_batches``);
+  model's work (the rest at most 1/``MAX_REST_SHARE`` of it, see models/splitting.py);
 - forward: half a batch through the front here, the other half on the worker thread; the halves'
   outputs are joined and the rest of the network runs on the whole batch (so Dropout, BatchNormalization,
   losses and metrics see the batch exactly as without splitting);
@@ -42,7 +42,7 @@ import os
 import threading
 
 MIN_BATCH = 32  # below this a step is too short to pay for the hand-offs (~40 µs per step)
-MIN_WORK = 1 << 24  # multiply-adds of a batch through the front (Sequential._splits_batches): less does not pay
+MIN_WORK = 1 << 24  # multiply-adds of a batch through the front (models/splitting.py): less does not pay
 MAX_REST_SHARE = 8  # the layers after the front may hold at most 1/8 of the front's work
 
 _enabled = os.environ.get("GLASSNET_BATCH_SPLIT", "1") != "0"

@@ -148,3 +148,4 @@ def unshard(weights):
         twin = w._twin
         if not twin._stale:
             w.grad += twin._grad
+            twin._stale = True  # added once, even if ``weights`` lists a (tied) weight twice

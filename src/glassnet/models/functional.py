@@ -120,7 +120,7 @@ class Functional(Model):
         values = {id(t): v for t, v in zip(self._inputs, xs)}
         masks = {}
         steps = []
-        front = self._front_for(xs, training=True) if training else None
+        front = self._front_for(xs) if training else None
         if front:  # the chain of calls from the input, on two half-batches at once (engine.parallel)
             y, back = self._forward_front(xs[0], front)
             values[id(front[-1].outputs[0])] = y
@@ -238,7 +238,7 @@ class Functional(Model):
         work = splitting.plan([(n.layer, n.outputs[0].shape) for n in chain], rest) if chain else 0
         return (tuple(chain), work) if work else ((), 0)
 
-    def _front_for(self, xs, training=False):
+    def _front_for(self, xs):
         """The chain of calls to split for inputs ``xs`` now, or None."""
         if not parallel.active() or len(xs) != 1 or not np.ndim(xs[0]) or len(xs[0]) < parallel.MIN_BATCH:
             return None

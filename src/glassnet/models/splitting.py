@@ -72,6 +72,7 @@ def forward_halves(run_front, run_back, x, weights):
     ``run_back(state, dy_part, input_grad) -> dx_part`` on both halves at once, the worker's gradients of
     ``weights`` going to their twins and added in afterwards; returns the joined dx (None without input_grad)."""
     half = len(x) // 2
+    weights = list({id(w): w for w in weights}.values())  # each once (layers may share a weight)
     (ya, state_a), (yb, state_b) = parallel.run_halves(run_front, (x[:half],), (x[half:],))
 
     def backward(dy, input_grad=True):
