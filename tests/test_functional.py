@@ -265,3 +265,81 @@ def test_sequential_refuses_layers_with_several_outputs():
     from glassnet.layers import LSTM
     with pytest.raises(ValueError, match="functional API"):
         Sequential([Input((5, 3)), LSTM(4, return_state=True)])
+
+
+# --- training computes no gradient into the model's inputs -------------------------------------------------
+def _spy_input_grads(layer, seen):
+    """Record, for each backward call of ``layer``, whether it was asked for its dx."""
+    original = layer.forward
+
+    def forward(x, training=False, **kwargs):
+        y, backward = original(x, training, **kwargs)
+
+        def spying(dy, input_grad=True):
+            seen.append(input_grad)
+            return backward(dy, input_grad=input_grad) if layer._skips_input_grad() else backward(dy)
+
+        return y, spying
+
+    layer.forward = forward
+
+
+def _fit_twice(build, x, y):
+    """The same fit with the input-gradient skipping (training's default) and with every dx computed."""
+    results = []
+    for skip in (True, False):
+        glassnet.set_random_seed(4)
+        model = build()
+        model.compile(optimizer="adam", loss="mse")
+        if not skip:
+            model._skips_input_grad = lambda: False  # Model._train_batch then calls backward(dy): all of it
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        results.append([w.numpy() for w in model.weights])
+    return results
+
+
+@pytest.mark.parametrize("kind", ["mlp", "rescaled", "two_inputs", "frozen_first", "nested_first"])
+def test_functional_training_skips_input_gradients(kind):
+    from glassnet.layers import Rescaling
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 6)).astype("float32")
+    x2 = rng.normal(size=(48, 3)).astype("float32")
+    y = rng.normal(size=(48, 2)).astype("float32")
+    seen = {}
+
+    def build():
+        a = Input((6,))
+        first = Dense(5, activation="relu", name="first")
+        seen["first"], seen["second"] = [], []
+        if kind == "nested_first":
+            inner = Sequential([Input((6,)), first])
+            h = inner(a)
+        elif kind == "rescaled":
+            h = first(Rescaling(0.5)(a))
+        else:
+            h = first(a)
+        if kind == "frozen_first":
+            first.trainable = False
+        second = Dense(4, activation="tanh", name="second")
+        _spy_input_grads(first, seen["first"])
+        _spy_input_grads(second, seen["second"])
+        if kind == "two_inputs":
+            b = Input((3,))
+            return Model([a, b], Dense(2)(Concatenate()([second(h), b])))
+        return Model(a, Dense(2)(second(h)))
+
+    inputs = [x, x2] if kind == "two_inputs" else x
+    skipped, full = _fit_twice(build, inputs, y)
+    for u, v in zip(skipped, full):
+        np.testing.assert_array_equal(u, v)  # skipping dx into the inputs changes no weight gradient
+    glassnet.set_random_seed(4)
+    model = build()
+    model.compile(optimizer="sgd", loss="mse")
+    model.train_on_batch(inputs if kind != "two_inputs" else [x, x2], y)
+    if kind == "frozen_first":
+        assert seen["first"] == [] and seen["second"] == [False]  # nothing trains before "second"
+    else:
+        assert seen["first"] == [False] and seen["second"] == [True]
+    out, backward = model.forward(inputs, training=True)  # explanations still get the input gradient
+    dx = backward(np.ones_like(out))
+    assert (dx[0] if kind == "two_inputs" else dx).shape == x.shape

@@ -31,6 +31,8 @@ class Functional(Model):
         model = Model(inputs, Dense(1, activation="sigmoid")(h))
     """
 
+    input_grad_optional = True  # its backward takes input_grad=False (training skips dx into the inputs)
+
     def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
         super().__init__(name=name, trainable=trainable, **kwargs)
         self._input_names = list(inputs) if isinstance(inputs, dict) else None
@@ -62,6 +64,7 @@ class Functional(Model):
         self.input_shape = self._inputs[0].shape if len(self._inputs) == 1 else [t.shape for t in self._inputs]
         self.output_shape = self._outputs[0].shape if len(self._outputs) == 1 else [t.shape for t in self._outputs]
         self._split_plan = None
+        self._grad_plan = None
         self.built = True
 
     # --- structure ------------------------------------------------------------------------------
@@ -143,8 +146,12 @@ class Functional(Model):
             steps.append((node, backward))
         results = [values[id(t)] for t in self._outputs]
 
-        def backward(dys):
+        def backward(dys, input_grad=True):
+            """Gradients from the outputs back through every call; returns dx of the inputs. With
+            ``input_grad=False`` (training) calls whose inputs lead back only to the model's inputs through
+            layers without trainable weights compute no dx (``_grad_modes``), and None is returned."""
             dys = dys if len(self._outputs) > 1 else [dys]
+            modes = None if input_grad else self._grad_modes()
             grads = {}
             for t, g in zip(self._outputs, dys):
                 if g is not None:
@@ -155,15 +162,45 @@ class Functional(Model):
                     continue  # nothing downstream of this call reaches a loss
                 if len(gs) > 1:
                     gs = [np.zeros_like(values[id(t)]) if g is None else g for t, g in zip(node.outputs, gs)]
+                mode = "full" if modes is None else modes.get(id(node), "weights")  # (a split chain: "weights")
+                if mode == "skip":
+                    continue  # no trainable weights here or upstream: nothing to compute
+                if mode == "weights":  # weight gradients only: the dx would flow only into the model's inputs
+                    if not node.list_input and (type(node) is _Chain or node.layer._skips_input_grad()):
+                        back(gs if len(gs) > 1 else gs[0], input_grad=False)
+                    else:
+                        back(gs if len(gs) > 1 else gs[0])  # its dx is computed and dropped
+                    continue
                 dx = back(gs if len(gs) > 1 else gs[0])
                 dxs = dx if node.list_input else [dx]
                 for t, g in zip(node.inputs, dxs):
                     if g is not None:
                         grads[id(t)] = grads[id(t)] + g if id(t) in grads else g
+            if not input_grad:
+                return None
             dx = [grads.get(id(t)) for t in self._inputs]
             return dx if len(dx) > 1 else dx[0]
 
         return (results if len(results) > 1 else results[0]), backward
+
+    def _grad_modes(self):
+        """Per call (node id), what a training backward pass needs from it: "full" (dx too: something upstream
+        of it trains), "weights" (it trains, but its inputs lead back only to the model's inputs through layers
+        without trainable weights: no dx) or "skip" (nothing to compute). Cached per fit, as layers may be
+        frozen between fits (``_reset_step_caches``)."""
+        modes = self._grad_plan
+        if modes is None:
+            needed, modes = set(), {}  # ids of tensors whose gradient some trainable weight upstream needs
+            for node in self._nodes:
+                if isinstance(node.layer, InputLayer):
+                    continue
+                upstream = any(id(t) in needed for t in node.inputs)
+                trains = bool(node.layer.trainable_weights)
+                if upstream or trains:
+                    needed.update(id(t) for t in node.outputs)
+                modes[id(node)] = "full" if upstream else "weights" if trains else "skip"
+            self._grad_plan = modes
+        return modes
 
     def call(self, x, training=False):
         xs = self._arrays(x)
@@ -196,6 +233,7 @@ class Functional(Model):
     # --- batch splitting (engine.parallel) ------------------------------------------------------
     def _reset_step_caches(self):
         self._split_plan = None
+        self._grad_plan = None
         super()._reset_step_caches()
 
     def _splits_batches(self, batch=None):
@@ -252,13 +290,13 @@ class Functional(Model):
                 backs.append(back)
             return part, backs
 
-        def run_back(backs, dy, input_grad):
-            for back in reversed(backs):
-                dy = back(dy)
-            return dy
+        layers = [node.layer for node in chain]
+        first = next(i for i, layer in enumerate(layers) if layer.trainable_weights)  # (the plan asks for one)
 
-        y, backward = splitting.forward_halves(run_front, run_back, x, [w for n in chain for w in n.layer.weights])
-        return y, lambda dy: backward(dy)  # (the model's backward returns dx of its inputs: input_grad stays on)
+        def run_back(backs, dy, input_grad):
+            return splitting.backward_run(layers, backs, dy, input_grad, first)
+
+        return splitting.forward_halves(run_front, run_back, x, [w for layer in layers for w in layer.weights])
 
     def _call_front(self, x, chain, training):
         def run_front(part):

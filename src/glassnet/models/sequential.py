@@ -174,7 +174,7 @@ class Sequential(Model):
             return _forward_run(layers, 0, part, True, fused, stop=front)
 
         def run_back(backs, dy, input_grad):
-            return _backward_run(layers, backs, dy, input_grad, first)
+            return splitting.backward_run(layers, backs, dy, input_grad, first)
 
         y, backward_front = splitting.forward_halves(run_front, run_back, x,
                                                      [w for layer in layers[:front] for w in layer.weights])
@@ -220,7 +220,7 @@ class Sequential(Model):
                     dy = back(dy)
                 return dy
             first = self._first_trainable
-            return _backward_run(self._layers, backwards, dy, False,
+            return splitting.backward_run(self._layers, backwards, dy, False,
                                  self._first_trainable_index() if first is None else first)
 
         return backward
@@ -327,23 +327,6 @@ def _forward_run(layers, start, x, training, fused, stop=None):
         backwards.append(backward)
         i += 1
     return x, backwards
-
-
-def _backward_run(layers, backwards, dy, input_grad, first):
-    """dy back through ``backwards`` (one per layer, from layer 0). With ``input_grad=False`` the layers
-    before ``first`` (the first with trainable weights) are skipped and that one computes no dx if it can;
-    returns dx, or None then."""
-    if input_grad:
-        for back in reversed(backwards):
-            dy = back(dy)
-        return dy
-    for back in backwards[:first:-1]:  # the layers after the first trainable one, last to first
-        dy = back(dy)
-    if first < len(backwards) and layers[first]._skips_input_grad():
-        backwards[first](dy, input_grad=False)
-    elif first < len(backwards):
-        backwards[first](dy)  # its dx is computed and dropped
-    return None
 
 
 def _split_front(layers, fused):

@@ -66,6 +66,23 @@ def _kernel_outputs_last(cls):
                for c in cls.__mro__)
 
 
+def backward_run(layers, backwards, dy, input_grad, first):
+    """dy back through ``backwards`` (one per layer of the chain ``layers``, from its first). With
+    ``input_grad=False`` the layers before ``first`` (the first with trainable weights) are skipped and that one
+    computes no dx if it can; returns dx, or None then."""
+    if input_grad:
+        for back in reversed(backwards):
+            dy = back(dy)
+        return dy
+    for back in backwards[:first:-1]:  # the layers after the first trainable one, last to first
+        dy = back(dy)
+    if first < len(backwards) and layers[first]._skips_input_grad():
+        backwards[first](dy, input_grad=False)
+    elif first < len(backwards):
+        backwards[first](dy)  # its dx is computed and dropped
+    return None
+
+
 def forward_halves(run_front, run_back, x, weights):
     """Training: ``run_front(part) -> (y_part, state)`` on each half of ``x`` (this thread and the worker) and
     ``(joined y, backward)``; ``backward(dy, input_grad=True)`` splits ``dy`` and runs
