@@ -633,3 +633,24 @@ def test_functional_models_that_do_not_split():
     inputs = glassnet.Input((12, 12, 2))
     nested = glassnet.Model(inputs, Dense(2)(inner(inputs)))  # a model as a layer is not a batch_parallel layer
     assert nested._splits_batches() == 0
+
+
+def test_freezing_a_layer_during_fit_keeps_the_plan_of_the_fit(can_split, float64, halves):
+    """A callback freezing a conv mid-fit: the split step keeps using the plan made when fit started (as the
+    unsplit step and the optimizer do), for Sequential and functional models alike (found by review)."""
+    class FreezeFirstConv(glassnet.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            next(layer for layer in self.model.layers if isinstance(layer, Conv2D)).trainable = False
+
+    x, y = data()
+    for build in (convnet, functional_convnet):
+        results = []
+        for split in (False, True):
+            glassnet.set_random_seed(9)
+            model = build()
+            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+            with parallel.use_batch_split(split):
+                model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[FreezeFirstConv()])
+            results.append(model)
+        assert max_diff(*results) < 1e-12
+    assert halves["n"] == 2 * 8

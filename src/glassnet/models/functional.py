@@ -242,18 +242,20 @@ class Functional(Model):
         plan = self._split_plan
         if plan is None:
             plan = self._split_plan = self._find_front()
-        chain, work = plan
+        chain, work, _ = plan
         if not chain or batch is not None and batch * work < parallel.MIN_WORK:
             return 0
         return len(chain)
 
     def _find_front(self):
-        """``(nodes, work)``: the chain of calls from the model's one input that may split — each call takes the
-        previous one's only output, which nothing else reads (the chain may end on a tensor that several layers
-        read), with a ``per_example`` layer used nowhere else in the model and making no mask — and its work
-        (splitting.plan, against every other call). ``((), 0)`` when the model does not split."""
+        """``(nodes, work, first)``: the chain of calls from the model's one input that may split — each call takes
+        the previous one's only output, which nothing else reads (the chain may end on a tensor that several layers
+        read), with a ``per_example`` layer used nowhere else in the model and making no mask — its work
+        (splitting.plan, against every other call) and the index of its first layer with trainable weights
+        (fixed, like the plan, for a whole fit: a callback may freeze layers meanwhile). ``((), 0, 0)`` when the
+        model does not split."""
         if len(self._inputs) != 1:
-            return (), 0
+            return (), 0, 0
         readers = collections.Counter(id(t) for node in self._nodes for t in node.inputs)
         readers.update(id(t) for t in self._outputs)
         uses = collections.Counter(id(node.layer) for node in self._nodes)
@@ -274,7 +276,9 @@ class Functional(Model):
         rest = [(n.layer, n.outputs[0].shape if len(n.outputs) == 1 else None) for n in self._nodes
                 if id(n) not in ids and not isinstance(n.layer, InputLayer)]
         work = splitting.plan([(n.layer, n.outputs[0].shape) for n in chain], rest) if chain else 0
-        return (tuple(chain), work) if work else ((), 0)
+        if not work:
+            return (), 0, 0
+        return tuple(chain), work, next(i for i, node in enumerate(chain) if node.layer.trainable_weights)
 
     def _front_for(self, xs):
         """The chain of calls to split for inputs ``xs`` now, or None."""
@@ -291,7 +295,7 @@ class Functional(Model):
             return part, backs
 
         layers = [node.layer for node in chain]
-        first = next(i for i, layer in enumerate(layers) if layer.trainable_weights)  # (the plan asks for one)
+        first = self._split_plan[2]  # (the plan's, for the whole fit)
 
         def run_back(backs, dy, input_grad):
             return splitting.backward_run(layers, backs, dy, input_grad, first)
