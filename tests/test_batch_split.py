@@ -477,7 +477,7 @@ def test_predict_and_evaluate_split_equal_unsplit(can_split, halves):
     assert halves["n"] == 3 * 2 + 1  # three training steps (forward + backward) and one validation batch
 
 
-def test_one_row_predict_opens_no_session(monkeypatch):
+def test_one_row_predict_opens_no_session(can_split, monkeypatch):
     """The 1-row latency path must not pay for a session (or even a context manager)."""
     opened = []
     real = parallel.session
@@ -654,3 +654,23 @@ def test_freezing_a_layer_during_fit_keeps_the_plan_of_the_fit(can_split, float6
             results.append(model)
         assert max_diff(*results) < 1e-12
     assert halves["n"] == 2 * 8
+
+
+def test_on_batch_methods_split_too(can_split, float64, halves):
+    """train_on_batch / test_on_batch / predict_on_batch open a session around their one batch."""
+    x, y = data(64)
+    models = []
+    for split in (False, True):
+        glassnet.set_random_seed(5)
+        model = convnet()
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        with parallel.use_batch_split(split):
+            model.train_on_batch(x, y)
+            models.append((model, model.test_on_batch(x, y), model.predict_on_batch(x)))
+    assert halves["n"] == 2 + 1 + 1  # train (forward + backward), test, predict
+    (plain, test_plain, pred_plain), (split, test_split, pred_split) = models
+    assert max_diff(plain, split) < 1e-12
+    np.testing.assert_allclose(test_split, test_plain, rtol=1e-12)
+    np.testing.assert_allclose(pred_split, pred_plain, rtol=1e-12)
+    split.predict_on_batch(x[:parallel.MIN_BATCH - 1])  # small batches: no session, no split
+    assert halves["n"] == 4

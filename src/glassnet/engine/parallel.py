@@ -26,8 +26,8 @@ The result equals the unsplit step up to float rounding (dW is summed as two hal
 additions differs), and is the same from run to run. It is used only when it pays: a batch of at least
 ``MIN_BATCH`` examples holding at least ``MIN_WORK`` multiply-adds in the front, and exactly two threads to
 use (it was measured on two cores; with more, BLAS keeps its own threads on all of them). BLAS is set to
-one thread for a whole epoch or predict/evaluate call (``session``, opened by ``fit``, ``predict`` and
-``evaluate``). Thread limits set by the user are respected: with ``OMP_NUM_THREADS=1``,
+one thread for a whole epoch or call (``session``, opened by ``fit`` per epoch, ``predict``, ``evaluate`` and
+the ``*_on_batch`` methods). Thread limits set by the user are respected: with ``OMP_NUM_THREADS=1``,
 ``OPENBLAS_NUM_THREADS=1`` or inside ``threadpoolctl``'s ``threadpool_limits(1)`` (anything that leaves BLAS
 one thread), steps do not split. Knowing and setting BLAS's thread count needs threadpoolctl
 (``pip install glassnet[fast]``); without it steps do not split.
@@ -49,7 +49,7 @@ _enabled = os.environ.get("GLASSNET_BATCH_SPLIT", "1") != "0"
 _blas = None     # threadpoolctl's controllers of the loaded BLAS libraries; False when unavailable
 _worker = None   # the ThreadPoolExecutor that runs the second half
 _worker_id = None  # its thread's ident: ShardedWeight routes that thread's gradients to the twins
-_session = None    # the ident of the thread whose fit holds a session (see ``session``)
+_session = None    # the ident of the thread that holds the session (see ``session``)
 _lock = threading.Lock()
 
 

@@ -7,6 +7,7 @@ A training step, in textbook order:
     optimizer.apply()                                        # θ ← θ − α·∇J(θ) (or Adam, ...)
 Logged values are Keras's: running means over the epoch's pre-update batches, weighted by batch size.
 """
+import contextlib
 import math
 import sys
 
@@ -324,6 +325,13 @@ class Model(Layer):
             if isinstance(layer, Model):
                 layer._reset_step_caches()
 
+    def _split_session(self, rows):
+        """``parallel.session`` for batches of ``rows`` examples when this model could split them (the cheap
+        checks first: most models never split), else a no-op context."""
+        if rows >= parallel.MIN_BATCH and self._splits_batches(rows):
+            return parallel.session(self, rows)
+        return contextlib.nullcontext()
+
     def _splits_batches(self, batch=None):
         """How many leading layers ``fit``, ``predict`` and ``evaluate`` may run as two half-batches on batches of
         ``batch`` examples (engine.parallel), 0 for none; Sequential models with a convolutional front split."""
@@ -579,7 +587,7 @@ class Model(Layer):
                 exs, eys = self._take(xs, order), self._take(ys, order)
                 ews = None if sample_weight is None else sample_weight[order]
                 order = None
-            with backend.using_rng(rng), parallel.session(self, min(batch_size, n)):  # two threads if it pays
+            with backend.using_rng(rng), self._split_session(min(batch_size, n)):  # two threads if it pays
                 self._run_epoch(exs, eys, ews, order, steps, batch_size, cb)
             logs = self._logs()
             if val is not None and (epoch + 1) % validation_freq == 0:
@@ -621,7 +629,7 @@ class Model(Layer):
             n_steps = min(n_steps, self._positive_int(steps, "steps", "evaluate"))
         if cb is not None and cb.on_test_begin:
             cb.on_test_begin()
-        with parallel.session(self, min(batch_size, len(xs[0]))):  # a convnet's front on two threads
+        with self._split_session(min(batch_size, len(xs[0]))):  # a convnet's front on two threads
             for step in range(n_steps):
                 if cb is not None and cb.on_test_batch_begin:
                     cb.on_test_batch_begin(step, {})
@@ -679,7 +687,7 @@ class Model(Layer):
         if not verbose and callbacks is None and steps is None and len(xs[0]) <= batch_size:
             if len(xs[0]) < parallel.MIN_BATCH:  # (1-row latency: not even a context manager)
                 return self.call(self._feed(xs), training=False)  # one batch, nothing to report: the loop, once
-            with parallel.session(self, len(xs[0])):  # a convnet's front on two threads (engine.parallel)
+            with self._split_session(len(xs[0])):  # a convnet's front on two threads (engine.parallel)
                 return self.call(self._feed(xs), training=False)
         n_steps = math.ceil(len(xs[0]) / batch_size)
         if steps is not None:
@@ -692,7 +700,7 @@ class Model(Layer):
         if cb is not None and cb.on_predict_begin:
             cb.on_predict_begin()
         outs = []
-        with parallel.session(self, min(batch_size, len(xs[0]))):  # a convnet's front on two threads
+        with self._split_session(min(batch_size, len(xs[0]))):  # a convnet's front on two threads
             for step in range(n_steps):
                 if cb is not None and cb.on_predict_batch_begin:
                     cb.on_predict_batch_begin(step, {})
@@ -721,7 +729,8 @@ class Model(Layer):
         self._prepare_training(xs)
         if reset_metrics or self._loss_count is None:
             self.reset_metrics()
-        loss, preds, parts = self._train_batch(xs, ys, sample_weight)
+        with self._split_session(len(xs[0])):  # a convnet's front on two threads (engine.parallel)
+            loss, preds, parts = self._train_batch(xs, ys, sample_weight)
         self._track(loss, ys, preds, sample_weight, len(xs[0]), parts)
         return self._batch_result(return_dict)
 
@@ -730,7 +739,8 @@ class Model(Layer):
         xs, ys, sample_weight = self._check_data(x, y, sample_weight, "test_on_batch")
         if reset_metrics or self._loss_count is None:
             self.reset_metrics()
-        loss, preds, parts = self._test_batch(xs, ys, sample_weight)
+        with self._split_session(len(xs[0])):
+            loss, preds, parts = self._test_batch(xs, ys, sample_weight)
         self._track(loss, ys, preds, sample_weight, len(xs[0]), parts)
         return self._batch_result(return_dict)
 
@@ -741,7 +751,10 @@ class Model(Layer):
     def predict_on_batch(self, x):
         xs = self._check_inputs(x, "predict_on_batch")
         self._ensure_built(xs[0].shape)
-        return self.call(self._feed(xs), training=False)
+        if len(xs[0]) < parallel.MIN_BATCH:  # (1-row latency: not even a context manager)
+            return self.call(self._feed(xs), training=False)
+        with self._split_session(len(xs[0])):  # a convnet's front on two threads (engine.parallel)
+            return self.call(self._feed(xs), training=False)
 
     # --- Keras 2 methods that Keras 3 removed ---------------------------------------------------
     def predict_classes(self, x, batch_size=32, verbose=0):
