@@ -721,3 +721,43 @@ def test_sequential_model_gradient_with_dropout_reshape_softmax():
     check_model(model, losses.SparseCategoricalCrossentropy(), x, labels, reseed=5, what="Sequential scce")
     check_model(model, losses.CategoricalCrossentropy(label_smoothing=0.1), x, one_hot(labels), reseed=5,
                 what="Sequential cce")
+
+
+@pytest.mark.parametrize("case", ["int_labels", "column_labels", "float_labels", "from_logits", "axis_1"])
+def test_sparse_crossentropy_one_conversion_equals_the_general_path(case):
+    """SparseCategoricalCrossentropy.value_and_grad turns labels into one-hot targets once (dense_form); the
+    general path (Loss.value_and_grad) converts them for the value and again for the gradient. Same numbers."""
+    from glassnet import losses
+    rng = np.random.default_rng(3)
+    p = rng.random((16, 5), dtype=np.float32) + 0.05
+    p /= p.sum(-1, keepdims=True)
+    y = rng.integers(0, 5, 16)
+    kwargs = {}
+    if case == "column_labels":
+        y = y.reshape(-1, 1)
+    elif case == "float_labels":
+        y = y.astype("float32")
+    elif case == "from_logits":
+        p = rng.normal(size=(16, 5)).astype("float32")
+        kwargs["from_logits"] = True
+    elif case == "axis_1":  # classes on axis 1 of (batch, classes, steps)
+        p = rng.random((4, 5, 3), dtype=np.float32) + 0.05
+        p /= p.sum(1, keepdims=True)
+        y = rng.integers(0, 5, (4, 3))
+        kwargs["axis"] = 1
+    loss = losses.SparseCategoricalCrossentropy(**kwargs)
+    fast = loss.value_and_grad(y, p)
+    general = losses.Loss.value_and_grad(loss, y, p)
+    assert fast[0] == general[0]
+    np.testing.assert_array_equal(fast[1], general[1])
+    assert fast[1].dtype == general[1].dtype == p.dtype and fast[1].shape == p.shape
+
+
+def test_sparse_crossentropy_still_rejects_bad_labels():
+    from glassnet import losses
+    p = np.full((3, 4), 0.25, np.float32)
+    loss = losses.SparseCategoricalCrossentropy()
+    with pytest.raises(ValueError, match="expects integer class labels"):
+        loss.value_and_grad(np.array([0.5, 1.0, 2.0], np.float32), p)
+    with pytest.raises(ValueError, match=r"labels in \[0, 4\] but the model outputs 4 classes"):
+        loss.value_and_grad(np.array([0, 4, 1]), p)
