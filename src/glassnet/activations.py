@@ -43,8 +43,13 @@ class Activation:
         else:
             y = self.fn(x, **self.params)
 
+        params = self.params
+        if not params:  # (the common case: no ** unpacking on every backward call)
+            grad = self.grad
+            return y, lambda dy: grad(x, y, dy)
+
         def backward(dy):
-            return self.grad(x, y, dy, **self.params)
+            return self.grad(x, y, dy, **params)
 
         return y, backward
 

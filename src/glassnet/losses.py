@@ -337,7 +337,8 @@ class Loss:
             values = self.call(y_true, y_pred)  # the common training case: nothing to align or weigh
             dv = np.empty(values.shape, y_pred.dtype)
             dv.fill(1.0 / values.size)  # = np.full(...), minus its Python wrapper
-            return float(values.sum()) / values.size, self.grad(y_true, y_pred, dv)
+            # (add.reduce is ndarray.sum without its Python wrapper: the same pairwise sum, ~1 µs less per step)
+            return float(np.add.reduce(values, axis=None)) / values.size, self.grad(y_true, y_pred, dv)
         y_true, y_pred = self._prepare(y_true, y_pred)
         values = self.call(y_true, y_pred)
         w = self._weights(sample_weight, values)
@@ -386,7 +387,7 @@ class LossFunctionWrapper(Loss):
             values = fn(targets, y_pred, **self.options)
             dv = np.empty(values.shape, y_pred.dtype)
             dv.fill(1.0 / values.size)
-            return float(values.sum()) / values.size, grad_fn(targets, y_pred, dv, **self.options)
+            return float(np.add.reduce(values, axis=None)) / values.size, grad_fn(targets, y_pred, dv, **self.options)
         return super().value_and_grad(y_true, y_pred, sample_weight)
 
     def get_config(self):
