@@ -553,7 +553,7 @@ def test_accuracy_results_are_python_floats():
 
 
 def test_status_names_the_reason(monkeypatch):
-    monkeypatch.setattr(parallel, "_enabled", True)
+    monkeypatch.setattr(parallel._switch, "on", True)
     cases = [(2, 2, "convnet batches split over 2 threads"), (8, 2, "convnet batches split over 2 threads"),
              (2, 1, "batch split off (BLAS limited to one thread)"), (1, 2, "batch split off (one core)"),
              (8, 8, "batch split off (8 threads: BLAS uses them itself)")]
@@ -563,7 +563,7 @@ def test_status_names_the_reason(monkeypatch):
         assert parallel.status() == text
     monkeypatch.setattr(parallel, "blas_threads", lambda: None)  # threadpoolctl here, but no BLAS it can set
     assert parallel.status() == "batch split off (no BLAS whose threads threadpoolctl can set)"
-    monkeypatch.setattr(parallel, "_enabled", False)
+    monkeypatch.setattr(parallel._switch, "on", False)
     assert parallel.status() == "batch split off (GLASSNET_BATCH_SPLIT=0)"
 
 

@@ -54,7 +54,7 @@ class _W:  # the minimum of a Weight that flat.pack needs
 @pytest.mark.parametrize("compiled_kernels", [False, True])  # the NumPy blockwise path, and the fused kernels
 def test_blockwise_update_equals_whole_vector_update(make, dtype, compiled_kernels, monkeypatch):
     from glassnet.engine import compiled
-    monkeypatch.setattr(compiled, "_enabled", compiled_kernels)
+    monkeypatch.setattr(compiled._switch, "on", compiled_kernels)
     n = 3 * optimizer_base.CHUNK + 17  # several blocks and a ragged tail
     rng = np.random.default_rng(0)
     fast, ref = make(), make()

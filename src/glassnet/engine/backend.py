@@ -20,6 +20,28 @@ _name_counts = {}
 _weight_budget = None  # [bytes left, source] while a model file is being loaded
 
 
+class Switch:
+    """A process-wide on/off setting that starts from an environment variable (``"0"`` turns it off): the off
+    switches of the optional fast paths (engine.compiled, engine.parallel). ``on`` is read on hot paths."""
+
+    __slots__ = ("on",)
+
+    def __init__(self, env):
+        self.on = os.environ.get(env, "1") != "0"
+
+    def set(self, flag):
+        self.on = bool(flag)
+
+    @contextlib.contextmanager
+    def use(self, flag):
+        """Within the block, the setting is ``flag``; then what it was."""
+        previous, self.on = self.on, bool(flag)
+        try:
+            yield
+        finally:
+            self.on = previous
+
+
 def floatx():
     """The default float dtype of new layers and of input casting ("float32", like Keras)."""
     return _FLOATX

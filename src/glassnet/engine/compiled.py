@@ -14,12 +14,11 @@ are loaded, and compiled or read from numba's on-disk cache, on first use.
 The kernels run on one thread: beside the GEMMs between them, which keep OpenBLAS's threads
 busy-waiting on the other cores, numba's parallel loops measured slower (W3, benchmarks/suite.py).
 """
-import contextlib
-import os
+from .backend import Switch
 
 MIN_ELEMENTS = 4096  # below this, NumPy's few calls cost less than the numba dispatch
 
-_enabled = os.environ.get("GLASSNET_COMPILED", "1") != "0"
+_switch = Switch("GLASSNET_COMPILED")
 _kernels = None  # the loaded _numba_kernels module, False when numba is missing or broken
 
 
@@ -41,30 +40,23 @@ def available():
 
 def enabled():
     """True when the compiled kernels are in use: numba is installed and they were not switched off."""
-    return _enabled and available()
+    return _switch.on and available()
 
 
 def set_enabled(flag):
     """Switch the compiled kernels on or off for this process (on is a no-op without numba)."""
-    global _enabled
-    _enabled = bool(flag)
+    _switch.set(flag)
 
 
-@contextlib.contextmanager
 def use_compiled(flag):
     """Within the block, the compiled kernels are on (``True``) or off (``False``, the NumPy path)."""
-    global _enabled
-    previous, _enabled = _enabled, bool(flag)
-    try:
-        yield
-    finally:
-        _enabled = previous
+    return _switch.use(flag)
 
 
 def kernels_for(*arrays, min_elements=MIN_ELEMENTS):
     """The kernel module when the compiled path should run on ``arrays``: enabled, float32/float64,
     C-contiguous, and large enough to pay for the call; else None (the caller runs its NumPy code)."""
-    if not _enabled:
+    if not _switch.on:
         return None
     k = _kernels if _kernels is not None else _load()
     if not k:

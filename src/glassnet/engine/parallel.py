@@ -41,11 +41,13 @@ import contextvars
 import os
 import threading
 
+from .backend import Switch
+
 MIN_BATCH = 32  # below this a step is too short to pay for the hand-offs (~40 µs per step)
 MIN_WORK = 1 << 24  # multiply-adds of a batch through the front (models/splitting.py): less does not pay
 MAX_REST_SHARE = 8  # the layers after the front may hold at most 1/8 of the front's work
 
-_enabled = os.environ.get("GLASSNET_BATCH_SPLIT", "1") != "0"
+_switch = Switch("GLASSNET_BATCH_SPLIT")
 _blas = None     # threadpoolctl's controllers of the loaded BLAS libraries; False when unavailable
 _worker = None   # the ThreadPoolExecutor that runs the second half
 _worker_id = None  # its thread's ident: ShardedWeight routes that thread's gradients to the twins
@@ -54,24 +56,17 @@ _lock = threading.Lock()
 
 
 def enabled():
-    return _enabled
+    return _switch.on
 
 
 def set_enabled(flag):
     """Let training steps split over two threads (``True``, the default) or not (``False``)."""
-    global _enabled
-    _enabled = bool(flag)
+    _switch.set(flag)
 
 
-@contextlib.contextmanager
 def use_batch_split(flag):
     """Within the block, training steps may split (``True``) or never do (``False``)."""
-    global _enabled
-    previous, _enabled = _enabled, bool(flag)
-    try:
-        yield
-    finally:
-        _enabled = previous
+    return _switch.use(flag)
 
 
 def _blas_controllers():
@@ -105,7 +100,7 @@ def worthwhile(batch):
     two threads to use — two cores available and BLAS allowed two or more threads (the user's limit says how
     many cores we may use), or two or more cores and BLAS limited to two. Splitting in two was measured
     on two cores; with more, BLAS's own threads over all of them are kept."""
-    if not _enabled or batch < MIN_BATCH:
+    if not _switch.on or batch < MIN_BATCH:
         return False
     threads = blas_threads()
     return threads is not None and min(threads, _cores()) == 2
@@ -113,7 +108,7 @@ def worthwhile(batch):
 
 def status():
     """One line for ``glassnet --version``: whether convnet batches split here, and if not, why."""
-    if not _enabled:
+    if not _switch.on:
         return "batch split off (GLASSNET_BATCH_SPLIT=0)"
     threads = blas_threads()
     if threads is None:
