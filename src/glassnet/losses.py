@@ -269,6 +269,15 @@ def _cosine_grad(y_true, y_pred, dv, axis=-1):
 
 
 # --- Loss classes -----------------------------------------------------------------------------------
+def _batch_mean(values, dtype):
+    """The mean of the per-sample ``values`` (a float) and its gradient dv = 1/n for each value, in ``dtype``:
+    the "sum_over_batch_size" reduction of a training step. (add.reduce is ndarray.sum, and empty + fill is
+    np.full, without their Python wrappers: the same numbers, ~1 µs less per step.)"""
+    dv = np.empty(values.shape, dtype)
+    dv.fill(1.0 / values.size)
+    return float(np.add.reduce(values, axis=None)) / values.size, dv
+
+
 class Loss:
     """Base: ``call`` gives per-sample values, ``grad`` their backward; ``__call__`` reduces."""
 
@@ -335,10 +344,8 @@ class Loss:
         if (sample_weight is None and self.reduction == "sum_over_batch_size" and type(y_true) is np.ndarray
                 and type(y_pred) is np.ndarray and y_true.shape == shape and y_true.dtype == y_pred.dtype):
             values = self.call(y_true, y_pred)  # the common training case: nothing to align or weigh
-            dv = np.empty(values.shape, y_pred.dtype)
-            dv.fill(1.0 / values.size)  # = np.full(...), minus its Python wrapper
-            # (add.reduce is ndarray.sum without its Python wrapper: the same pairwise sum, ~1 µs less per step)
-            return float(np.add.reduce(values, axis=None)) / values.size, self.grad(y_true, y_pred, dv)
+            loss, dv = _batch_mean(values, y_pred.dtype)
+            return loss, self.grad(y_true, y_pred, dv)
         y_true, y_pred = self._prepare(y_true, y_pred)
         values = self.call(y_true, y_pred)
         w = self._weights(sample_weight, values)
@@ -384,10 +391,8 @@ class LossFunctionWrapper(Loss):
             # gradient: the same functions on the same arrays as the general path, so the same numbers
             to_targets, fn, grad_fn = dense
             targets = to_targets(y_true, y_pred, self.options.get("axis", -1))
-            values = fn(targets, y_pred, **self.options)
-            dv = np.empty(values.shape, y_pred.dtype)
-            dv.fill(1.0 / values.size)
-            return float(np.add.reduce(values, axis=None)) / values.size, grad_fn(targets, y_pred, dv, **self.options)
+            loss, dv = _batch_mean(fn(targets, y_pred, **self.options), y_pred.dtype)
+            return loss, grad_fn(targets, y_pred, dv, **self.options)
         return super().value_and_grad(y_true, y_pred, sample_weight)
 
     def get_config(self):
