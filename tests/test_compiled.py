@@ -155,6 +155,146 @@ def test_relu_backward_kernel_equals_the_numpy_product_with_nan_and_signed_zeros
     assert np.array_equal(np.signbit(on), np.signbit(off))
 
 
+# --- the dense layer's bias + relu, softmax, sparse crossentropy ----------------------------------------
+def _awkward(rng, shape, dtype):
+    """Normal values with NaN, ±inf, ±0 and exact zeros of z + b sprinkled in."""
+    a = rng.normal(size=shape).astype(dtype)
+    a.flat[::61] = np.nan
+    a.flat[1::67] = np.inf
+    a.flat[2::71] = -np.inf
+    a.flat[3::73] = -0.0
+    a.flat[4::79] = 0.0
+    return a
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN/inf on purpose
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 40])
+def test_dense_bias_relu_kernels_equal_the_numpy_path_bit_for_bit(dtype, rows, monkeypatch):
+    calls = count_kernel_calls(monkeypatch, "bias_relu_", "relu_grad_colsum")
+    rng = np.random.default_rng(1)
+    glassnet.set_random_seed(0)
+    layer = L.Dense(4200 // rows + 1, activation="relu", dtype=dtype)  # >= 4096 outputs: the kernels apply
+    x = _awkward(rng, (rows, 30), dtype)
+    layer.build(x.shape)
+    layer.bias.value[...] = rng.normal(size=layer.units)
+    layer.bias.value[:3] = [-np.inf, np.nan, 0.0]
+    on, off = both(lambda: run_layer(layer, x, 2))
+    for a, b in zip(on, off):  # y, dx, dW, db
+        np.testing.assert_array_equal(a, b)
+        assert np.array_equal(np.signbit(a), np.signbit(b))
+    on, off = both(lambda: layer.call(x))  # inference: the same one-pass bias + relu
+    np.testing.assert_array_equal(on, off)
+    assert np.array_equal(np.signbit(on), np.signbit(off))
+    assert calls == {"bias_relu_": 2, "relu_grad_colsum": 1}, calls
+
+
+def test_dense_relu_backward_falls_back_for_gradients_the_kernel_cannot_take():
+    rng = np.random.default_rng(2)
+    glassnet.set_random_seed(0)
+    layer = L.Dense(300, activation="relu")
+    x = rng.normal(size=(20, 8)).astype("float32")
+    layer.build(x.shape)
+    layer.bias.value[...] = rng.normal(size=300)
+    dy = rng.normal(size=(300, 20)).astype("float32").T  # not C-contiguous
+
+    def run(dy):
+        for w in layer.weights:
+            w.grad[...] = 0
+        y, backward = layer.forward(x, training=True)
+        return [y, backward(dy)] + [w.grad.copy() for w in layer.weights]
+
+    for grad in (dy, dy.astype("float64")):
+        on, off = both(lambda: run(grad))
+        for a, b in zip(on, off):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN/inf on purpose
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape,compiled_rows", [((600, 3), True), ((64, 10), True), ((5, 4, 32), True),
+                                                 ((16, 33), False), ((5, 1000), False)])
+def test_softmax_kernel_equals_the_numpy_softmax(dtype, shape, compiled_rows, monkeypatch):
+    from glassnet.activations import softmax
+    calls = count_kernel_calls(monkeypatch, "softmax_rows")
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=shape) * 5).astype(dtype)
+    x.reshape(-1, shape[-1])[1, 0] = np.nan    # a NaN row
+    x.reshape(-1, shape[-1])[2, -1] = -np.inf  # exp(-inf) = 0
+    x.reshape(-1, shape[-1])[3, 0] = np.inf    # inf - inf: a NaN row
+    on, off = both(lambda: softmax(x))
+    tol = 1e-6 if dtype == "float32" else 1e-14
+    np.testing.assert_allclose(on, off, rtol=tol, atol=tol)  # libm's exp vs NumPy's: last-bit differences
+    assert np.array_equal(np.isnan(on), np.isnan(off))
+    # rows of <= 32 (a classifier's output) from 512 values take the kernel; wider rows NumPy's vectorized exp
+    assert calls.get("softmax_rows", 0) == int(compiled_rows), calls
+    with compiled.use_compiled(True):
+        softmax(np.ascontiguousarray(x.reshape(-1, shape[-1])[:2]))  # below 512 values: NumPy
+    assert calls.get("softmax_rows", 0) == int(compiled_rows), calls
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN/inf on purpose
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("label_dtype,label_shape", [("int64", (200,)), ("int32", (200, 1)), ("uint8", (200,))])
+def test_sparse_crossentropy_kernel_equals_the_numpy_loss(dtype, label_dtype, label_shape, monkeypatch):
+    from glassnet.losses import SparseCategoricalCrossentropy
+    calls = count_kernel_calls(monkeypatch, "sparse_cce")
+    rng = np.random.default_rng(4)
+    p = rng.random((200, 7)).astype(dtype)
+    p /= p.sum(axis=1, keepdims=True)
+    p[0] = [1, 0, 0, 0, 0, 0, 0]        # q at the clip bounds: the clipped entries pass no gradient
+    p[1, 2] = 1e-9
+    p[2, 3] = np.nan                    # a NaN row stays NaN
+    p[3] = [1e-30, 2e-30, 3e-30, 1e-30, 1e-30, 1e-30, 1e-30]  # tiny sums
+    p[4, 5] = np.inf                    # inf / inf: NaN
+    p[5] = 0                            # 0 / 0: NaN
+    y = rng.integers(0, 7, label_shape).astype(label_dtype)
+    y.flat[0], y.flat[1] = 1, 2         # the labels of the clipped probabilities
+    loss = SparseCategoricalCrossentropy()
+    (v_on, g_on), (v_off, g_off) = both(lambda: loss.value_and_grad(y, p))
+    assert calls == {"sparse_cce": 1}
+    np.testing.assert_array_equal(g_on, g_off)  # the gradient has no log: bit for bit
+    assert g_on.dtype == g_off.dtype == p.dtype
+    assert np.isnan(v_on) and np.isnan(v_off)
+    f = p.dtype.type  # the per-row values too (the loss reduces them to one number)
+    with compiled.use_compiled(True):
+        k = compiled.kernels_for(p, min_elements=0)
+        values_on = k.sparse_cce(y.reshape(-1).astype("int64"), p, f(0.005), f(1e-7), f(1 - 1e-7))[0]
+    values_off = glassnet.losses.sparse_categorical_crossentropy(y, p)
+    np.testing.assert_allclose(values_on, values_off, rtol=1e-6 if dtype == "float32" else 1e-14)
+    assert np.isnan(values_on).tolist() == np.isnan(values_off).tolist() == [i in (2, 4, 5) for i in range(200)]
+    good = np.ones(200, bool)
+    good[[2, 4, 5]] = False
+    (v_on, _), (v_off, _) = both(lambda: loss.value_and_grad(y[good], p[good]))
+    assert v_on == pytest.approx(v_off, rel=1e-6 if dtype == "float32" else 1e-14)
+
+
+def test_sparse_crossentropy_kernel_leaves_errors_and_other_cases_to_the_numpy_path(monkeypatch):
+    from glassnet.losses import SparseCategoricalCrossentropy
+    calls = count_kernel_calls(monkeypatch, "sparse_cce")
+    rng = np.random.default_rng(5)
+    p = rng.random((100, 10)).astype("float32")
+    bad = rng.integers(0, 10, 100)
+    bad[57] = 10
+    with compiled.use_compiled(True), pytest.raises(ValueError, match=r"labels must lie in \[0, 9\]"):
+        SparseCategoricalCrossentropy().value_and_grad(bad, p)
+    assert calls == {"sparse_cce": 1}  # the kernel found the bad label; the NumPy path raised the error
+    y = rng.integers(0, 10, 100)
+    for case in [(y.astype("float32"), p, {}), (y, np.ascontiguousarray(p.T).T, {}), (y, p, {"from_logits": True})]:
+        labels, probs, options = case  # float labels, a non-contiguous y_pred, logits
+        with compiled.use_compiled(True):
+            on = SparseCategoricalCrossentropy(**options).value_and_grad(labels, probs)
+        with compiled.use_compiled(False):
+            off = SparseCategoricalCrossentropy(**options).value_and_grad(labels, probs)
+        if options:  # logits go through softmax, whose kernel's exp may differ in the last bit
+            assert on[0] == pytest.approx(off[0], rel=1e-6)
+            np.testing.assert_allclose(on[1], off[1], rtol=1e-5, atol=1e-9)
+        else:
+            assert on[0] == off[0]
+            np.testing.assert_array_equal(on[1], off[1])
+    assert calls == {"sparse_cce": 1}
+
+
 # --- max pooling ----------------------------------------------------------------------------------
 POOLS = [((2, 2), (2, 2), "valid"), ((2, 2), (2, 2), "same"), ((3, 3), (2, 2), "valid"), ((3, 2), (1, 2), "same"),
          ((2, 3), (3, 1), "valid")]
@@ -237,19 +377,49 @@ def test_a_convnet_trains_to_the_same_weights_with_and_without_the_compiled_path
 
 
 def test_an_mlp_trains_to_the_same_weights_with_and_without_the_compiled_path(monkeypatch):
-    calls = count_kernel_calls(monkeypatch, "adam_step", "relu_grad")
+    calls = count_kernel_calls(monkeypatch, "adam_step", "bias_relu_", "relu_grad_colsum", "softmax_rows",
+                               "sparse_cce")
     rng = np.random.default_rng(0)
     x = rng.random((256, 100), dtype=np.float32)
     y = rng.integers(0, 10, 256)
 
-    def build():  # batches of 32 x 160 hidden units: relu's backward takes the compiled path
+    def build():  # batches of 32 x 160 hidden units: the dense layers' bias + relu take the compiled path
         return glassnet.Sequential([glassnet.Input((100,)), L.Dense(160, activation="relu"),
                                     L.Dense(160, activation="relu"), L.Dense(10, activation="softmax")])
 
     on, off = both(lambda: _train(build, x, y))
     for a, b in zip(on, off):
-        np.testing.assert_array_equal(a, b)  # Adam and relu' are bit-exact; the GEMMs are the same calls
-    assert calls.get("adam_step") and calls.get("relu_grad"), calls
+        np.testing.assert_array_equal(a, b)  # Adam, bias + relu and relu' + Σdz are bit-exact; same GEMMs
+    assert calls.get("adam_step") and calls.get("bias_relu_") and calls.get("relu_grad_colsum"), calls
+    # 32 x 10 outputs are below the softmax / crossentropy kernels' threshold: those stayed on NumPy
+    assert not calls.get("softmax_rows") and not calls.get("sparse_cce"), calls
+
+
+def test_a_classifier_with_large_batches_trains_to_the_same_weights_with_every_kernel(monkeypatch):
+    calls = count_kernel_calls(monkeypatch, "adam_step", "bias_relu_", "relu_grad_colsum", "softmax_rows",
+                               "sparse_cce")
+    rng = np.random.default_rng(0)
+    x = rng.random((512, 100), dtype=np.float32)
+    y = rng.integers(0, 10, 512)
+
+    def build():  # batches of 128 x 10 outputs: softmax and the crossentropy take their kernels too
+        return glassnet.Sequential([glassnet.Input((100,)), L.Dense(64, activation="relu"),
+                                    L.Dense(10, activation="softmax")])
+
+    def train():
+        glassnet.set_random_seed(7)
+        model = build()
+        model.compile(optimizer=O.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(x, y, batch_size=128, epochs=3, verbose=0, shuffle=False).history
+        return history, [w.copy() for w in model.get_weights()], model.predict(x, batch_size=256, verbose=0)
+
+    (h_on, w_on, p_on), (h_off, w_off, p_off) = both(train)
+    for a, b in zip(w_on, w_off):  # libm's exp and log differ from NumPy's in last bits
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p_on, p_off, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(h_on["loss"], h_off["loss"], rtol=1e-6)
+    assert h_on["accuracy"] == h_off["accuracy"]
+    assert set(calls) == {"adam_step", "bias_relu_", "relu_grad_colsum", "softmax_rows", "sparse_cce"}, calls
 
 
 # --- switches -------------------------------------------------------------------------------------
@@ -264,6 +434,12 @@ def test_import_glassnet_does_not_import_numba_and_the_environment_switch_turns_
     code = ("import sys, glassnet; from glassnet.engine import compiled; before = 'numba' in sys.modules; "
             "print(before, compiled.enabled())")
     assert _python(code) == "False True"
+    # nor does a 1-row predict (the small arrays of serving latency stay below every kernel's threshold)
+    row = ("import sys, numpy as np, glassnet; from glassnet.layers import Dense; "
+           "m = glassnet.Sequential([glassnet.Input((784,)), Dense(512, activation='relu'), "
+           "Dense(10, activation='softmax')]); m.predict(np.ones((1, 784), 'float32'), verbose=0); "
+           "print('numba' in sys.modules)")
+    assert _python(row) == "False"
     assert _python(code, GLASSNET_COMPILED="0") == "False False"
 
 

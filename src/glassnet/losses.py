@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from .activations import _log_softmax, _sigmoid, _softmax
-from .engine import backend
+from .engine import backend, compiled
 from .engine.registry import register, table
 
 REDUCTIONS = ("sum_over_batch_size", "sum", "none", None, "mean", "mean_with_sample_weight")
@@ -152,6 +152,31 @@ def _one_hot_labels(y_true, y_pred, axis=-1):
         raise ValueError(f"sparse_categorical_crossentropy got labels in [{ints.min()}, {ints.max()}] but the model "
                          f"outputs {n_classes} classes, so labels must lie in [0, {n_classes - 1}].")
     return np.moveaxis(np.eye(n_classes, dtype=y_pred.dtype)[ints], -1, axis)
+
+
+ROW_KERNEL_MIN = 512  # elements of y_pred from which the one-pass kernels beat NumPy's dozen calls (engine.compiled)
+
+
+def _sparse_cce_compiled(y_true, y_pred, options):
+    """The batch-mean value and gradient of sparse categorical crossentropy in one compiled pass over the
+    probabilities (``_numba_kernels.sparse_cce``: no one-hot matrix, the NumPy path's sums), or None where
+    that path does not apply: numba absent or off, logits, another axis, float labels, small batches. The
+    gradient equals the NumPy path's bit for bit; the value may differ in its last bit (libm's log)."""
+    if (options.get("from_logits") or y_pred.ndim != 2 or options.get("axis", -1) not in (-1, 1)
+            or type(y_true) is not np.ndarray or y_true.dtype.kind not in "iu"):
+        return None
+    labels = y_true[:, 0] if y_true.ndim == 2 and y_true.shape[1] == 1 else y_true
+    if labels.shape != y_pred.shape[:1] or not labels.size:
+        return None
+    k = compiled.kernels_for(y_pred, min_elements=ROW_KERNEL_MIN)
+    if k is None:
+        return None
+    f, eps = y_pred.dtype.type, backend.epsilon()
+    values, grad, bad = k.sparse_cce(np.ascontiguousarray(labels, dtype=np.int64), y_pred, f(1.0 / labels.size), f(eps),
+                                     f(1 - eps))
+    if bad >= 0:
+        return None  # a label out of range: the NumPy path raises its error
+    return float(np.add.reduce(values, axis=None)) / values.size, grad
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
@@ -382,6 +407,7 @@ class LossFunctionWrapper(Loss):
         return self.grad_fn(y_true, y_pred, dv, **self.options)
 
     dense_form = None  # (to_targets, fn, grad_fn) of a loss on labels computed on dense targets (sparse CE)
+    compiled_form = None  # f(y_true, y_pred, options) -> (loss, grad) or None: the compiled fast path
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
         dense = self.dense_form
@@ -389,6 +415,10 @@ class LossFunctionWrapper(Loss):
                 and type(y_pred) is np.ndarray and y_pred.dtype.kind == "f"):
             # the labels become targets (checked, one-hot) once, not once for the value and again for the
             # gradient: the same functions on the same arrays as the general path, so the same numbers
+            if self.compiled_form is not None:
+                fast = self.compiled_form(y_true, y_pred, self.options)
+                if fast is not None:
+                    return fast
             to_targets, fn, grad_fn = dense
             targets = to_targets(y_true, y_pred, self.options.get("axis", -1))
             loss, dv = _batch_mean(fn(targets, y_pred, **self.options), y_pred.dtype)
@@ -399,7 +429,8 @@ class LossFunctionWrapper(Loss):
         return {**super().get_config(), **self.options}
 
 
-def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False, dense_form=None, **defaults):
+def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False, dense_form=None, compiled_form=None,
+                **defaults):
     params = list(defaults)
 
     def __init__(self, *args, reduction="sum_over_batch_size", name=default_name, dtype=None, **kwargs):
@@ -415,6 +446,7 @@ def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False,
 
     cls = type(class_name, (LossFunctionWrapper,), {"__init__": __init__, "__doc__": fn.__doc__,
                                                     "sparse_labels": sparse, "dense_form": dense_form,
+                                                    "compiled_form": compiled_form and staticmethod(compiled_form),
                                                     "__module__": __name__})
     register("losses")(cls)
     tab = table("loss_functions")
@@ -439,7 +471,7 @@ CategoricalCrossentropy = _loss_class("CategoricalCrossentropy", categorical_cro
 SparseCategoricalCrossentropy = _loss_class("SparseCategoricalCrossentropy", sparse_categorical_crossentropy,
                                             _scce_grad, "sparse_categorical_crossentropy", sparse=True,
                                             dense_form=(_one_hot_labels, categorical_crossentropy, _cce_grad),
-                                            from_logits=False, axis=-1)
+                                            compiled_form=_sparse_cce_compiled, from_logits=False, axis=-1)
 Hinge = _loss_class("Hinge", hinge, _hinge_grad, "hinge")
 SquaredHinge = _loss_class("SquaredHinge", squared_hinge, _squared_hinge_grad, "squared_hinge")
 CategoricalHinge = _loss_class("CategoricalHinge", categorical_hinge, _categorical_hinge_grad, "categorical_hinge")

@@ -3,8 +3,11 @@
 Each kernel computes what the NumPy reference it replaces computes — the same float operations on the
 same elements — but in one pass over memory instead of one pass per ufunc. Where several terms add into
 one element (col2im, overlapping pooling windows) the order of those additions differs from NumPy's
-tap-by-tap order, so results agree to rounding there and bit for bit everywhere else. The reference is named in each docstring; tests/test_compiled.py
-checks every kernel against it. Compiled on first use and cached on disk (``cache=True``).
+tap-by-tap order, so results agree to rounding there; row sums follow NumPy's pairwise order
+(``_row_sum``); exp and log are libm's, which may round the last bit differently from NumPy's vectorized
+ones (softmax, the crossentropy's value). Bit for bit everywhere else. The reference is named in each
+docstring; tests/test_compiled.py checks every kernel against it. Compiled on first use and cached on disk
+(``cache=True``; no kernel may be recursive: numba's cache corrupts recursive functions).
 
 Arrays are channels-last and C-contiguous (``compiled.kernels_for`` checks).
 """
@@ -130,3 +133,158 @@ def col2im2d(dcols, n_, hp, wp, c_, kh, kw, sh, sw, dh, dw, oh, ow):
                             dxp[n, r, s, c] += dcols[row, k]
                             k += 1
     return dxp
+
+
+# --- the dense layer's epilogues, softmax and the sparse crossentropy (one pass each) ------------------
+@_jit
+def _block_sum(a, lo, n):
+    """NumPy's ``pairwise_sum`` on a block of n <= 128 elements: a plain loop below 8, else eight accumulators."""
+    if n < 8:
+        res = a.dtype.type(-0.0)
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@_jit
+def _pairwise_sum(a, n):
+    """Σ a[:n] in NumPy's order (``pairwise_sum`` in its loops: blocks of up to 128 elements, and above that
+    the sum of two halves, the first a multiple of 8 long), so a row sum here equals ``np.add.reduce(row)`` bit
+    for bit. NumPy recurses; this walks the same tree with a stack (numba cannot cache recursive functions)."""
+    if n <= 128:
+        return _block_sum(a, 0, n)
+    todo = np.empty((128, 3), np.int64)  # (start, length, 1 = add the two sums on top of `done`)
+    done = np.empty(128, a.dtype)
+    top, ndone = 0, 0
+    todo[0, 0], todo[0, 1], todo[0, 2] = 0, n, 0
+    while top >= 0:
+        lo, m, join = todo[top, 0], todo[top, 1], todo[top, 2]
+        top -= 1
+        if join:
+            ndone -= 1
+            done[ndone - 1] = done[ndone - 1] + done[ndone]
+        elif m <= 128:
+            done[ndone] = _block_sum(a, lo, m)
+            ndone += 1
+        else:
+            half = m // 2
+            half -= half % 8
+            todo[top + 1, 0], todo[top + 1, 1], todo[top + 1, 2] = lo, m, 1  # popped last: left + right
+            todo[top + 2, 0], todo[top + 2, 1], todo[top + 2, 2] = lo + half, m - half, 0
+            todo[top + 3, 0], todo[top + 3, 1], todo[top + 3, 2] = lo, half, 0  # popped first
+            top += 3
+    return done[0]
+
+
+@_jit
+def _row_sum(row):
+    """``np.add.reduce(row)`` of a contiguous 1-D row: the identity 0 plus the pairwise sum."""
+    return row.dtype.type(0) + _pairwise_sum(row, row.size)
+
+
+@_jit
+def bias_relu_(z, b):
+    """``z += b`` then ``np.maximum(z, 0, out=z)`` (Dense with relu), in place in one pass; as np.maximum:
+    NaN stays NaN, −0.0 becomes +0.0."""
+    zero = z.dtype.type(0)
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            v = z[i, j] + b[j]
+            z[i, j] = v if (v > zero or v != v) else zero
+
+
+@_jit
+def relu_grad_colsum(dy, y):
+    """relu's backward and the bias gradient in one pass: ``dz = dy * (y > 0)`` and ``Σ_rows dz`` summed row
+    after row, the order of ``np.add.reduce(dz, axis=0)``."""
+    n, u = dy.shape
+    dz = np.empty_like(dy)
+    db = np.empty(u, dy.dtype)
+    one, zero = dy.dtype.type(1), dy.dtype.type(0)
+    for j in range(u):
+        v = dy[0, j] * (one if y[0, j] > 0 else zero)
+        dz[0, j] = v
+        db[j] = v
+    for i in range(1, n):
+        for j in range(u):
+            v = dy[i, j] * (one if y[i, j] > 0 else zero)
+            dz[i, j] = v
+            db[j] += v
+    return dz, db
+
+
+@_jit
+def softmax_rows(x):
+    """``activations._softmax`` on each row: e = exp(x − max x); e / Σe. The sums are NumPy's; exp is libm's,
+    which may round the last bit differently from NumPy's vectorized exp."""
+    n, k = x.shape
+    out = np.empty_like(x)
+    for i in range(n):
+        m = x[i, 0]
+        for j in range(1, k):
+            v = x[i, j]
+            if v > m or (v != v and m == m):  # np.max: the first NaN wins
+                m = v
+        e = out[i]
+        for j in range(k):
+            e[j] = np.exp(x[i, j] - m)
+        s = _row_sum(e)
+        for j in range(k):
+            e[j] = e[j] / s
+    return out
+
+
+@_jit
+def sparse_cce(labels, p, dv, eps, hi):
+    """``losses.categorical_crossentropy`` and ``_cce_grad`` against one-hot(labels), row by row, without
+    building the one-hot matrix: q = p / Σp clipped to [ε, 1 − ε]; value = −Σ t·log q; dq = −t / q_clipped
+    where the clip lets the gradient through; grad = dv·(dq − Σ dq·q) / Σp (``hi`` = 1 − ε rounded as NumPy
+    rounds it). The sums are NumPy's, so the gradient equals the NumPy path's bit for bit. Of −Σ t·log q only
+    the label's term is nonzero (the clipped q lies in [ε, 1 − ε]: every log is finite and negative) unless a
+    q is NaN, which makes the sum NaN: one log per row (libm's, which may round the last bit differently from
+    NumPy's). Returns (values, grad, the first row whose label is outside [0, k), or −1)."""
+    n, k = p.shape
+    values = np.empty(n, p.dtype)
+    grad = np.empty_like(p)
+    terms = np.empty(k, p.dtype)
+    one, zero, nan = p.dtype.type(1), p.dtype.type(0), p.dtype.type(np.nan)
+    for i in range(n):
+        label = labels[i]
+        if label < 0 or label >= k:
+            return values, grad, i
+        s = _row_sum(p[i])
+        g = grad[i]
+        seen_nan = False
+        for j in range(k):  # (np.maximum / np.minimum keep NaN)
+            q = p[i, j] / s
+            qc = q if (q >= eps or q != q) else eps
+            qc = qc if (qc <= hi or qc != qc) else hi
+            seen_nan = seen_nan or qc != qc
+            t = one if j == label else zero
+            g[j] = -t / qc * (one if (q >= eps and q <= hi) else zero)
+            terms[j] = g[j] * q
+            if j == label:
+                q_label = qc
+        values[i] = nan if seen_nan else -np.log(q_label)
+        dsum = _row_sum(terms)
+        for j in range(k):
+            g[j] = dv * (g[j] - dsum) / s
+    return values, grad, -1

@@ -2,10 +2,11 @@
 
 NumPy is the reference engine: every layer's math is written, tested and readable there. A few
 passes are memory-bound chains of small ufuncs — Adam's update (a dozen passes over every parameter),
-SGD's momentum update, relu's backward, max-pooling and the col2im adds of a 2-D convolution's input gradient. With numba
-installed (``pip install glassnet[fast]``) these run as one fused loop each (``_numba_kernels``),
-computing the same float operations on the same elements; tests/test_compiled.py checks each
-against the NumPy path, and the NumPy path keeps its own full test suite.
+SGD's momentum update, relu's backward, max-pooling, the col2im adds of a 2-D convolution's input
+gradient, a dense layer's bias + relu (and relu' + bias gradient), a classifier's softmax and sparse
+crossentropy. With numba installed (``pip install glassnet[fast]``) these run as one fused loop each
+(``_numba_kernels``), computing the same float operations on the same elements; tests/test_compiled.py
+checks each against the NumPy path, and the NumPy path keeps its own full test suite.
 
 Off switches: ``GLASSNET_COMPILED=0`` in the environment, or ``glassnet.engine.compiled.set_enabled(False)``
 (``use_compiled(False)`` as a context manager). ``import glassnet`` never imports numba: the kernels
@@ -58,13 +59,11 @@ def kernels_for(*arrays, min_elements=MIN_ELEMENTS):
     C-contiguous, and large enough to pay for the call; else None (the caller runs its NumPy code)."""
     if not _switch.on:
         return None
-    k = _kernels if _kernels is not None else _load()
-    if not k:
-        return None
     first = arrays[0]
     if first.size < min_elements or first.dtype.char not in "fd":
-        return None
+        return None  # (before loading: small arrays never import numba)
     for a in arrays:
         if a.dtype != first.dtype or not a.flags.c_contiguous:
             return None
-    return k
+    k = _kernels if _kernels is not None else _load()
+    return k or None

@@ -7,7 +7,7 @@ from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .. import constraints as _constraints
-from ..engine import backend
+from ..engine import backend, compiled
 from ..engine.graph import KerasTensor, Node
 from ..engine.layer import Layer
 from ..engine.registry import register, serialize
@@ -24,6 +24,8 @@ class Dense(Layer):
     forward:  z = x @ W + b;  y = f(z)
     backward: dz = dy ⊙ f'(z);  dW += xᵀ·dz;  db += Σ_rows dz;  dx = dz·Wᵀ
     Inputs of rank > 2 are handled on the last axis (every other axis acts as a batch axis).
+    With the compiled kernels (engine.compiled) and relu, "+ b, relu" forward and "relu', Σ_rows dz" backward
+    each run as one pass over z instead of two: the same numbers, bit for bit.
     """
 
     input_grad_optional = True  # backward(dy, input_grad=False) skips dx (see Sequential's backward)
@@ -67,25 +69,48 @@ class Dense(Layer):
     def forward(self, x, training=False):
         W = self.kernel.value
         z = x @ W
-        if self.use_bias:
-            z += self.bias.value
-        y, activation_backward = self.activation.forward(z, overwrite=True)  # z is ours: relu writes in place
+        k = self._fused_relu(z)
+        if k is not None:  # compiled (engine.compiled): z += b and relu in one pass, in place
+            k.bias_relu_(z, self.bias.value)
+            y, activation_backward = z, None
+        else:
+            if self.use_bias:
+                z += self.bias.value
+            y, activation_backward = self.activation.forward(z, overwrite=True)  # z is ours: relu writes in place
         penalty_grad = self._activity_gradient(y)
 
         def backward(dy, input_grad=True):
             if penalty_grad is not None:
                 dy = dy + penalty_grad
-            dz = activation_backward(dy)
+            db = None
+            if activation_backward is not None:
+                dz = activation_backward(dy)
+            elif dy.shape == y.shape and compiled.kernels_for(dy, y, min_elements=0) is not None:
+                dz, db = k.relu_grad_colsum(dy, y)  # compiled: relu' and Σ_rows dz in one pass, bit for bit
+            else:
+                dz = _activations.relu.grad(z, y, dy)
             x2, dz2 = (x, dz) if x.ndim == 2 else (x.reshape(-1, x.shape[-1]), dz.reshape(-1, self.units))
             self.kernel.add_matmul(x2.T, dz2)  # dW += xᵀ·dz (leading axes of x and dz are batch axes)
-            if self.use_bias:
-                self.bias.grad += np.add.reduce(dz2, axis=0)  # db += Σ dz (= dz.sum(axis=0) minus its wrapper)
+            if self.use_bias:  # db += Σ dz (add.reduce: dz.sum(axis=0) minus its wrapper)
+                self.bias.grad += db if db is not None else np.add.reduce(dz2, axis=0)
             return dz @ W.T if input_grad else None  # input_grad=False: the model's first layer in training
 
         return y, backward
 
+    def _fused_relu(self, z):
+        """The compiled kernels when this layer's bias and relu can run as one pass over its 2-D ``z`` (numba
+        installed and on, float32/64, large enough to pay for the call), else None: the NumPy path."""
+        if z.size < compiled.MIN_ELEMENTS or self.activation is not _activations.relu or not self.use_bias \
+                or z.ndim != 2:
+            return None
+        return compiled.kernels_for(z, self.bias.value)
+
     def call(self, x, training=False):
         z = x @ self.kernel.value
+        k = self._fused_relu(z)
+        if k is not None:
+            k.bias_relu_(z, self.bias.value)
+            return z
         if self.use_bias:
             z += self.bias.value
         return self.activation(z)
