@@ -169,16 +169,19 @@ def _awkward(rng, shape, dtype):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # NaN/inf on purpose
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("rows", [1, 40])
-def test_dense_bias_relu_kernels_equal_the_numpy_path_bit_for_bit(dtype, rows, monkeypatch):
+@pytest.mark.parametrize("rows,units", [(1, 4201), (40, 106), (5000, 1)])  # >= 4096 outputs: the kernels apply
+def test_dense_bias_relu_kernels_equal_the_numpy_path_bit_for_bit(dtype, rows, units, monkeypatch):
     calls = count_kernel_calls(monkeypatch, "bias_relu_", "relu_grad_colsum")
     rng = np.random.default_rng(1)
     glassnet.set_random_seed(0)
-    layer = L.Dense(4200 // rows + 1, activation="relu", dtype=dtype)  # >= 4096 outputs: the kernels apply
-    x = _awkward(rng, (rows, 30), dtype)
+    layer = L.Dense(units, activation="relu", dtype=dtype)
+    # one unit: clean inputs (one NaN row would make every sum NaN); its bias gradient sums one contiguous
+    # column, which NumPy adds pairwise, not row after row
+    x = _awkward(rng, (rows, 30), dtype) if units > 1 else rng.normal(size=(rows, 30)).astype(dtype)
     layer.build(x.shape)
     layer.bias.value[...] = rng.normal(size=layer.units)
-    layer.bias.value[:3] = [-np.inf, np.nan, 0.0]
+    if units > 3:
+        layer.bias.value[:3] = [-np.inf, np.nan, 0.0]
     on, off = both(lambda: run_layer(layer, x, 2))
     for a, b in zip(on, off):  # y, dx, dW, db
         np.testing.assert_array_equal(a, b)
@@ -187,6 +190,17 @@ def test_dense_bias_relu_kernels_equal_the_numpy_path_bit_for_bit(dtype, rows, m
     np.testing.assert_array_equal(on, off)
     assert np.array_equal(np.signbit(on), np.signbit(off))
     assert calls == {"bias_relu_": 2, "relu_grad_colsum": 1}, calls
+
+
+def test_relu_bias_gradient_kernel_sums_from_zero_as_numpy_does():
+    from glassnet.engine import _numba_kernels
+    dy = -np.ones((6, 3), "float32")
+    y = np.ones((6, 3), "float32")
+    y[:, 1] = 0  # a dead unit: dy * 0 = -0.0 in every row, and 0 + (-0.0) + ... = +0.0
+    dz, db = _numba_kernels.relu_grad_colsum(dy, y)
+    reference = np.add.reduce(dy * (y > 0), axis=0)
+    np.testing.assert_array_equal(db, reference)
+    assert np.signbit(db).tolist() == np.signbit(reference).tolist() == [True, False, True]
 
 
 def test_dense_relu_backward_falls_back_for_gradients_the_kernel_cannot_take():
@@ -269,6 +283,52 @@ def test_sparse_crossentropy_kernel_equals_the_numpy_loss(dtype, label_dtype, la
     assert v_on == pytest.approx(v_off, rel=1e-6 if dtype == "float32" else 1e-14)
 
 
+@pytest.mark.parametrize("classes", [1, 129, 300, 1100])
+def test_sparse_crossentropy_kernel_on_rows_summed_in_blocks_and_halves(classes, monkeypatch):
+    from glassnet.losses import SparseCategoricalCrossentropy
+    calls = count_kernel_calls(monkeypatch, "sparse_cce")
+    rng = np.random.default_rng(8)
+    p = (rng.random((max(2, 600 // classes), classes)) * 10.0 ** rng.uniform(-6, 0, (1, classes))).astype("float32")
+    y = rng.integers(0, classes, len(p))
+    (v_on, g_on), (v_off, g_off) = both(lambda: SparseCategoricalCrossentropy().value_and_grad(y, p))
+    # rows of > 128 sum as NumPy's pairwise halves (the stack walk in _pairwise_sum): the gradient bit for bit
+    np.testing.assert_array_equal(g_on, g_off)
+    assert v_on == pytest.approx(v_off, rel=1e-6)
+    assert calls == {"sparse_cce": 1}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf - inf, 0 * log(0) on purpose
+def test_compiled_kernels_step_aside_for_strict_errstate_byte_order_and_zero_epsilon(monkeypatch):
+    from glassnet.activations import softmax
+    from glassnet.engine import backend
+    from glassnet.losses import SparseCategoricalCrossentropy
+    calls = count_kernel_calls(monkeypatch, "softmax_rows", "sparse_cce")
+    rng = np.random.default_rng(9)
+    z = rng.normal(size=(100, 10)).astype("float32")
+    z[3, 0] = np.inf
+    with compiled.use_compiled(True):
+        with np.errstate(all="raise"), pytest.raises(FloatingPointError):  # inf - inf, as without numba
+            softmax(z)
+        on_big_endian = softmax(z[4:].astype(">f4"))  # numba cannot take it: NumPy's path
+    with compiled.use_compiled(False):
+        np.testing.assert_array_equal(on_big_endian, softmax(z[4:]))
+    assert calls == {}, calls  # neither call reached a kernel
+    p = np.zeros((100, 10), "float32")
+    p[:, 0] = 1  # q = 0 for nine classes: with eps = 0, 0·log(0) = NaN in every row
+    y = np.zeros(100, "int64")
+    old = backend.epsilon()
+    backend.set_epsilon(0.0)
+    try:
+        with compiled.use_compiled(True):
+            value, _ = SparseCategoricalCrossentropy().value_and_grad(y, p)
+    finally:
+        backend.set_epsilon(old)
+    assert np.isnan(value) and calls == {}, (value, calls)
+    with compiled.use_compiled(True):  # and the default epsilon does take the kernel
+        value, _ = SparseCategoricalCrossentropy().value_and_grad(y, p)
+    assert np.isfinite(value) and calls == {"sparse_cce": 1}
+
+
 def test_sparse_crossentropy_kernel_leaves_errors_and_other_cases_to_the_numpy_path(monkeypatch):
     from glassnet.losses import SparseCategoricalCrossentropy
     calls = count_kernel_calls(monkeypatch, "sparse_cce")
@@ -286,7 +346,7 @@ def test_sparse_crossentropy_kernel_leaves_errors_and_other_cases_to_the_numpy_p
             on = SparseCategoricalCrossentropy(**options).value_and_grad(labels, probs)
         with compiled.use_compiled(False):
             off = SparseCategoricalCrossentropy(**options).value_and_grad(labels, probs)
-        if options:  # logits go through softmax, whose kernel's exp may differ in the last bit
+        if options:  # logits go through softmax, whose kernel's exp may differ by a few ulp
             assert on[0] == pytest.approx(off[0], rel=1e-6)
             np.testing.assert_allclose(on[1], off[1], rtol=1e-5, atol=1e-9)
         else:
@@ -414,7 +474,7 @@ def test_a_classifier_with_large_batches_trains_to_the_same_weights_with_every_k
         return history, [w.copy() for w in model.get_weights()], model.predict(x, batch_size=256, verbose=0)
 
     (h_on, w_on, p_on), (h_off, w_off, p_off) = both(train)
-    for a, b in zip(w_on, w_off):  # libm's exp and log differ from NumPy's in last bits
+    for a, b in zip(w_on, w_off):  # libm's exp and log differ from NumPy's by a few ulp
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(p_on, p_off, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h_on["loss"], h_off["loss"], rtol=1e-6)
@@ -436,10 +496,12 @@ def test_import_glassnet_does_not_import_numba_and_the_environment_switch_turns_
     assert _python(code) == "False True"
     # nor does a 1-row predict (the small arrays of serving latency stay below every kernel's threshold)
     row = ("import sys, numpy as np, glassnet; from glassnet.layers import Dense; "
+           "from glassnet.engine import compiled; "
            "m = glassnet.Sequential([glassnet.Input((784,)), Dense(512, activation='relu'), "
            "Dense(10, activation='softmax')]); m.predict(np.ones((1, 784), 'float32'), verbose=0); "
-           "print('numba' in sys.modules)")
-    assert _python(row) == "False"
+           "small = compiled.kernels_for(np.ones(100, 'float32')); "
+           "print('numba' in sys.modules, small)")
+    assert _python(row) == "False None"
     assert _python(code, GLASSNET_COMPILED="0") == "False False"
 
 

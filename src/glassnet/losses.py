@@ -161,7 +161,7 @@ def _sparse_cce_compiled(y_true, y_pred, options):
     """The batch-mean value and gradient of sparse categorical crossentropy in one compiled pass over the
     probabilities (``_numba_kernels.sparse_cce``: no one-hot matrix, the NumPy path's sums), or None where
     that path does not apply: numba absent or off, logits, another axis, float labels, small batches. The
-    gradient equals the NumPy path's bit for bit; the value may differ in its last bit (libm's log)."""
+    gradient equals the NumPy path's bit for bit; the value may differ by a few ulp (libm's log)."""
     if (options.get("from_logits") or y_pred.ndim != 2 or options.get("axis", -1) not in (-1, 1)
             or type(y_true) is not np.ndarray or y_true.dtype.kind not in "iu"):
         return None
@@ -172,6 +172,8 @@ def _sparse_cce_compiled(y_true, y_pred, options):
     if k is None:
         return None
     f, eps = y_pred.dtype.type, backend.epsilon()
+    if not f(eps) > 0:
+        return None  # the kernel takes one log per row, valid while every clipped q is > 0 (see sparse_cce)
     values, grad, bad = k.sparse_cce(np.ascontiguousarray(labels, dtype=np.int64), y_pred, f(1.0 / labels.size), f(eps),
                                      f(1 - eps))
     if bad >= 0:

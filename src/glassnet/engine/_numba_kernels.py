@@ -4,8 +4,8 @@ Each kernel computes what the NumPy reference it replaces computes — the same 
 same elements — but in one pass over memory instead of one pass per ufunc. Where several terms add into
 one element (col2im, overlapping pooling windows) the order of those additions differs from NumPy's
 tap-by-tap order, so results agree to rounding there; row sums follow NumPy's pairwise order
-(``_row_sum``); exp and log are libm's, which may round the last bit differently from NumPy's vectorized
-ones (softmax, the crossentropy's value). Bit for bit everywhere else. The reference is named in each
+(``_row_sum``); exp and log are libm's, a few ulp from NumPy's vectorized ones (which are themselves up
+to ~3 ulp from correctly rounded in float32): softmax and the crossentropy's value. Bit for bit everywhere else. The reference is named in each
 docstring; tests/test_compiled.py checks every kernel against it. Compiled on first use and cached on disk
 (``cache=True``; no kernel may be recursive: numba's cache corrupts recursive functions).
 
@@ -213,8 +213,8 @@ def bias_relu_(z, b):
 
 @_jit
 def relu_grad_colsum(dy, y):
-    """relu's backward and the bias gradient in one pass: ``dz = dy * (y > 0)`` and ``Σ_rows dz`` summed row
-    after row, the order of ``np.add.reduce(dz, axis=0)``."""
+    """relu's backward and the bias gradient in one pass: ``dz = dy * (y > 0)`` and ``Σ_rows dz`` in the order
+    of ``np.add.reduce(dz, axis=0)``: 0 + row after row (one column, being contiguous, sums pairwise)."""
     n, u = dy.shape
     dz = np.empty_like(dy)
     db = np.empty(u, dy.dtype)
@@ -222,19 +222,21 @@ def relu_grad_colsum(dy, y):
     for j in range(u):
         v = dy[0, j] * (one if y[0, j] > 0 else zero)
         dz[0, j] = v
-        db[j] = v
+        db[j] = zero + v
     for i in range(1, n):
         for j in range(u):
             v = dy[i, j] * (one if y[i, j] > 0 else zero)
             dz[i, j] = v
             db[j] += v
+    if u == 1:
+        db[0] = _row_sum(dz.ravel())
     return dz, db
 
 
 @_jit
 def softmax_rows(x):
     """``activations._softmax`` on each row: e = exp(x − max x); e / Σe. The sums are NumPy's; exp is libm's,
-    which may round the last bit differently from NumPy's vectorized exp."""
+    a few ulp from NumPy's vectorized exp."""
     n, k = x.shape
     out = np.empty_like(x)
     for i in range(n):
@@ -258,9 +260,8 @@ def sparse_cce(labels, p, dv, eps, hi):
     building the one-hot matrix: q = p / Σp clipped to [ε, 1 − ε]; value = −Σ t·log q; dq = −t / q_clipped
     where the clip lets the gradient through; grad = dv·(dq − Σ dq·q) / Σp (``hi`` = 1 − ε rounded as NumPy
     rounds it). The sums are NumPy's, so the gradient equals the NumPy path's bit for bit. Of −Σ t·log q only
-    the label's term is nonzero (the clipped q lies in [ε, 1 − ε]: every log is finite and negative) unless a
-    q is NaN, which makes the sum NaN: one log per row (libm's, which may round the last bit differently from
-    NumPy's). Returns (values, grad, the first row whose label is outside [0, k), or −1)."""
+    the label's term is nonzero (with ε > 0 the clipped q lies in [ε, 1 − ε]: every log is finite) unless a q
+    is NaN, which makes the sum NaN: one log per row (libm's, a few ulp from NumPy's). Returns (values, grad, the first row whose label is outside [0, k), or −1)."""
     n, k = p.shape
     values = np.empty(n, p.dtype)
     grad = np.empty_like(p)

@@ -15,6 +15,8 @@ are loaded, and compiled or read from numba's on-disk cache, on first use.
 The kernels run on one thread: beside the GEMMs between them, which keep OpenBLAS's threads
 busy-waiting on the other cores, numba's parallel loops measured slower (W3, benchmarks/suite.py).
 """
+import numpy as np
+
 from .backend import Switch
 
 MIN_ELEMENTS = 4096  # below this, NumPy's few calls cost less than the numba dispatch
@@ -60,10 +62,22 @@ def kernels_for(*arrays, min_elements=MIN_ELEMENTS):
     if not _switch.on:
         return None
     first = arrays[0]
-    if first.size < min_elements or first.dtype.char not in "fd":
+    if first.size < min_elements or first.dtype.char not in "fd" or not first.dtype.isnative:
         return None  # (before loading: small arrays never import numba)
     for a in arrays:
         if a.dtype != first.dtype or not a.flags.c_contiguous:
             return None
+    if _strict_errstate():
+        return None  # np.errstate(... = "raise" / "call" / "log"): NumPy's checks must run
     k = _kernels if _kernels is not None else _load()
     return k or None
+
+
+def _strict_errstate():
+    """True when NumPy is set to raise (or call, or log) on a floating-point error: the kernels do not check
+    for those, so the NumPy path runs and ``np.errstate(all="raise")`` works as it does without numba. (Under
+    the default "warn" the kernels compute the same values without NumPy's RuntimeWarnings.)"""
+    for mode in np.geterr().values():
+        if mode != "warn" and mode != "ignore":
+            return True
+    return False
