@@ -13,6 +13,9 @@ from ..engine.layer import Layer
 from ..engine.registry import register, serialize
 
 
+_KERNEL_MIN = compiled.MIN_ELEMENTS  # outputs from which Dense's compiled bias + relu pays for its call
+
+
 def _ser(obj, module):
     return None if obj is None else (module.serialize(obj) if hasattr(module, "serialize") else serialize(obj))
 
@@ -69,7 +72,7 @@ class Dense(Layer):
     def forward(self, x, training=False):
         W = self.kernel.value
         z = x @ W
-        k = self._fused_relu(z)
+        k = self._fused_relu(z) if z.size >= _KERNEL_MIN else None
         if k is not None:  # compiled (engine.compiled): z += b and relu in one pass, in place
             k.bias_relu_(z, self.bias.value)
             y, activation_backward = z, None
@@ -99,18 +102,18 @@ class Dense(Layer):
 
     def _fused_relu(self, z):
         """The compiled kernels when this layer's bias and relu can run as one pass over its 2-D ``z`` (numba
-        installed and on, float32/64, large enough to pay for the call), else None: the NumPy path."""
-        if z.size < compiled.MIN_ELEMENTS or self.activation is not _activations.relu or not self.use_bias \
-                or z.ndim != 2:
+        installed and on, float32/64; callers first check that z has _KERNEL_MIN values), else None: NumPy."""
+        if self.activation is not _activations.relu or not self.use_bias or z.ndim != 2:
             return None
         return compiled.kernels_for(z, self.bias.value)
 
     def call(self, x, training=False):
         z = x @ self.kernel.value
-        k = self._fused_relu(z)
-        if k is not None:
-            k.bias_relu_(z, self.bias.value)
-            return z
+        if z.size >= _KERNEL_MIN:  # (a 1-row predict skips even the kernel lookup)
+            k = self._fused_relu(z)
+            if k is not None:
+                k.bias_relu_(z, self.bias.value)
+                return z
         if self.use_bias:
             z += self.bias.value
         return self.activation(z)
