@@ -436,12 +436,17 @@ def test_a_convnet_trains_to_the_same_weights_with_and_without_the_compiled_path
     assert {"adam_step", "max_pool2d", "max_pool2d_backward", "col2im2d"} <= set(calls), calls
 
 
-def test_an_mlp_trains_to_the_same_weights_with_and_without_the_compiled_path(monkeypatch):
-    calls = count_kernel_calls(monkeypatch, "adam_step", "bias_relu_", "relu_grad_colsum", "softmax_rows",
-                               "sparse_cce")
+CLASSIFIER_KERNELS = ("adam_step", "bias_relu_", "relu_grad_colsum", "softmax_rows", "sparse_cce")
+
+
+def _ten_classes(rows):
     rng = np.random.default_rng(0)
-    x = rng.random((256, 100), dtype=np.float32)
-    y = rng.integers(0, 10, 256)
+    return rng.random((rows, 100), dtype=np.float32), rng.integers(0, 10, rows)
+
+
+def test_an_mlp_trains_to_the_same_weights_with_and_without_the_compiled_path(monkeypatch):
+    calls = count_kernel_calls(monkeypatch, *CLASSIFIER_KERNELS)
+    x, y = _ten_classes(256)
 
     def build():  # batches of 32 x 160 hidden units: the dense layers' bias + relu take the compiled path
         return glassnet.Sequential([glassnet.Input((100,)), L.Dense(160, activation="relu"),
@@ -456,11 +461,8 @@ def test_an_mlp_trains_to_the_same_weights_with_and_without_the_compiled_path(mo
 
 
 def test_a_classifier_with_large_batches_trains_to_the_same_weights_with_every_kernel(monkeypatch):
-    calls = count_kernel_calls(monkeypatch, "adam_step", "bias_relu_", "relu_grad_colsum", "softmax_rows",
-                               "sparse_cce")
-    rng = np.random.default_rng(0)
-    x = rng.random((512, 100), dtype=np.float32)
-    y = rng.integers(0, 10, 512)
+    calls = count_kernel_calls(monkeypatch, *CLASSIFIER_KERNELS)
+    x, y = _ten_classes(512)
 
     def build():  # batches of 128 x 10 outputs: softmax and the crossentropy take their kernels too
         return glassnet.Sequential([glassnet.Input((100,)), L.Dense(64, activation="relu"),
@@ -479,7 +481,7 @@ def test_a_classifier_with_large_batches_trains_to_the_same_weights_with_every_k
     np.testing.assert_allclose(p_on, p_off, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h_on["loss"], h_off["loss"], rtol=1e-6)
     assert h_on["accuracy"] == h_off["accuracy"]
-    assert set(calls) == {"adam_step", "bias_relu_", "relu_grad_colsum", "softmax_rows", "sparse_cce"}, calls
+    assert set(calls) == set(CLASSIFIER_KERNELS), calls
 
 
 # --- switches -------------------------------------------------------------------------------------
