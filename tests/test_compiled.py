@@ -329,6 +329,53 @@ def test_compiled_kernels_step_aside_for_strict_errstate_byte_order_and_zero_eps
     assert np.isfinite(value) and calls == {"sparse_cce": 1}
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN/inf on purpose
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("classes", [7, 200])
+def test_categorical_crossentropy_kernel_equals_the_numpy_loss(dtype, classes, monkeypatch):
+    from glassnet.losses import CategoricalCrossentropy, categorical_crossentropy
+    calls = count_kernel_calls(monkeypatch, "dense_cce")
+    rng = np.random.default_rng(10)
+    p = rng.random((100, classes)).astype(dtype)
+    p /= p.sum(axis=1, keepdims=True)
+    p[0, :] = 0
+    p[0, 1] = 1                           # q at the clip bounds
+    p[2, 3] = np.nan                      # a NaN row
+    p[4, 5] = np.inf                      # inf / inf
+    t = np.eye(classes, dtype=dtype)[rng.integers(0, classes, 100)]
+    t[0] = 0
+    t[0, 0] = 1                           # the label's q is 0: clipped to eps
+    t[6] = rng.random(classes)            # soft targets
+    t[7, 2] = -0.5                        # negative and NaN targets compute as in NumPy
+    t[8, 3] = np.nan
+    loss = CategoricalCrossentropy()
+    (v_on, g_on), (v_off, g_off) = both(lambda: loss.value_and_grad(t, p))
+    assert calls == {"dense_cce": 1}
+    np.testing.assert_array_equal(g_on, g_off)  # the gradient has no log: bit for bit
+    assert np.isnan(v_on) and np.isnan(v_off)
+    f = p.dtype.type
+    with compiled.use_compiled(True):
+        values_on = compiled.kernels_for(p, min_elements=0).dense_cce(t, p, f(0.01), f(1e-7), f(1 - 1e-7))[0]
+    values_off = categorical_crossentropy(t, p)
+    np.testing.assert_allclose(values_on, values_off, rtol=1e-6 if dtype == "float32" else 1e-14)
+    assert np.array_equal(np.isnan(values_on), np.isnan(values_off))
+    finite = ~np.isnan(values_off)
+    assert np.array_equal(np.signbit(values_on[finite]), np.signbit(values_off[finite]))
+    # integer one-hot targets are cast as the NumPy path casts them; the options the kernel lacks use NumPy
+    ints = np.eye(classes, dtype="int64")[rng.integers(0, classes, 100)]
+    good = p[9:]
+    (v_on, g_on), (v_off, g_off) = both(lambda: loss.value_and_grad(ints[9:], good))
+    np.testing.assert_array_equal(g_on, g_off)
+    assert v_on == pytest.approx(v_off, rel=1e-6)
+    assert calls == {"dense_cce": 3}  # (the loss both times, the direct call above)
+    with compiled.use_compiled(True):
+        CategoricalCrossentropy(label_smoothing=0.1).value_and_grad(ints[9:], good)
+        CategoricalCrossentropy(from_logits=True).value_and_grad(ints[9:], good)
+        with pytest.raises(ValueError, match="broadcast"):  # targets of another shape: NumPy's error
+            loss.value_and_grad(ints[9:, :-1], good)
+    assert calls == {"dense_cce": 3}, calls
+
+
 def test_sparse_crossentropy_kernel_leaves_errors_and_other_cases_to_the_numpy_path(monkeypatch):
     from glassnet.losses import SparseCategoricalCrossentropy
     calls = count_kernel_calls(monkeypatch, "sparse_cce")
@@ -460,9 +507,12 @@ def test_an_mlp_trains_to_the_same_weights_with_and_without_the_compiled_path(mo
     assert not calls.get("softmax_rows") and not calls.get("sparse_cce"), calls
 
 
-def test_a_classifier_with_large_batches_trains_to_the_same_weights_with_every_kernel(monkeypatch):
-    calls = count_kernel_calls(monkeypatch, *CLASSIFIER_KERNELS)
+@pytest.mark.parametrize("loss", ["sparse_categorical_crossentropy", "categorical_crossentropy"])
+def test_a_classifier_with_large_batches_trains_to_the_same_weights_with_every_kernel(loss, monkeypatch):
+    calls = count_kernel_calls(monkeypatch, *CLASSIFIER_KERNELS, "dense_cce")
     x, y = _ten_classes(512)
+    if loss == "categorical_crossentropy":
+        y = np.eye(10, dtype="float32")[y]  # one-hot targets (Keras 2's MNIST examples)
 
     def build():  # batches of 128 x 10 outputs: softmax and the crossentropy take their kernels too
         return glassnet.Sequential([glassnet.Input((100,)), L.Dense(64, activation="relu"),
@@ -471,7 +521,7 @@ def test_a_classifier_with_large_batches_trains_to_the_same_weights_with_every_k
     def train():
         glassnet.set_random_seed(7)
         model = build()
-        model.compile(optimizer=O.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.compile(optimizer=O.Adam(1e-3), loss=loss, metrics=["accuracy"])
         history = model.fit(x, y, batch_size=128, epochs=3, verbose=0, shuffle=False).history
         return history, [w.copy() for w in model.get_weights()], model.predict(x, batch_size=256, verbose=0)
 
@@ -481,7 +531,8 @@ def test_a_classifier_with_large_batches_trains_to_the_same_weights_with_every_k
     np.testing.assert_allclose(p_on, p_off, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(h_on["loss"], h_off["loss"], rtol=1e-6)
     assert h_on["accuracy"] == h_off["accuracy"]
-    assert set(calls) == set(CLASSIFIER_KERNELS), calls
+    loss_kernel = "sparse_cce" if loss.startswith("sparse") else "dense_cce"
+    assert set(calls) == set(CLASSIFIER_KERNELS) - {"sparse_cce"} | {loss_kernel}, calls
 
 
 # --- switches -------------------------------------------------------------------------------------

@@ -181,6 +181,24 @@ def _sparse_cce_compiled(y_true, y_pred, options):
     return float(np.add.reduce(values, axis=None)) / values.size, grad
 
 
+def _cce_compiled(y_true, y_pred, options):
+    """The batch-mean value and gradient of categorical crossentropy on probabilities in one compiled pass
+    (``_numba_kernels.dense_cce``: the NumPy path's sums, so the gradient is bit for bit; the value to a few
+    ulp of libm's log), or None where that path does not apply (as ``_sparse_cce_compiled``; also label
+    smoothing, and targets of another shape)."""
+    if (options.get("from_logits") or options.get("label_smoothing") or y_pred.ndim != 2
+            or options.get("axis", -1) not in (-1, 1) or type(y_true) is not np.ndarray
+            or y_true.shape != y_pred.shape or y_true.dtype.kind not in "biuf"):
+        return None
+    k = compiled.kernels_for(y_pred, min_elements=ROW_KERNEL_MIN)
+    f, eps = y_pred.dtype.type, backend.epsilon()
+    if k is None or not f(eps) > 0:
+        return None
+    targets = np.ascontiguousarray(y_true, dtype=y_pred.dtype)  # (the general path casts them the same way)
+    values, grad = k.dense_cce(targets, y_pred, f(1.0 / len(y_pred)), f(eps), f(1 - eps))
+    return float(np.add.reduce(values, axis=None)) / values.size, grad
+
+
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
     """categorical_crossentropy against one-hot(y) for integer labels y."""
     return categorical_crossentropy(_one_hot_labels(y_true, y_pred, axis), y_pred, from_logits, axis=axis)
@@ -412,15 +430,16 @@ class LossFunctionWrapper(Loss):
     compiled_form = None  # f(y_true, y_pred, options) -> (loss, grad) or None: the compiled fast path
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        plain = (sample_weight is None and self.reduction == "sum_over_batch_size" and type(y_pred) is np.ndarray
+                 and y_pred.dtype.kind == "f")  # the training step's case: no weights, the batch mean
+        if plain and self.compiled_form is not None:
+            fast = self.compiled_form(y_true, y_pred, self.options)
+            if fast is not None:
+                return fast
         dense = self.dense_form
-        if (dense is not None and sample_weight is None and self.reduction == "sum_over_batch_size"
-                and type(y_pred) is np.ndarray and y_pred.dtype.kind == "f"):
+        if plain and dense is not None:
             # the labels become targets (checked, one-hot) once, not once for the value and again for the
             # gradient: the same functions on the same arrays as the general path, so the same numbers
-            if self.compiled_form is not None:
-                fast = self.compiled_form(y_true, y_pred, self.options)
-                if fast is not None:
-                    return fast
             to_targets, fn, grad_fn = dense
             targets = to_targets(y_true, y_pred, self.options.get("axis", -1))
             loss, dv = _batch_mean(fn(targets, y_pred, **self.options), y_pred.dtype)
@@ -469,7 +488,8 @@ MeanSquaredLogarithmicError = _loss_class("MeanSquaredLogarithmicError", mean_sq
 BinaryCrossentropy = _loss_class("BinaryCrossentropy", binary_crossentropy, _bce_grad, "binary_crossentropy",
                                  from_logits=False, label_smoothing=0.0, axis=-1)
 CategoricalCrossentropy = _loss_class("CategoricalCrossentropy", categorical_crossentropy, _cce_grad,
-                                      "categorical_crossentropy", from_logits=False, label_smoothing=0.0, axis=-1)
+                                      "categorical_crossentropy", compiled_form=_cce_compiled, from_logits=False,
+                                      label_smoothing=0.0, axis=-1)
 SparseCategoricalCrossentropy = _loss_class("SparseCategoricalCrossentropy", sparse_categorical_crossentropy,
                                             _scce_grad, "sparse_categorical_crossentropy", sparse=True,
                                             dense_form=(_one_hot_labels, categorical_crossentropy, _cce_grad),

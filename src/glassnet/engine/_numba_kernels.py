@@ -289,3 +289,38 @@ def sparse_cce(labels, p, dv, eps, hi):
         for j in range(k):
             g[j] = dv * (g[j] - dsum) / s
     return values, grad, -1
+
+
+@_jit
+def dense_cce(t, p, dv, eps, hi):
+    """``sparse_cce`` for dense targets t (one-hot or not): value = −Σ t·log q, dq = −t / q_clipped where the
+    clip lets the gradient through, grad = dv·(dq − Σ dq·q) / Σp, with NumPy's sums. A term with t = 0 is
+    0·log q: −0.0 (q < 1; with ε > 0 every clipped q lies in [ε, 1 − ε], so log q is finite and ≤ 0), +0.0 at
+    q = 1, NaN where q is NaN — set without calling log. Returns (values, grad)."""
+    n, k = p.shape
+    values = np.empty(n, p.dtype)
+    grad = np.empty_like(p)
+    terms = np.empty(k, p.dtype)
+    one, zero = p.dtype.type(1), p.dtype.type(0)
+    for i in range(n):
+        s = _row_sum(p[i])
+        g = grad[i]
+        for j in range(k):  # (np.maximum / np.minimum keep NaN)
+            q = p[i, j] / s
+            qc = q if (q >= eps or q != q) else eps
+            qc = qc if (qc <= hi or qc != qc) else hi
+            tj = t[i, j]
+            if tj != 0:  # (NaN too)
+                terms[j] = tj * np.log(qc)
+            elif qc != qc:
+                terms[j] = qc
+            else:
+                terms[j] = zero if qc == one else -zero
+            g[j] = -tj / qc * (one if (q >= eps and q <= hi) else zero)
+        values[i] = -_row_sum(terms)
+        for j in range(k):
+            terms[j] = g[j] * (p[i, j] / s)
+        dsum = _row_sum(terms)
+        for j in range(k):
+            g[j] = dv * (g[j] - dsum) / s
+    return values, grad

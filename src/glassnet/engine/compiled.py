@@ -3,10 +3,11 @@
 NumPy is the reference engine: every layer's math is written, tested and readable there. A few
 passes are memory-bound chains of small ufuncs — Adam's update (a dozen passes over every parameter),
 SGD's momentum update, relu's backward, max-pooling, the col2im adds of a 2-D convolution's input
-gradient, a dense layer's bias + relu (and relu' + bias gradient), a classifier's softmax and sparse
-crossentropy. With numba installed (``pip install glassnet[fast]``) these run as one fused loop each
-(``_numba_kernels``), computing the same float operations on the same elements; tests/test_compiled.py
-checks each against the NumPy path, and the NumPy path keeps its own full test suite.
+gradient, a dense layer's bias + relu (and relu' + bias gradient), a classifier's softmax and
+crossentropy (sparse or dense targets). With numba installed (``pip install glassnet[fast]``) these
+run as one fused loop each (``_numba_kernels``), computing the same float operations on the same
+elements; tests/test_compiled.py checks each against the NumPy path, and the NumPy path keeps its
+own full test suite.
 
 Off switches: ``GLASSNET_COMPILED=0`` in the environment, or ``glassnet.engine.compiled.set_enabled(False)``
 (``use_compiled(False)`` as a context manager). ``import glassnet`` never imports numba: the kernels
