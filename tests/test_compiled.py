@@ -376,6 +376,67 @@ def test_categorical_crossentropy_kernel_equals_the_numpy_loss(dtype, classes, m
     assert calls == {"dense_cce": 3}, calls
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # log(0), log(-x) on purpose
+def test_crossentropy_kernels_leave_odd_options_targets_and_subclasses_to_the_numpy_path(monkeypatch):
+    from glassnet.engine import backend
+    from glassnet.losses import CategoricalCrossentropy, SparseCategoricalCrossentropy
+    calls = count_kernel_calls(monkeypatch, "sparse_cce", "dense_cce")
+    rng = np.random.default_rng(11)
+    p = rng.random((100, 8)).astype("float32")
+    p /= p.sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 8, 100)
+    onehot = np.eye(8, dtype="float32")[labels]
+
+    def same(loss, y, probs):
+        (v_on, g_on), (v_off, g_off) = both(lambda: loss.value_and_grad(y, probs))
+        np.testing.assert_array_equal(g_on, g_off)  # (values: libm's log when the kernel runs)
+        assert v_on == pytest.approx(v_off, rel=1e-6) or (np.isnan(v_on) and np.isnan(v_off)), (v_on, v_off)
+
+    soft64 = rng.random((100, 8))  # float64 soft targets: cast to float32 first, as the NumPy path does
+    same(CategoricalCrossentropy(), soft64, p)
+    assert calls == {"dense_cce": 1}
+    old = backend.epsilon()
+    try:
+        for eps in (0.0, 1.0, 1.5):  # clip bounds at or below 0: NaN losses on the NumPy path
+            backend.set_epsilon(eps)
+            same(CategoricalCrossentropy(), onehot, p)
+            same(SparseCategoricalCrossentropy(), labels, p)
+    finally:
+        backend.set_epsilon(old)
+    for axis in (0, 1.0, True):  # another axis, or not an int: NumPy's results, or NumPy's errors both ways
+        for loss, y in ((CategoricalCrossentropy(axis=axis), onehot),
+                        (SparseCategoricalCrossentropy(axis=axis), labels)):
+            errors = []
+            for flag in (True, False):
+                with compiled.use_compiled(flag):
+                    try:
+                        loss.value_and_grad(y, p)
+                    except (TypeError, ValueError) as e:
+                        errors.append(type(e))
+            assert len(errors) in (0, 2) and len(set(errors)) <= 1, (axis, errors)
+            if not errors:
+                same(loss, y, p)
+    p3, onehot3 = p.reshape(25, 4, 8), onehot.reshape(25, 4, 8)  # rank 3
+    same(CategoricalCrossentropy(), onehot3, p3)
+    same(SparseCategoricalCrossentropy(), labels.reshape(25, 4), p3)
+    assert calls == {"dense_cce": 1}, calls
+
+    class Doubled(CategoricalCrossentropy):  # a subclass's own call/grad are what it trains with
+        def call(self, y_true, y_pred):
+            return 2 * super().call(y_true, y_pred)
+
+        def grad(self, y_true, y_pred, dv):
+            return 2 * super().grad(y_true, y_pred, dv)
+
+    with compiled.use_compiled(True):
+        value, grad = Doubled().value_and_grad(onehot, p)
+        base_value, base_grad = CategoricalCrossentropy().value_and_grad(onehot, p)
+    assert value == pytest.approx(float(Doubled()(onehot, p)), rel=1e-6)
+    assert value == pytest.approx(2 * base_value, rel=1e-6)
+    np.testing.assert_allclose(grad, 2 * base_grad, rtol=1e-6)
+    assert calls == {"dense_cce": 2}, calls  # the base class's call only
+
+
 def test_sparse_crossentropy_kernel_leaves_errors_and_other_cases_to_the_numpy_path(monkeypatch):
     from glassnet.losses import SparseCategoricalCrossentropy
     calls = count_kernel_calls(monkeypatch, "sparse_cce")

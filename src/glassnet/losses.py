@@ -154,6 +154,17 @@ def _one_hot_labels(y_true, y_pred, axis=-1):
     return np.moveaxis(np.eye(n_classes, dtype=y_pred.dtype)[ints], -1, axis)
 
 
+def _last_of_2d(axis):
+    """True when ``axis`` names the last axis of a 2-D array (an int: NumPy raises for 1.0 or True)."""
+    return type(axis) is int and axis in (-1, 1)
+
+
+def _clip_is_positive(f, eps):
+    """True when clipping to [ε, 1 − ε] in the dtype ``f`` keeps every q > 0, so each log q is finite: the
+    crossentropy kernels' assumption (ε <= 0, ε >= 1 or NaN give NaN losses on the NumPy path)."""
+    return f(eps) > 0 and f(1 - eps) > 0
+
+
 ROW_KERNEL_MIN = 512  # elements of y_pred from which the one-pass kernels beat NumPy's dozen calls (engine.compiled)
 
 
@@ -162,7 +173,7 @@ def _sparse_cce_compiled(y_true, y_pred, options):
     probabilities (``_numba_kernels.sparse_cce``: no one-hot matrix, the NumPy path's sums), or None where
     that path does not apply: numba absent or off, logits, another axis, float labels, small batches. The
     gradient equals the NumPy path's bit for bit; the value may differ by a few ulp (libm's log)."""
-    if (options.get("from_logits") or y_pred.ndim != 2 or options.get("axis", -1) not in (-1, 1)
+    if (options.get("from_logits") or y_pred.ndim != 2 or not _last_of_2d(options.get("axis", -1))
             or type(y_true) is not np.ndarray or y_true.dtype.kind not in "iu"):
         return None
     labels = y_true[:, 0] if y_true.ndim == 2 and y_true.shape[1] == 1 else y_true
@@ -172,7 +183,7 @@ def _sparse_cce_compiled(y_true, y_pred, options):
     if k is None:
         return None
     f, eps = y_pred.dtype.type, backend.epsilon()
-    if not f(eps) > 0:
+    if not _clip_is_positive(f, eps):
         return None  # the kernel takes one log per row, valid while every clipped q is > 0 (see sparse_cce)
     values, grad, bad = k.sparse_cce(np.ascontiguousarray(labels, dtype=np.int64), y_pred, f(1.0 / labels.size), f(eps),
                                      f(1 - eps))
@@ -187,12 +198,12 @@ def _cce_compiled(y_true, y_pred, options):
     ulp of libm's log), or None where that path does not apply (as ``_sparse_cce_compiled``; also label
     smoothing, and targets of another shape)."""
     if (options.get("from_logits") or options.get("label_smoothing") or y_pred.ndim != 2
-            or options.get("axis", -1) not in (-1, 1) or type(y_true) is not np.ndarray
+            or not _last_of_2d(options.get("axis", -1)) or type(y_true) is not np.ndarray
             or y_true.shape != y_pred.shape or y_true.dtype.kind not in "biuf"):
         return None
     k = compiled.kernels_for(y_pred, min_elements=ROW_KERNEL_MIN)
     f, eps = y_pred.dtype.type, backend.epsilon()
-    if k is None or not f(eps) > 0:
+    if k is None or not _clip_is_positive(f, eps):
         return None
     targets = np.ascontiguousarray(y_true, dtype=y_pred.dtype)  # (the general path casts them the same way)
     values, grad = k.dense_cce(targets, y_pred, f(1.0 / len(y_pred)), f(eps), f(1 - eps))
@@ -431,7 +442,9 @@ class LossFunctionWrapper(Loss):
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
         plain = (sample_weight is None and self.reduction == "sum_over_batch_size" and type(y_pred) is np.ndarray
-                 and y_pred.dtype.kind == "f")  # the training step's case: no weights, the batch mean
+                 and y_pred.dtype.kind == "f"  # the training step's case: no weights, the batch mean,
+                 and type(self).call is LossFunctionWrapper.call  # and the class's own fn and grad_fn (a
+                 and type(self).grad is LossFunctionWrapper.grad)  # subclass overriding them is used as such)
         if plain and self.compiled_form is not None:
             fast = self.compiled_form(y_true, y_pred, self.options)
             if fast is not None:

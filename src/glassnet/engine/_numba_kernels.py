@@ -260,8 +260,8 @@ def sparse_cce(labels, p, dv, eps, hi):
     building the one-hot matrix: q = p / Σp clipped to [ε, 1 − ε]; value = −Σ t·log q; dq = −t / q_clipped
     where the clip lets the gradient through; grad = dv·(dq − Σ dq·q) / Σp (``hi`` = 1 − ε rounded as NumPy
     rounds it). The sums are NumPy's, so the gradient equals the NumPy path's bit for bit. Of −Σ t·log q only
-    the label's term is nonzero (with ε > 0 the clipped q lies in [ε, 1 − ε]: every log is finite) unless a q
-    is NaN, which makes the sum NaN: one log per row (libm's, a few ulp from NumPy's). Returns (values, grad, the first row whose label is outside [0, k), or −1)."""
+    the label's term is nonzero (with ε > 0 and 1 − ε > 0, which the caller checks, every clipped q is in
+    (0, 1]: every log is finite) unless a q is NaN, which makes the sum NaN: one log per row (libm's, a few ulp from NumPy's). Returns (values, grad, the first row whose label is outside [0, k), or −1)."""
     n, k = p.shape
     values = np.empty(n, p.dtype)
     grad = np.empty_like(p)
@@ -295,8 +295,8 @@ def sparse_cce(labels, p, dv, eps, hi):
 def dense_cce(t, p, dv, eps, hi):
     """``sparse_cce`` for dense targets t (one-hot or not): value = −Σ t·log q, dq = −t / q_clipped where the
     clip lets the gradient through, grad = dv·(dq − Σ dq·q) / Σp, with NumPy's sums. A term with t = 0 is
-    0·log q: −0.0 (q < 1; with ε > 0 every clipped q lies in [ε, 1 − ε], so log q is finite and ≤ 0), +0.0 at
-    q = 1, NaN where q is NaN — set without calling log. Returns (values, grad)."""
+    0·log q: ±0.0 (with ε > 0 and 1 − ε > 0, which the caller checks, every clipped q is in (0, 1], so log q
+    is finite), NaN where q is NaN — set without calling log. Returns (values, grad)."""
     n, k = p.shape
     values = np.empty(n, p.dtype)
     grad = np.empty_like(p)
