@@ -441,22 +441,23 @@ class LossFunctionWrapper(Loss):
     compiled_form = None  # f(y_true, y_pred, options) -> (loss, grad) or None: the compiled fast path
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
-        plain = (sample_weight is None and self.reduction == "sum_over_batch_size" and type(y_pred) is np.ndarray
-                 and y_pred.dtype.kind == "f"  # the training step's case: no weights, the batch mean,
-                 and type(self).call is LossFunctionWrapper.call  # and the class's own fn and grad_fn (a
-                 and type(self).grad is LossFunctionWrapper.grad)  # subclass overriding them is used as such)
-        if plain and self.compiled_form is not None:
-            fast = self.compiled_form(y_true, y_pred, self.options)
-            if fast is not None:
-                return fast
-        dense = self.dense_form
-        if plain and dense is not None:
-            # the labels become targets (checked, one-hot) once, not once for the value and again for the
-            # gradient: the same functions on the same arrays as the general path, so the same numbers
-            to_targets, fn, grad_fn = dense
-            targets = to_targets(y_true, y_pred, self.options.get("axis", -1))
-            loss, dv = _batch_mean(fn(targets, y_pred, **self.options), y_pred.dtype)
-            return loss, grad_fn(targets, y_pred, dv, **self.options)
+        compiled_form, dense = self.compiled_form, self.dense_form
+        if ((compiled_form is not None or dense is not None)  # (most losses have neither: nothing else to check)
+                and sample_weight is None and self.reduction == "sum_over_batch_size" and type(y_pred) is np.ndarray
+                and y_pred.dtype.kind == "f"  # the training step's case: no weights, the batch mean,
+                and type(self).call is LossFunctionWrapper.call  # and the class's own fn and grad_fn (a
+                and type(self).grad is LossFunctionWrapper.grad):  # subclass overriding them is used as such)
+            if compiled_form is not None:
+                fast = compiled_form(y_true, y_pred, self.options)
+                if fast is not None:
+                    return fast
+            if dense is not None:
+                # the labels become targets (checked, one-hot) once, not once for the value and again for the
+                # gradient: the same functions on the same arrays as the general path, so the same numbers
+                to_targets, fn, grad_fn = dense
+                targets = to_targets(y_true, y_pred, self.options.get("axis", -1))
+                loss, dv = _batch_mean(fn(targets, y_pred, **self.options), y_pred.dtype)
+                return loss, grad_fn(targets, y_pred, dv, **self.options)
         return super().value_and_grad(y_true, y_pred, sample_weight)
 
     def get_config(self):
