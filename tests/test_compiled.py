@@ -1,8 +1,9 @@
 """The compiled fast path (engine.compiled, numba) equals the NumPy reference it replaces.
 
 Each kernel is run with the compiled path on and off on the same inputs: element-by-element rules
-(Adam, relu's backward, max-pooling) must agree bit for bit, sums whose order differs (col2im,
-overlapping pooling windows) to float tolerance; then whole models train to the same weights.
+(Adam, relu's backward, max-pooling, a dense layer's bias + relu, the crossentropy gradients) must agree
+bit for bit, sums whose order differs (col2im, overlapping pooling windows) and libm's exp/log (softmax,
+crossentropy values) to float tolerance; then whole models train to the same weights.
 """
 import os
 import subprocess
@@ -155,7 +156,7 @@ def test_relu_backward_kernel_equals_the_numpy_product_with_nan_and_signed_zeros
     assert np.array_equal(np.signbit(on), np.signbit(off))
 
 
-# --- the dense layer's bias + relu, softmax, sparse crossentropy ----------------------------------------
+# --- the dense layer's bias + relu, softmax, crossentropy -----------------------------------------------
 def _awkward(rng, shape, dtype):
     """Normal values with NaN, ±inf, ±0 and exact zeros of z + b sprinkled in."""
     a = rng.normal(size=shape).astype(dtype)

@@ -165,7 +165,7 @@ def _clip_is_positive(f, eps):
     return f(eps) > 0 and f(1 - eps) > 0
 
 
-ROW_KERNEL_MIN = 512  # elements of y_pred from which the one-pass kernels beat NumPy's dozen calls (engine.compiled)
+ROW_KERNEL_MIN = 512  # values of y_pred from which the one-pass kernels beat NumPy's dozen calls (engine.compiled)
 
 
 def _sparse_cce_compiled(y_true, y_pred, options):
@@ -185,8 +185,8 @@ def _sparse_cce_compiled(y_true, y_pred, options):
     f, eps = y_pred.dtype.type, backend.epsilon()
     if not _clip_is_positive(f, eps):
         return None  # the kernel takes one log per row, valid while every clipped q is > 0 (see sparse_cce)
-    values, grad, bad = k.sparse_cce(np.ascontiguousarray(labels, dtype=np.int64), y_pred, f(1.0 / labels.size), f(eps),
-                                     f(1 - eps))
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    values, grad, bad = k.sparse_cce(labels, y_pred, f(1.0 / labels.size), f(eps), f(1 - eps))
     if bad >= 0:
         return None  # a label out of range: the NumPy path raises its error
     return float(np.add.reduce(values, axis=None)) / values.size, grad
@@ -443,8 +443,8 @@ class LossFunctionWrapper(Loss):
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
         compiled_form, dense = self.compiled_form, self.dense_form
         if ((compiled_form is not None or dense is not None)  # (most losses have neither: nothing else to check)
-                and sample_weight is None and self.reduction == "sum_over_batch_size" and type(y_pred) is np.ndarray
-                and y_pred.dtype.kind == "f"  # the training step's case: no weights, the batch mean,
+                and sample_weight is None and self.reduction == "sum_over_batch_size"
+                and type(y_pred) is np.ndarray and y_pred.dtype.kind == "f"  # the training step: no weights, the mean,
                 and type(self).call is LossFunctionWrapper.call  # and the class's own fn and grad_fn (a
                 and type(self).grad is LossFunctionWrapper.grad):  # subclass overriding them is used as such)
             if compiled_form is not None:

@@ -5,8 +5,9 @@ same elements — but in one pass over memory instead of one pass per ufunc. Whe
 one element (col2im, overlapping pooling windows) the order of those additions differs from NumPy's
 tap-by-tap order, so results agree to rounding there; row sums follow NumPy's pairwise order
 (``_row_sum``); exp and log are libm's, a few ulp from NumPy's vectorized ones (which are themselves up
-to ~3 ulp from correctly rounded in float32): softmax and the crossentropy's value. Bit for bit everywhere else. The reference is named in each
-docstring; tests/test_compiled.py checks every kernel against it. Compiled on first use and cached on disk
+to ~3 ulp from correctly rounded in float32): softmax and the crossentropy's value. Bit for bit
+everywhere else. The reference is named in each docstring; tests/test_compiled.py checks every kernel
+against it. Compiled on first use and cached on disk
 (``cache=True``; no kernel may be recursive: numba's cache corrupts recursive functions).
 
 Arrays are channels-last and C-contiguous (``compiled.kernels_for`` checks).
@@ -135,7 +136,7 @@ def col2im2d(dcols, n_, hp, wp, c_, kh, kw, sh, sw, dh, dw, oh, ow):
     return dxp
 
 
-# --- the dense layer's epilogues, softmax and the sparse crossentropy (one pass each) ------------------
+# --- the dense layer's epilogues, softmax and the crossentropy (one pass each) -------------------------
 @_jit
 def _block_sum(a, lo, n):
     """NumPy's ``pairwise_sum`` on a block of n <= 128 elements: a plain loop below 8, else eight accumulators."""
@@ -261,7 +262,8 @@ def sparse_cce(labels, p, dv, eps, hi):
     where the clip lets the gradient through; grad = dv·(dq − Σ dq·q) / Σp (``hi`` = 1 − ε rounded as NumPy
     rounds it). The sums are NumPy's, so the gradient equals the NumPy path's bit for bit. Of −Σ t·log q only
     the label's term is nonzero (with ε > 0 and 1 − ε > 0, which the caller checks, every clipped q is in
-    (0, 1]: every log is finite) unless a q is NaN, which makes the sum NaN: one log per row (libm's, a few ulp from NumPy's). Returns (values, grad, the first row whose label is outside [0, k), or −1)."""
+    (0, 1]: every log is finite) unless a q is NaN, which makes the sum NaN: one log per row (libm's, a few
+    ulp from NumPy's). Returns (values, grad, the first row whose label is outside [0, k), or −1)."""
     n, k = p.shape
     values = np.empty(n, p.dtype)
     grad = np.empty_like(p)
