@@ -73,6 +73,14 @@ def data(n=150, shape=(12, 12, 2), classes=5, dtype=None):
     return x, rng.integers(0, classes, n)
 
 
+def sgd_model(build, seed):
+    """``build()`` with the random seed set first, compiled with plain SGD and sparse crossentropy."""
+    glassnet.set_random_seed(seed)
+    model = build()
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    return model
+
+
 def train(build, split, x, y, epochs=2, batch_size=64, optimizer="adam", **kwargs):
     glassnet.set_random_seed(7)
     model = build(**kwargs)
@@ -244,9 +252,7 @@ def test_fit_splits_by_default_and_restores_blas(halves, monkeypatch):
 
 def test_error_in_a_half_leaves_plain_weights(can_split):
     x, y = data(128)
-    glassnet.set_random_seed(0)
-    model = convnet()
-    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model = sgd_model(convnet, seed=0)
     conv = model.layers[2]
     original = conv.forward
 
@@ -344,9 +350,7 @@ def test_small_data_set_keeps_blas_threads(can_split):
     probe = glassnet.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: seen.append(parallel.active()))
     for rows, expected in ((20, False), (64, True)):
         seen.clear()
-        glassnet.set_random_seed(0)
-        model = convnet()
-        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model = sgd_model(convnet, seed=0)
         x, y = data(rows)
         model.fit(x, y, batch_size=32 if rows == 20 else 64, epochs=1, verbose=0, callbacks=[probe])
         assert seen == [expected]
@@ -646,9 +650,7 @@ def test_freezing_a_layer_during_fit_keeps_the_plan_of_the_fit(can_split, float6
     for build in (convnet, functional_convnet):
         results = []
         for split in (False, True):
-            glassnet.set_random_seed(9)
-            model = build()
-            model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+            model = sgd_model(build, seed=9)
             with parallel.use_batch_split(split):
                 model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[FreezeFirstConv()])
             results.append(model)
@@ -661,9 +663,7 @@ def test_on_batch_methods_split_too(can_split, float64, halves):
     x, y = data(64)
     models = []
     for split in (False, True):
-        glassnet.set_random_seed(5)
-        model = convnet()
-        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model = sgd_model(convnet, seed=5)
         with parallel.use_batch_split(split):
             model.train_on_batch(x, y)
             models.append((model, model.test_on_batch(x, y), model.predict_on_batch(x)))
