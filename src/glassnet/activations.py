@@ -150,10 +150,10 @@ gelu = _define("gelu", _gelu, _gelu_grad)
 
 
 def _softmax(x, axis=-1):
-    # compiled: the same formula in one pass (libm's exp: a few ulp from NumPy's), from 512
+    # compiled: the same formula in one pass (libm's exp: a few ulp from NumPy's), from ROW_KERNEL_MIN
     # values in rows of <= 32 (a classifier's output); below, and in wider rows, NumPy's five calls are faster
     if type(x) is np.ndarray and x.ndim >= 2 and axis in (-1, x.ndim - 1) and 0 < x.shape[-1] <= 32 \
-            and x.size >= 512:
+            and x.size >= compiled.ROW_KERNEL_MIN:
         k = compiled.kernels_for(x, min_elements=0)
         if k is not None:
             return k.softmax_rows(x.reshape(-1, x.shape[-1])).reshape(x.shape)

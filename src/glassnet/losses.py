@@ -154,60 +154,53 @@ def _one_hot_labels(y_true, y_pred, axis=-1):
     return np.moveaxis(np.eye(n_classes, dtype=y_pred.dtype)[ints], -1, axis)
 
 
-def _last_of_2d(axis):
-    """True when ``axis`` names the last axis of a 2-D array (an int: NumPy raises for 1.0 or True)."""
-    return type(axis) is int and axis in (-1, 1)
-
-
-def _clip_is_positive(f, eps):
-    """True when clipping to [ε, 1 − ε] in the dtype ``f`` keeps every q > 0, so each log q is finite: the
-    crossentropy kernels' assumption (ε <= 0, ε >= 1 or NaN give NaN losses on the NumPy path)."""
-    return f(eps) > 0 and f(1 - eps) > 0
-
-
-ROW_KERNEL_MIN = 512  # values of y_pred from which the one-pass kernels beat NumPy's dozen calls (engine.compiled)
+def _crossentropy_kernels(y_pred, options):
+    """The compiled kernels (engine.compiled) when a crossentropy on the probabilities ``y_pred`` can run as
+    one pass per row, else None: numba absent or off, logits, a y_pred that is not 2-D or too small, an axis
+    other than the last (an int: NumPy raises for 1.0 or True), or a clip [ε, 1 − ε] that does not keep every
+    q > 0 (ε <= 0, ε >= 1 or NaN: NaN losses on the NumPy path; the kernels assume each log q finite)."""
+    axis = options.get("axis", -1)
+    if options.get("from_logits") or y_pred.ndim != 2 or type(axis) is not int or axis not in (-1, 1):
+        return None
+    k = compiled.kernels_for(y_pred, min_elements=compiled.ROW_KERNEL_MIN)
+    f, eps = y_pred.dtype.type, backend.epsilon()
+    return k if k is not None and f(eps) > 0 and f(1 - eps) > 0 else None
 
 
 def _sparse_cce_compiled(y_true, y_pred, options):
     """The batch-mean value and gradient of sparse categorical crossentropy in one compiled pass over the
     probabilities (``_numba_kernels.sparse_cce``: no one-hot matrix, the NumPy path's sums), or None where
-    that path does not apply: numba absent or off, logits, another axis, float labels, small batches. The
-    gradient equals the NumPy path's bit for bit; the value may differ by a few ulp (libm's log)."""
-    if (options.get("from_logits") or y_pred.ndim != 2 or not _last_of_2d(options.get("axis", -1))
-            or type(y_true) is not np.ndarray or y_true.dtype.kind not in "iu"):
+    that path does not apply (``_crossentropy_kernels``; float labels). The gradient equals the NumPy path's
+    bit for bit; the value may differ by a few ulp (libm's log)."""
+    if type(y_true) is not np.ndarray or y_true.dtype.kind not in "iu":
         return None
     labels = y_true[:, 0] if y_true.ndim == 2 and y_true.shape[1] == 1 else y_true
-    if labels.shape != y_pred.shape[:1] or not labels.size:
-        return None
-    k = compiled.kernels_for(y_pred, min_elements=ROW_KERNEL_MIN)
-    if k is None:
+    k = _crossentropy_kernels(y_pred, options)
+    if k is None or labels.shape != y_pred.shape[:1]:
         return None
     f, eps = y_pred.dtype.type, backend.epsilon()
-    if not _clip_is_positive(f, eps):
-        return None  # the kernel takes one log per row, valid while every clipped q is > 0 (see sparse_cce)
     labels = np.ascontiguousarray(labels, dtype=np.int64)
     values, grad, bad = k.sparse_cce(labels, y_pred, f(1.0 / labels.size), f(eps), f(1 - eps))
     if bad >= 0:
         return None  # a label out of range: the NumPy path raises its error
-    return float(np.add.reduce(values, axis=None)) / values.size, grad
+    return _mean(values), grad
 
 
 def _cce_compiled(y_true, y_pred, options):
     """The batch-mean value and gradient of categorical crossentropy on probabilities in one compiled pass
     (``_numba_kernels.dense_cce``: the NumPy path's sums, so the gradient is bit for bit; the value to a few
-    ulp of libm's log), or None where that path does not apply (as ``_sparse_cce_compiled``; also label
+    ulp of libm's log), or None where that path does not apply (``_crossentropy_kernels``; also label
     smoothing, and targets of another shape)."""
-    if (options.get("from_logits") or options.get("label_smoothing") or y_pred.ndim != 2
-            or not _last_of_2d(options.get("axis", -1)) or type(y_true) is not np.ndarray
-            or y_true.shape != y_pred.shape or y_true.dtype.kind not in "biuf"):
+    if (options.get("label_smoothing") or type(y_true) is not np.ndarray or y_true.shape != y_pred.shape
+            or y_true.dtype.kind not in "biuf"):
         return None
-    k = compiled.kernels_for(y_pred, min_elements=ROW_KERNEL_MIN)
+    k = _crossentropy_kernels(y_pred, options)
+    if k is None:
+        return None
     f, eps = y_pred.dtype.type, backend.epsilon()
-    if k is None or not _clip_is_positive(f, eps):
-        return None
     targets = np.ascontiguousarray(y_true, dtype=y_pred.dtype)  # (the general path casts them the same way)
     values, grad = k.dense_cce(targets, y_pred, f(1.0 / len(y_pred)), f(eps), f(1 - eps))
-    return float(np.add.reduce(values, axis=None)) / values.size, grad
+    return _mean(values), grad
 
 
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False, axis=-1):
@@ -331,7 +324,12 @@ def _batch_mean(values, dtype):
     np.full, without their Python wrappers: the same numbers, ~1 µs less per step.)"""
     dv = np.empty(values.shape, dtype)
     dv.fill(1.0 / values.size)
-    return float(np.add.reduce(values, axis=None)) / values.size, dv
+    return _mean(values), dv
+
+
+def _mean(values):
+    """The mean of the per-sample ``values`` as a float (add.reduce: ndarray.sum minus its wrapper)."""
+    return float(np.add.reduce(values, axis=None)) / values.size
 
 
 class Loss:

@@ -21,6 +21,7 @@ import numpy as np
 from .backend import Switch
 
 MIN_ELEMENTS = 4096  # below this, NumPy's few calls cost less than the numba dispatch
+ROW_KERNEL_MIN = 512  # values from which the row kernels (softmax, crossentropy) beat NumPy's many small calls
 
 _switch = Switch("GLASSNET_COMPILED")
 _kernels = None  # the loaded _numba_kernels module, False when numba is missing or broken
