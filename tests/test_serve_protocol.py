@@ -357,6 +357,14 @@ def test_tf_numbers_too_large(sig):
     tf_refused({"instances": [[1e39] + ROW[1:]]}, sig, "NaN/Inf", "too large for float32", "impute or drop")
 
 
+def test_ints_too_large_for_a_float16_input():
+    spec = TensorSpec("h", np.dtype("float16"), (-1, 2))
+    for value in ([[70000, 1]], [[70000, 1]] * 200):  # the fast path and the general one
+        with pytest.raises(ProtocolError, match="too large for float16"):
+            P._numeric(value, spec, "h")
+    assert P._numeric([[65504, 1]] * 200, spec, "h")[0, 0] == 65504
+
+
 # --- Open Inference Protocol (V2): JSON --------------------------------------------------------------
 def test_v2_flat_and_nested_data(sig, tut):
     x = tut[1][:2]
@@ -964,3 +972,90 @@ def test_handle_pages_and_openapi(server):
     assert enum == ["pima", "two"]
     r = server.handle("GET", "/metrics")
     assert r.status == 200 and r.headers["content-type"].startswith("text/plain")
+
+
+# --- the short-request fast path ------------------------------------------------------------------
+def _fast_and_general(value, dtype, monkeypatch):
+    """_numeric's result (array or refusal message) with the fast path, then with it turned off."""
+    spec = TensorSpec("x", np.dtype(dtype), (-1, 8))
+    out = []
+    for few in (P._FEW_VALUES, -1):
+        monkeypatch.setattr(P, "_FEW_VALUES", few)
+        try:
+            out.append(P._numeric(value, spec, "x"))
+        except ProtocolError as e:
+            out.append(str(e))
+    return out
+
+
+def _edge_values(rng):
+    f32max = float(np.finfo(np.float32).max)
+    yield [[0.1, -2.5, 3, 4, 5.5, 6e-40, 1e-46, 7]]                        # subnormal and underflowing floats
+    yield [[f32max, -f32max, 3.4028235677973366e38, 1, 2, 3, 4, 5]]      # at float32's limit (rounds to max)
+    yield [[3.4028235677973367e38, 0, 0, 0, 0, 0, 0, 0]]                   # rounds to inf in float32: refused
+    yield [[16777216, 16777217, 1, 2, 3, 4, 5, 6]]                         # ints past 2**24 (general path)
+    yield [[16777217, 0.5, 1, 2, 3, 4, 5, 6]]                              # the same int beside a float
+    yield [[2 ** 62 + 1, 1, 2, 3, 4, 5, 6, 7]]
+    yield [[-(2 ** 63), 1, 2, 3, 4, 5, 6, 7]]
+    yield [[1e300, 1, 2, 3, 4, 5, 6, 7]]
+    yield [[65504.0, 65520.0, -65519.9, 1, 2, 3, 4, 5]]                    # float16's limit and rounding
+    yield [[True, 1, 2, 3, 4, 5, 6, 7]]
+    yield [["1", 1, 2, 3, 4, 5, 6, 7]]
+    yield [[None, 1, 2, 3, 4, 5, 6, 7]]
+    yield [[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3]]                            # ragged
+    yield [[[1, 2, 3, 4, 5, 6, 7, 8]]]                                     # one level too deep
+    yield [[1, 2, 3, 4, 5, 6, 7, 8], 5]
+    yield [[]]
+    yield []
+    yield [1.5, 2, 3]
+    yield [{"b64": "AAAA"}]
+    for _ in range(40):
+        n = int(rng.integers(1, 5))
+        scale = 10.0 ** rng.integers(-45, 40, size=(n, 8)) if rng.random() < 0.3 else 10.0 ** rng.integers(-3, 4)
+        row = rng.normal(size=(n, 8)) * scale
+        rows = row.tolist()
+        if rng.random() < 0.5:
+            rows[0][int(rng.integers(8))] = int(rng.integers(-2 ** 40, 2 ** 40)) >> int(rng.integers(0, 40))
+        yield rows
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_short_requests_take_a_fast_path_equal_to_the_general_one(dtype, monkeypatch):
+    """Up to _FEW_VALUES numbers are checked in Python; the array (dtype, shape, every bit) and every
+    refusal must be exactly what the general NumPy path gives."""
+    rng = np.random.default_rng(3)
+    fast_hits = 0
+    for value in _edge_values(rng):
+        fast, general = _fast_and_general(value, dtype, monkeypatch)
+        if isinstance(general, str):
+            assert fast == general, value
+            continue
+        assert isinstance(fast, np.ndarray), (value, fast)
+        assert fast.dtype == general.dtype == np.dtype(dtype) and fast.shape == general.shape, value
+        assert fast.tobytes() == general.tobytes(), value
+        monkeypatch.setattr(P, "_FEW_VALUES", 256)
+        fast_hits += P._few_floats(value, np.dtype(dtype)) is not None
+    assert fast_hits >= 15  # the random rows did take the fast path
+
+
+def test_fast_path_declines_what_it_cannot_decide():
+    f32 = np.dtype("float32")
+    assert P._few_floats([[1.0, 2]], f32).dtype == f32
+    assert P._few_floats([[True, 2.0]], f32) is None                    # bools: refused by the general path
+    assert P._few_floats([[16777217, 2]], f32) is None                  # an int float32 cannot hold exactly
+    assert P._few_floats([[16777216, 2]], f32) is not None
+    assert P._few_floats([[3.5e38, 2]], f32) is None                    # beyond float32's range
+    assert P._few_floats([[1.0] * 8] * 33, f32) is None                 # 264 values: the general path
+    assert P._few_floats([[1.0] * 8] * 32, f32) is not None
+    assert P._few_floats([1.0] * 257, f32) is None
+
+
+def test_check_shape_of_a_scalar_against_a_vector_input():
+    spec = TensorSpec("v", np.dtype("float32"), (-1,))
+    with pytest.raises(ProtocolError, match=r"shape \[\], but input 'v' takes shape \[-1\]"):
+        P.check_shape(np.array(1.0, dtype=np.float32), spec, "v")
+    assert P.check_shape(np.zeros(3, np.float32), spec, "v").shape == (3,)
+    spec = TensorSpec("m", np.dtype("float32"), (-1, -1, 2))
+    assert P.check_shape(np.zeros((1, 5, 2), np.float32), spec, "m").shape == (1, 5, 2)
+    with pytest.raises(ProtocolError, match=r"shape \[1, 5, 3\]"):
+        P.check_shape(np.zeros((1, 5, 3), np.float32), spec, "m")

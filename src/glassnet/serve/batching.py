@@ -8,11 +8,14 @@ batches form even with a zero timeout; ``max_batch_size=1`` turns batching off (
 time, still off the loop).
 """
 import asyncio
-import collections
+import queue
 import threading
 import time
 
 import numpy as np
+
+
+_STOP = object()  # queued by stop(): everything before it is answered, then the thread ends
 
 
 class QueueFull(Exception):
@@ -28,9 +31,14 @@ class Batcher:
         self.timeout = max(0.0, float(batch_timeout_s))
         self.max_queue_rows = max_queue_rows
         self.on_batch = on_batch  # callback(rows, seconds, rows still queued) from the inference thread (metrics)
-        self._queue = collections.deque()
-        self._rows = 0
-        self._cond = threading.Condition()
+        # A SimpleQueue hands requests to the thread: put and get are single C calls that wake the
+        # thread only when it sleeps (a Condition costs a new lock per wait and a Python-level notify
+        # per request). The lock orders submit against stop, so nothing is queued after the stop mark.
+        self._inbox = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._submitted = 0  # rows ever queued (written under the lock)
+        self._taken = 0      # rows ever taken into a batch (written by the inference thread only)
+        self._carry = None   # the item that did not fit into the last batch (inference thread only)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"glassnet-infer-{served.name}-{served.version}",
                                         daemon=True)
@@ -38,41 +46,37 @@ class Batcher:
 
     @property
     def queued_rows(self):
-        return self._rows
+        return self._submitted - self._taken
 
     def submit(self, arrays):
         """Queue one request (list of input arrays); returns an asyncio future of its output list."""
         fut = self.loop.create_future()
         n = len(arrays[0])
-        with self._cond:
+        with self._lock:
             if self._stopping:  # retired version: answer anyway, on a worker thread
                 return asyncio.ensure_future(asyncio.to_thread(self.served.predict, arrays))
-            if self._rows and self._rows + n > self.max_queue_rows:
-                raise QueueFull(f"model {self.served.name!r} has {self._rows} rows queued (limit "
+            queued = self._submitted - self._taken
+            if queued and queued + n > self.max_queue_rows:
+                raise QueueFull(f"model {self.served.name!r} has {queued} rows queued (limit "
                                 f"{self.max_queue_rows}); try again shortly.")
-            self._queue.append((arrays, n, fut))
-            self._rows += n
-            self._cond.notify()
+            self._submitted += n
+            self._inbox.put((arrays, n, fut))
         return fut
 
     def _take(self):
         """Block until there is work; return a list of queued items (None when stopping and drained)."""
-        with self._cond:
-            while not self._queue:
-                if self._stopping:
-                    return None
-                self._cond.wait()
-            items, rows = [self._queue.popleft()], 0
-            rows = items[0][1]
-            deadline = None
-            while rows < self.max_batch_size:
-                if self._queue:
-                    if rows + self._queue[0][1] > self.max_batch_size:
-                        break
-                    item = self._queue.popleft()
-                    items.append(item)
-                    rows += item[1]
-                    continue
+        inbox = self._inbox
+        first, self._carry = self._carry, None
+        if first is None:
+            first = inbox.get()
+        if first is _STOP:
+            return None
+        items, rows = [first], first[1]
+        deadline = None
+        while rows < self.max_batch_size:
+            if not inbox.empty():  # one consumer: what is there stays there
+                item = inbox.get()
+            else:
                 if self.timeout <= 0 or self._stopping:
                     break
                 if deadline is None:
@@ -80,9 +84,17 @@ class Batcher:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cond.wait(remaining)
-            self._rows -= rows
-            return items
+                try:
+                    item = inbox.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP or rows + item[1] > self.max_batch_size:
+                self._carry = item  # the next batch starts with it (or the thread ends)
+                break
+            items.append(item)
+            rows += item[1]
+        self._taken += rows
+        return items
 
     def _run(self):
         while True:
@@ -97,14 +109,16 @@ class Batcher:
                     n_inputs = len(items[0][0])
                     batch = [np.concatenate([it[0][i] for it in items]) for i in range(n_inputs)]
                     outputs = self.served.predict(batch)
-                    bounds = np.cumsum([it[1] for it in items])[:-1]
-                    parts = [np.split(o, bounds) for o in outputs]
-                    results = [[p[k] for p in parts] for k in range(len(items))]
+                    results, start_row = [], 0
+                    for it in items:  # slices (np.split costs ~1.5 us per part: 23 us for 16 rows)
+                        end_row = start_row + it[1]
+                        results.append([o[start_row:end_row] for o in outputs])
+                        start_row = end_row
                 error = None
             except Exception as e:  # reported to every request of the batch; the server keeps serving
                 results, error = None, e
             if self.on_batch is not None:
-                self.on_batch(sum(it[1] for it in items), time.perf_counter() - start, self._rows)
+                self.on_batch(sum(it[1] for it in items), time.perf_counter() - start, self.queued_rows)
             try:
                 self.loop.call_soon_threadsafe(_deliver, items, results, error)
             except RuntimeError:  # the loop has closed (shutdown)
@@ -112,9 +126,10 @@ class Batcher:
 
     def stop(self, wait=True):
         """Finish what is queued, then end the thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+        with self._lock:
+            if not self._stopping:
+                self._stopping = True
+                self._inbox.put(_STOP)
         if wait:
             self._thread.join()
 

@@ -125,6 +125,10 @@ def error_body(message):
 # --- arrays from JSON values ----------------------------------------------------------------------
 def _numeric(value, spec, what):
     """A JSON value (number or nested lists of numbers) as an array of ``spec``'s dtype."""
+    if spec.dtype.kind == "f" and type(value) is list:
+        arr = _few_floats(value, spec.dtype)
+        if arr is not None:
+            return arr
     if spec.dtype.kind in "OUS":
         return _strings(value, what)
     try:
@@ -151,6 +155,42 @@ def _numeric(value, spec, what):
         raise ProtocolError(f"{what} contains true/false; input {spec.name!r} takes {spec.dtype.name} numbers. "
                             "Send 1 or 0.")
     return _cast(arr, spec, what)
+
+
+_FEW_VALUES = 256  # up to this many values, a request's numbers are checked in Python (below)
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
+def _few_floats(value, dtype):
+    """A short list of plain numbers, or of equal-length lists of them, as a ``dtype`` array; None otherwise.
+
+    What single-row requests send. Checking their few values in Python costs less than the general
+    path's NumPy reductions, and the array is the same bit for bit: a float becomes the nearest
+    ``dtype`` value either way, and ints pass only when ``dtype`` holds them exactly. Anything else
+    (bools, strings, null, ragged or deeper nesting, values beyond ``dtype``'s range, long requests)
+    returns None and takes the general path, which explains what is wrong."""
+    first = value[0] if value else None
+    if type(first) is list:
+        width = len(first)
+        if len(value) * width > _FEW_VALUES:
+            return None
+        for row in value:
+            if type(row) is not list or len(row) != width:
+                return None
+        flat = [v for row in value for v in row]
+    elif len(value) <= _FEW_VALUES:
+        flat = value
+    else:
+        return None
+    types = set(map(type, flat))
+    if not types <= _PLAIN_NUMBERS:
+        return None
+    if flat:
+        limits = _float_limits(dtype)
+        peak = max(map(abs, flat))
+        if peak > limits[0] or (int in types and peak > limits[1]):
+            return None
+    return np.array(value, dtype=dtype)
 
 
 def _has_bool(value):
@@ -195,9 +235,7 @@ def _strings(value, what):
 def _cast(arr, spec, what):
     """``arr`` as ``spec.dtype``; NaN, Inf and values the dtype cannot hold are refused."""
     target = spec.dtype
-    if arr.dtype.kind in "iub" or target.kind != "f":
-        return arr.astype(target, copy=False)
-    if _fits(arr, target):
+    if target.kind != "f" or arr.dtype.kind == "b" or _fits(arr, target):  # ints too: 70000 is inf in float16
         return arr.astype(target, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(target, copy=False)
@@ -211,6 +249,15 @@ def _cast(arr, spec, what):
 _LIMITS = {}
 
 
+def _float_limits(dtype):
+    """(largest finite value, largest int held exactly) of a float dtype."""
+    limits = _LIMITS.get(dtype)
+    if limits is None:
+        info = np.finfo(dtype)
+        limits = _LIMITS[dtype] = (float(info.max), 2 ** (info.nmant + 1))
+    return limits
+
+
 def _fits(arr, target):
     """True when every value of the float array is finite and within ``target``'s range.
 
@@ -218,9 +265,7 @@ def _fits(arr, target):
     anything else goes to the exact, slower check."""
     if arr.size == 0:
         return True
-    limit = _LIMITS.get(target)
-    if limit is None:
-        limit = _LIMITS[target] = float(np.finfo(target).max)
+    limit = _float_limits(target)[0]
     return -limit <= arr.min() and arr.max() <= limit
 
 
@@ -231,7 +276,8 @@ def _shape_text(shape):
 def check_shape(arr, spec, what):
     """``arr`` (batch first) against ``spec.shape`` (-1 = any); at least one row."""
     want = spec.shape
-    if arr.ndim != len(want) or any(w != -1 and w != g for w, g in zip(want[1:], arr.shape[1:])):
+    if arr.ndim != len(want) or (arr.shape[1:] != want[1:]
+                                 and any(w != -1 and w != g for w, g in zip(want[1:], arr.shape[1:]))):
         hint = ""
         if len(want) == 2 and arr.ndim == 1:
             hint = f" Wrap a single row in a list: [[...{want[1]} values...]]."

@@ -1,0 +1,226 @@
+"""The dynamic batcher on its own: a real event loop and inference thread, a recording stand-in model.
+
+The server tests (test_serve_server.py) check batching end to end over HTTP; these pin the queue's
+rules exactly: batch size limits (a request that does not fit starts the next batch), the wait for
+more rows, the queue limit, errors, and stop() answering everything queued before it.
+"""
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from glassnet.serve.batching import Batcher, QueueFull
+
+
+class Recorder:
+    """predict() returns 2*x and [x.sum(axis=1)] per row and records the batch sizes it saw."""
+    name, version = "rec", 1
+
+    def __init__(self, delay=0.0, fail=False):
+        self.batches = []
+        self.delay = delay
+        self.fail = fail
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def predict(self, arrays):
+        self.entered.set()
+        self.gate.wait(10)
+        x = arrays[0]
+        self.batches.append(len(x))
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail:
+            raise ValueError("the model failed")
+        return [2 * x, x.sum(axis=1, keepdims=True)]
+
+
+def rows(start, n):
+    return [np.arange(start, start + n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))  # a lost request fails the test instead of hanging it
+
+
+def check(outputs, start, n):
+    x = rows(start, n)[0]
+    assert len(outputs) == 2
+    np.testing.assert_array_equal(outputs[0], 2 * x)
+    np.testing.assert_array_equal(outputs[1], x.sum(axis=1, keepdims=True))
+
+
+async def hold(b, model):
+    """Submit a one-row request and wait until the thread is inside predict with it, held at the gate:
+    what is submitted next queues up and forms the following batches deterministically."""
+    model.gate.clear()
+    fut = b.submit(rows(-1, 1))
+    assert await asyncio.to_thread(model.entered.wait, 10)
+    return fut
+
+
+def test_each_request_gets_its_own_rows_and_no_batch_exceeds_the_limit():
+    model = Recorder()
+
+    async def main():
+        b = Batcher(model, asyncio.get_running_loop(), max_batch_size=4)
+        first = await hold(b, model)
+        sizes = [1, 3, 2, 2, 1, 4, 3, 1, 1]
+        starts = np.cumsum([0] + sizes[:-1]) * 10
+        futs = [b.submit(rows(int(s), n)) for s, n in zip(starts, sizes)]
+        assert b.queued_rows == sum(sizes)
+        model.gate.set()
+        results = await asyncio.gather(*futs)
+        check(await first, -1, 1)
+        b.stop()
+        return b, sizes, starts, results
+
+    b, sizes, starts, results = run(main())
+    for s, n, out in zip(starts, sizes, results):
+        check(out, int(s), n)
+    # in arrival order; a request that does not fit starts the next batch
+    assert model.batches == [1, 4, 4, 1, 4, 4, 1]
+    assert b.queued_rows == 0
+
+
+def test_requests_larger_than_the_batch_limit_run_alone():
+    model = Recorder()
+
+    async def main():
+        b = Batcher(model, asyncio.get_running_loop(), max_batch_size=2)
+        first = await hold(b, model)
+        futs = [b.submit(rows(0, 5)), b.submit(rows(100, 1)), b.submit(rows(200, 1))]
+        model.gate.set()
+        out = await asyncio.gather(first, *futs)
+        b.stop()
+        return out
+
+    out = run(main())
+    check(out[0], -1, 1)
+    check(out[1], 0, 5)
+    check(out[2], 100, 1)
+    check(out[3], 200, 1)
+    assert model.batches == [1, 5, 2]
+
+
+def test_batch_timeout_waits_for_more_rows():
+    model = Recorder()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        b = Batcher(model, loop, max_batch_size=8, batch_timeout_s=0.5)
+        first = b.submit(rows(0, 1))
+        await asyncio.sleep(0.05)  # well within the timeout: joins the first request's batch
+        second = b.submit(rows(10, 2))
+        t = time.monotonic()
+        out = await asyncio.gather(first, second)
+        b.stop()
+        return out, time.monotonic() - t
+
+    (a, c), waited = run(main())
+    check(a, 0, 1)
+    check(c, 10, 2)
+    assert model.batches == [3]
+    assert 0.2 < waited < 5  # the batch waited for the timeout (0.5 s from the first row), then ran
+
+
+def test_a_full_batch_does_not_wait_for_the_timeout():
+    model = Recorder()
+
+    async def main():
+        b = Batcher(model, asyncio.get_running_loop(), max_batch_size=2, batch_timeout_s=30)
+        t = time.monotonic()
+        out = await asyncio.gather(b.submit(rows(0, 1)), b.submit(rows(5, 1)))
+        elapsed = time.monotonic() - t
+        b.stop()
+        return out, elapsed
+
+    out, elapsed = run(main())
+    assert model.batches == [2] and elapsed < 10
+    check(out[0], 0, 1)
+    check(out[1], 5, 1)
+
+
+def test_queue_limit_refuses_new_rows_until_the_queue_drains():
+    model = Recorder()
+
+    async def main():
+        b = Batcher(model, asyncio.get_running_loop(), max_batch_size=1, max_queue_rows=3)
+        futs = [await hold(b, model), b.submit(rows(1, 2))]  # the first is taken: no longer queued
+        assert b.queued_rows == 2
+        with pytest.raises(QueueFull, match="rows queued"):
+            b.submit(rows(3, 2))
+        futs.append(b.submit(rows(3, 1)))  # fits: 2 + 1 <= 3
+        model.gate.set()
+        out = await asyncio.gather(*futs)
+        late = await b.submit(rows(7, 3))  # drained: accepted again
+        b.stop()
+        return out, late
+
+    out, late = run(main())
+    check(out[0], -1, 1)
+    check(out[1], 1, 2)
+    check(out[2], 3, 1)
+    check(late, 7, 3)
+
+
+def test_an_error_reaches_every_request_of_the_batch_and_the_thread_keeps_serving():
+    model = Recorder(fail=True)
+
+    async def main():
+        b = Batcher(model, asyncio.get_running_loop(), max_batch_size=8)
+        first = await hold(b, model)
+        futs = [b.submit(rows(i, 1)) for i in range(3)]
+        model.gate.set()
+        errors = await asyncio.gather(first, *futs, return_exceptions=True)
+        model.fail = False
+        ok = await b.submit(rows(9, 2))
+        b.stop()
+        return errors, ok
+
+    errors, ok = run(main())
+    assert len(errors) == 4
+    assert all(isinstance(e, ValueError) and "the model failed" in str(e) for e in errors)
+    check(ok, 9, 2)
+    assert model.batches == [1, 3, 2]
+
+
+def test_stop_answers_everything_queued_then_ends_the_thread():
+    model = Recorder(delay=0.01)
+
+    async def main():
+        b = Batcher(model, asyncio.get_running_loop(), max_batch_size=2)
+        futs = [await hold(b, model)] + [b.submit(rows(10 * i, 1)) for i in range(7)]
+        threading.Timer(0.1, model.gate.set).start()  # stop() comes first: the queue is still full
+        await asyncio.to_thread(b.stop)  # waits for the thread: every queued request is answered first
+        assert not b._thread.is_alive()
+        assert all(f.done() for f in futs)
+        late = await b.submit(rows(500, 2))  # a retired version still answers, on a worker thread
+        return [f.result() for f in futs], late
+
+    results, late = run(main())
+    check(results[0], -1, 1)
+    for i, out in enumerate(results[1:]):
+        check(out, 10 * i, 1)
+    check(late, 500, 2)
+    assert model.batches == [1, 2, 2, 2, 1, 2]  # the late request ran on its own thread, outside batching
+
+
+def test_stop_while_waiting_for_more_rows():
+    model = Recorder()
+
+    async def main():
+        b = Batcher(model, asyncio.get_running_loop(), max_batch_size=8, batch_timeout_s=60)
+        fut = b.submit(rows(0, 1))
+        await asyncio.sleep(0.05)  # the thread waits (up to 60 s) for more rows
+        t = time.monotonic()
+        await asyncio.to_thread(b.stop)
+        return await fut, time.monotonic() - t
+
+    out, elapsed = run(main())
+    check(out, 0, 1)
+    assert elapsed < 10  # stopping ends the wait
+    assert model.batches == [1]
