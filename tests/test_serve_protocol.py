@@ -1048,6 +1048,8 @@ def test_fast_path_declines_what_it_cannot_decide():
     assert P._few_floats([[1.0] * 8] * 33, f32) is None                 # 264 values: the general path
     assert P._few_floats([[1.0] * 8] * 32, f32) is not None
     assert P._few_floats([1.0] * 257, f32) is None
+    assert P._few_floats([[1.0] * 257], f32) is None                    # one long row
+    assert P._few_floats([[1.0] * 256], f32).shape == (1, 256)
 
 
 def test_check_shape_of_a_scalar_against_a_vector_input():

@@ -172,12 +172,17 @@ def _few_floats(value, dtype):
     first = value[0] if value else None
     if type(first) is list:
         width = len(first)
-        if len(value) * width > _FEW_VALUES:
+        if len(value) == 1:  # one row: the usual request
+            flat = first
+        elif len(value) * width > _FEW_VALUES:
             return None
-        for row in value:
-            if type(row) is not list or len(row) != width:
-                return None
-        flat = [v for row in value for v in row]
+        else:
+            for row in value:
+                if type(row) is not list or len(row) != width:
+                    return None
+            flat = [v for row in value for v in row]
+        if width > _FEW_VALUES:
+            return None
     elif len(value) <= _FEW_VALUES:
         flat = value
     else:
