@@ -12,6 +12,7 @@ traceback, and the server keeps serving.
 """
 import asyncio
 import collections
+import gc
 import hmac
 import logging
 import os
@@ -56,6 +57,19 @@ class Pending:
     served: object
     arrays: list
     finish: object
+
+
+def freeze_long_lived():
+    """Take what is alive now (modules, models, the server) out of the garbage collector's view.
+
+    CPython's full collections walk every tracked object: with NumPy, uvicorn and a model loaded that
+    is ~40k objects and ~10 ms during which no request is served, a few times a second under load
+    (p99 5.6-6.2 ms -> 2.1-3.3 ms at 16 connections with this, and ~5% more requests per second;
+    benchmarks/serve_bench.py). Called after models load; it first unfreezes, so a retired model
+    version that only the collector can free (reference cycles) is freed by the collection here."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _json(obj, status=200, headers=None):
@@ -108,7 +122,7 @@ class InferenceServer:
 
     def __init__(self, repository, *, max_batch_size=64, batch_timeout_ms=0.0, request_timeout_s=30.0,
                  max_body_bytes=32 * 1024 * 1024, api_key=None, cors_origins=(), poll_seconds=2.0,
-                 access_log=True, log_stream=None, max_queue_rows=100_000):
+                 access_log=True, log_stream=None, max_queue_rows=100_000, freeze_gc=True):
         self.repository = repository
         self.max_batch_size = int(max_batch_size)
         self.batch_timeout_s = float(batch_timeout_ms) / 1000.0
@@ -120,6 +134,8 @@ class InferenceServer:
         self.access_log = access_log
         self.log_stream = log_stream or sys.stderr
         self.max_queue_rows = max_queue_rows
+        self.freeze_gc = freeze_gc
+        self._retiring = []  # batchers of unloaded versions, until their threads end
         self.metrics = Metrics()
         self._batchers = {}
         self._poller = None
@@ -136,30 +152,51 @@ class InferenceServer:
         return self.repository.all()
 
     def _models_changed(self, loaded, unloaded):
+        """Retire the batchers of unloaded versions (each finishes its queue, then its thread ends);
+        returns them."""
+        retired = []
         for served in unloaded:
             batcher = self._batchers.pop(served, None)
             if batcher is not None:
-                batcher.stop(wait=False)  # finishes its queue, then its thread ends
+                batcher.stop(wait=False)
+                retired.append(batcher)
             self.metrics.model_loaded(served, False)
         for served in loaded:
             self.metrics.model_loaded(served, True)
+        return retired
 
     async def startup(self):
         if not self.repository.all():
             await asyncio.to_thread(self.load)
         if not self.repository.all():
             log.warning("no loadable model in %s yet; waiting for one to appear", self.repository.path)
+        if self.freeze_gc:
+            freeze_long_lived()
         if self.poll_seconds > 0:
             self._poller = asyncio.create_task(self._poll())
 
     async def _poll(self):
+        refreeze = False  # models changed since the collector last froze what is alive
         while True:
             await asyncio.sleep(self.poll_seconds)
+            if refreeze:
+                # one poll after the change, so what it let go of (a retired version, the refresh's own
+                # temporaries) is unreachable by now: frozen while reachable, a cyclic model would never
+                # be freed; retired versions still answering their queues are waited for
+                self._retiring = [b for b in self._retiring if b.running]
+                if not self._retiring:
+                    freeze_long_lived()
+                    refreeze = False
             try:
-                loaded, unloaded = await asyncio.to_thread(self.repository.refresh)
-                self._models_changed(loaded, unloaded)
+                refreeze = await self._refresh() and self.freeze_gc or refreeze
             except Exception:  # a bad repository must not stop serving what is loaded
                 log.exception("refreshing the model repository failed")
+
+    async def _refresh(self):
+        """Load and retire versions as the repository now says; True when anything changed."""
+        loaded, unloaded = await asyncio.to_thread(self.repository.refresh)
+        self._retiring += self._models_changed(loaded, unloaded)
+        return bool(loaded or unloaded)
 
     async def shutdown(self):
         self._accepting = False

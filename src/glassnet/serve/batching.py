@@ -45,6 +45,11 @@ class Batcher:
         self._thread.start()
 
     @property
+    def running(self):
+        """True until the thread has ended (after stop(), once everything queued is answered)."""
+        return self._thread.is_alive()
+
+    @property
     def queued_rows(self):
         return self._submitted - self._taken
 
