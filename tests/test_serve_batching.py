@@ -111,7 +111,7 @@ def test_batch_timeout_waits_for_more_rows():
 
     async def main():
         loop = asyncio.get_running_loop()
-        b = Batcher(model, loop, max_batch_size=8, batch_timeout_s=0.5)
+        b = Batcher(model, loop, max_batch_size=8, batch_timeout_s=2.0)
         first = b.submit(rows(0, 1))
         await asyncio.sleep(0.05)  # well within the timeout: joins the first request's batch
         second = b.submit(rows(10, 2))
@@ -124,7 +124,7 @@ def test_batch_timeout_waits_for_more_rows():
     check(a, 0, 1)
     check(c, 10, 2)
     assert model.batches == [3]
-    assert 0.2 < waited < 5  # the batch waited for the timeout (0.5 s from the first row), then ran
+    assert 1.0 < waited < 15  # the batch waited for the timeout (2 s from the first row), then ran
 
 
 def test_a_full_batch_does_not_wait_for_the_timeout():
@@ -227,26 +227,39 @@ def test_stop_while_waiting_for_more_rows():
 
 
 # --- the garbage collector after models load ---------------------------------------------------------
+def _tiny(seed):
+    import glassnet as g
+    g.set_random_seed(seed)
+    m = g.Sequential([g.layers.Input((3,)), g.layers.Dense(2)])
+    m.compile(optimizer="sgd", loss="mse")
+    return m
+
+
+def _server(tmp_path, **kw):
+    from glassnet.serve.app import InferenceServer
+    from glassnet.serve.repository import ModelRepository
+    from serving_util import save_version
+    repo = str(tmp_path / "models")
+    save_version(repo, "m", 1, _tiny(0))
+    return repo, InferenceServer(ModelRepository(repo), poll_seconds=0.05, access_log=False, **kw)
+
+
+async def _until(condition, seconds=10):
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return condition()
+
+
 def test_server_freezes_what_is_loaded_and_frees_a_retired_version(tmp_path):
     """startup() moves the loaded objects out of the collector's view (full collections cost ~10 ms of
     serving with NumPy and a model loaded); a version retired by hot reload is still freed."""
     import gc
     import weakref
-    import glassnet as g
-    from glassnet.serve.app import InferenceServer
-    from glassnet.serve.repository import ModelRepository
     from serving_util import save_version
-
-    def model(seed):
-        g.set_random_seed(seed)
-        m = g.Sequential([g.layers.Input((3,)), g.layers.Dense(2)])
-        m.compile(optimizer="sgd", loss="mse")
-        return m
-
-    repo = str(tmp_path / "models")
-    save_version(repo, "m", 1, model(0))
     gc.unfreeze()
-    server = InferenceServer(ModelRepository(repo), poll_seconds=0.05, access_log=False)
+    repo, server = _server(tmp_path)
 
     async def main():
         await server.startup()
@@ -255,34 +268,89 @@ def test_server_freezes_what_is_loaded_and_frees_a_retired_version(tmp_path):
         served.cycle = served  # only the collector frees it now, and it was frozen at startup
         first = weakref.ref(served)
         del served
-        save_version(repo, "m", 2, model(1))
-        for _ in range(200):  # the poller picks version 2 up and retires 1
-            await asyncio.sleep(0.05)
-            if server.repository.versions("m") == [2] and first() is None:
-                break
-        alive = first() is not None
+        save_version(repo, "m", 2, _tiny(1))
+        freed = await _until(lambda: server.repository.versions("m") == [2] and first() is None)
         await server.shutdown()
-        return frozen_at_start, alive
+        return frozen_at_start, freed
 
     try:
-        frozen_at_start, alive = run(main())
+        frozen_at_start, freed = run(main())
     finally:
         gc.unfreeze()
     assert frozen_at_start > 1000
-    assert not alive  # the retired model was collected, not kept frozen
+    assert freed  # the retired model was collected, not kept frozen
+
+
+def test_refreeze_waits_for_a_retired_version_to_answer_its_queue(tmp_path, monkeypatch):
+    """A retired version still answering queued requests is reachable: the server freezes only after
+    its inference thread has ended, so the model is freed afterwards."""
+    import gc
+    import weakref
+    import glassnet.serve.app as app_module
+    from serving_util import save_version
+    gc.unfreeze()
+    freezes = []
+    real_freeze = app_module.freeze_long_lived
+    monkeypatch.setattr(app_module, "freeze_long_lived", lambda: (freezes.append(1), real_freeze()))
+    repo, server = _server(tmp_path)
+
+    async def main():
+        await server.startup()
+        served = server.repository.get("m")
+        release, entered = threading.Event(), threading.Event()
+        this = weakref.ref(served)  # the stand-in must not keep version 1 alive itself
+
+        def slow_predict(arrays):
+            entered.set()
+            release.wait(20)
+            return type(this()).predict(this(), arrays)
+        served.predict = slow_predict
+        served.model.cycle = served.model
+        first = weakref.ref(served.model)
+        request = server._batcher(served).submit([np.ones((1, 3), np.float32)])
+        assert await asyncio.to_thread(entered.wait, 10)
+        del served, slow_predict
+        startup_freezes = len(freezes)
+        save_version(repo, "m", 2, _tiny(1))
+        assert await _until(lambda: server.repository.versions("m") == [2])
+        await asyncio.sleep(0.5)  # ten polls: none may freeze while version 1 is still predicting
+        held = (len(freezes) == startup_freezes, first() is not None, len(server._retiring))
+        release.set()
+        answer = await request
+        freed = await _until(lambda: first() is None)
+        await server.shutdown()
+        return held, answer, freed, len(freezes) - startup_freezes
+
+    try:
+        held, answer, freed, later_freezes = run(main())
+    finally:
+        gc.unfreeze()
+    assert held == (True, True, 1)
+    assert answer[0].shape == (1, 2)  # the queued request was answered by version 1
+    assert freed and later_freezes == 1
 
 
 def test_server_can_leave_the_collector_alone(tmp_path):
+    """freeze_gc=False: nothing is frozen, and retired versions are let go as before."""
     import gc
-    from glassnet.serve.app import InferenceServer
-    from glassnet.serve.repository import ModelRepository
+    import weakref
+    from serving_util import save_version
     gc.unfreeze()
-    server = InferenceServer(ModelRepository(str(tmp_path)), poll_seconds=0, access_log=False, freeze_gc=False)
+    repo, server = _server(tmp_path, freeze_gc=False)
 
     async def main():
         await server.startup()
         count = gc.get_freeze_count()
+        served = server.repository.get("m")
+        await server._batcher(served).submit([np.ones((2, 3), np.float32)])  # a batcher to retire
+        first = weakref.ref(served.model)
+        del served
+        save_version(repo, "m", 2, _tiny(1))
+        freed = await _until(lambda: server.repository.versions("m") == [2] and first() is None)
+        retiring = len(server._retiring)
         await server.shutdown()
-        return count
+        return count, freed, retiring, gc.get_freeze_count()
 
-    assert run(main()) == 0
+    count, freed, retiring, count_after = run(main())
+    assert count == 0 and count_after == 0
+    assert freed and retiring == 0

@@ -999,6 +999,10 @@ def _edge_values(rng):
     yield [[-(2 ** 63), 1, 2, 3, 4, 5, 6, 7]]
     yield [[1e300, 1, 2, 3, 4, 5, 6, 7]]
     yield [[65504.0, 65520.0, -65519.9, 1, 2, 3, 4, 5]]                    # float16's limit and rounding
+    yield [[1.0, float("nan"), 2, 3, 4, 5, 6, 7]]                        # NaN/Inf do not come from orjson, but
+    yield [[float("nan"), float("inf"), 2, 3, 4, 5, 6, 7]]               # the contract holds for them too
+    yield [[1.0, float("-inf"), 2, 3, 4, 5, 6, 7]]
+    yield [[1e308, 1e308, 2, 3, 4, 5, 6, 7]]                              # finite values whose sum overflows
     yield [[True, 1, 2, 3, 4, 5, 6, 7]]
     yield [["1", 1, 2, 3, 4, 5, 6, 7]]
     yield [[None, 1, 2, 3, 4, 5, 6, 7]]
@@ -1045,6 +1049,8 @@ def test_fast_path_declines_what_it_cannot_decide():
     assert P._few_floats([[16777217, 2]], f32) is None                  # an int float32 cannot hold exactly
     assert P._few_floats([[16777216, 2]], f32) is not None
     assert P._few_floats([[3.5e38, 2]], f32) is None                    # beyond float32's range
+    assert P._few_floats([[1.0, float("nan")]], f32) is None            # NaN anywhere
+    assert P._few_floats([[1.0, float("inf")]], np.dtype("float64")) is None
     assert P._few_floats([[1.0] * 8] * 33, f32) is None                 # 264 values: the general path
     assert P._few_floats([[1.0] * 8] * 32, f32) is not None
     assert P._few_floats([1.0] * 257, f32) is None

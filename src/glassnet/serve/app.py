@@ -179,14 +179,13 @@ class InferenceServer:
         refreeze = False  # models changed since the collector last froze what is alive
         while True:
             await asyncio.sleep(self.poll_seconds)
-            if refreeze:
+            self._retiring = [b for b in self._retiring if b.running]
+            if refreeze and not self._retiring:
                 # one poll after the change, so what it let go of (a retired version, the refresh's own
                 # temporaries) is unreachable by now: frozen while reachable, a cyclic model would never
                 # be freed; retired versions still answering their queues are waited for
-                self._retiring = [b for b in self._retiring if b.running]
-                if not self._retiring:
-                    freeze_long_lived()
-                    refreeze = False
+                freeze_long_lived()
+                refreeze = False
             try:
                 refreeze = await self._refresh() and self.freeze_gc or refreeze
             except Exception:  # a bad repository must not stop serving what is loaded

@@ -167,8 +167,8 @@ def _few_floats(value, dtype):
     What single-row requests send. Checking their few values in Python costs less than the general
     path's NumPy reductions, and the array is the same bit for bit: a float becomes the nearest
     ``dtype`` value either way, and ints pass only when ``dtype`` holds them exactly. Anything else
-    (bools, strings, null, ragged or deeper nesting, values beyond ``dtype``'s range, long requests)
-    returns None and takes the general path, which explains what is wrong."""
+    (bools, strings, null, NaN/Inf, ragged or deeper nesting, values beyond ``dtype``'s range, long
+    requests) returns None and takes the general path, which explains what is wrong."""
     first = value[0] if value else None
     if type(first) is list:
         width = len(first)
@@ -191,6 +191,8 @@ def _few_floats(value, dtype):
     if not types <= _PLAIN_NUMBERS:
         return None
     if flat:
+        if float in types and not math.isfinite(sum(flat)):  # NaN/Inf (or a sum past the float range)
+            return None
         limits = _float_limits(dtype)
         peak = max(map(abs, flat))
         if peak > limits[0] or (int in types and peak > limits[1]):

@@ -14,7 +14,7 @@ import tempfile
 
 CONFIG_ENV = "GLASSNET_SERVE_CONFIG_FILE"  # path of the workers' options (a 0600 file: it may hold the API key)
 SERVER_KEYS = ("max_batch_size", "batch_timeout_ms", "request_timeout_s", "max_body_bytes", "api_key",
-               "cors_origins", "poll_seconds", "access_log")
+               "cors_origins", "poll_seconds", "access_log", "freeze_gc")
 
 
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
