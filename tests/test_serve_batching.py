@@ -354,3 +354,37 @@ def test_server_can_leave_the_collector_alone(tmp_path):
     count, freed, retiring, count_after = run(main())
     assert count == 0 and count_after == 0
     assert freed and retiring == 0
+
+
+def test_shutdown_answers_a_retired_version_queue_and_unfreezes(tmp_path):
+    """A version retired by hot reload while still predicting: shutdown() waits for its answer, and the
+    collector sees everything again afterwards."""
+    import gc
+    import weakref
+    from serving_util import save_version
+    gc.unfreeze()
+    repo, server = _server(tmp_path)
+
+    async def main():
+        await server.startup()
+        served = server.repository.get("m")
+        release, entered = threading.Event(), threading.Event()
+        this = weakref.ref(served)
+
+        def slow_predict(arrays):
+            entered.set()
+            release.wait(20)
+            return type(this()).predict(this(), arrays)
+        served.predict = slow_predict
+        request = server._batcher(served).submit([np.ones((1, 3), np.float32)])
+        assert await asyncio.to_thread(entered.wait, 10)
+        del served, slow_predict
+        save_version(repo, "m", 2, _tiny(1))
+        assert await _until(lambda: server.repository.versions("m") == [2] and server._retiring)
+        threading.Timer(0.3, release.set).start()
+        await server.shutdown()
+        return request.done(), (await request)[0].shape, gc.get_freeze_count()
+
+    done, shape, frozen = run(main())
+    assert done and shape == (1, 2)  # answered before shutdown() returned
+    assert frozen == 0

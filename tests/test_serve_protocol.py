@@ -1003,6 +1003,7 @@ def _edge_values(rng):
     yield [[float("nan"), float("inf"), 2, 3, 4, 5, 6, 7]]               # the contract holds for them too
     yield [[1.0, float("-inf"), 2, 3, 4, 5, 6, 7]]
     yield [[1e308, 1e308, 2, 3, 4, 5, 6, 7]]                              # finite values whose sum overflows
+    yield [[10 ** 400, 1.5, 2, 3, 4, 5, 6, 7]]                             # an int no float holds, beside a float
     yield [[True, 1, 2, 3, 4, 5, 6, 7]]
     yield [["1", 1, 2, 3, 4, 5, 6, 7]]
     yield [[None, 1, 2, 3, 4, 5, 6, 7]]

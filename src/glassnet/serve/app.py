@@ -148,7 +148,7 @@ class InferenceServer:
     def load(self):
         """Load what is in the repository now (synchronously); returns the served model versions."""
         loaded, unloaded = self.repository.refresh()
-        self._models_changed(loaded, unloaded)
+        self._retiring += self._models_changed(loaded, unloaded)
         return self.repository.all()
 
     def _models_changed(self, loaded, unloaded):
@@ -187,7 +187,8 @@ class InferenceServer:
                 freeze_long_lived()
                 refreeze = False
             try:
-                refreeze = await self._refresh() and self.freeze_gc or refreeze
+                changed = await self._refresh()
+                refreeze = refreeze or (changed and self.freeze_gc)
             except Exception:  # a bad repository must not stop serving what is loaded
                 log.exception("refreshing the model repository failed")
 
@@ -202,8 +203,12 @@ class InferenceServer:
         for task in (self._poller, self._sweeper):
             if task is not None:
                 task.cancel()
-        batchers, self._batchers = list(self._batchers.values()), {}
+        # every batcher answers what it has queued, retired versions' too, before the loop closes
+        batchers, self._batchers = list(self._batchers.values()) + self._retiring, {}
+        self._retiring = []
         await asyncio.to_thread(lambda: [b.stop(wait=True) for b in batchers])
+        if self.freeze_gc:
+            gc.unfreeze()  # the collector sees everything again (a server embedded in a longer-lived process)
 
     def _batcher(self, served):
         batcher = self._batchers.get(served)

@@ -191,7 +191,10 @@ def _few_floats(value, dtype):
     if not types <= _PLAIN_NUMBERS:
         return None
     if flat:
-        if float in types and not math.isfinite(sum(flat)):  # NaN/Inf (or a sum past the float range)
+        try:  # NaN/Inf (or a sum past the float range)
+            if float in types and not math.isfinite(sum(flat)):
+                return None
+        except OverflowError:  # an int beyond any float beside a float (not from orjson, which has no such ints)
             return None
         limits = _float_limits(dtype)
         peak = max(map(abs, flat))
