@@ -12,7 +12,9 @@
 - gradients zeroed lazily (``Weight.reset_grad``, ``FlatGroup.reset_grads/settle_grads``) and dense weight
   gradients written by one GEMM into the zeroed storage (``Weight.add_matmul``) == ``fill(0)`` then ``+=``;
 - ``utils.data.all_finite`` (blockwise) == ``np.isfinite(x).all()``;
-- Sequential's Conv(relu) + MaxPooling run as relu(maxpool(z)) == the layer-by-layer order, bit for bit.
+- Sequential's Conv(relu) + MaxPooling run as relu(maxpool(z)) == the layer-by-layer order, bit for bit;
+- mean squared error's fused value and gradient (``losses._mse_fused``) == ``Loss.value_and_grad``, bit for bit;
+- binary accuracy counted directly for one sigmoid output == the per-sample means added up.
 
 The compiled (numba) kernels have their own file: tests/test_compiled.py.
 """
@@ -610,3 +612,51 @@ def test_a_nested_sequential_forgets_its_first_trainable_layer_when_layers_are_u
     outer.fit(x, y, epochs=2, verbose=0)
     assert inner._first_trainable == 0
     assert not np.array_equal(inner.layers[0].kernel.numpy(), before)  # trains again
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("shape", [(32, 1), (7, 3), (4, 5, 2), (1, 1), (5,)])
+def test_mse_fused_value_and_gradient_equal_the_general_path(dtype, shape):
+    from glassnet import losses
+    rng = np.random.default_rng(sum(shape))
+    loss = losses.MeanSquaredError()
+    for scale in (1e-3, 1.0, 30.0):
+        p = (rng.normal(size=shape) * scale).astype(dtype)
+        y = (rng.normal(size=shape) * scale).astype(dtype)
+        assert losses._mse_fused(y, p, {}) is not None
+        fused = loss.value_and_grad(y, p)
+        general = losses.Loss.value_and_grad(loss, y, p)  # the base class: values, batch mean, grad
+        assert fused[0] == general[0]
+        assert fused[1].dtype == general[1].dtype == np.dtype(dtype) and fused[1].shape == general[1].shape
+        assert fused[1].tobytes() == general[1].tobytes()
+
+
+def test_mse_fused_steps_aside_for_what_it_does_not_cover():
+    from glassnet import losses
+    p = np.ones((4, 1), np.float32)
+    assert losses._mse_fused(np.ones((4, 1), np.float64), p, {}) is None       # targets of another dtype
+    assert losses._mse_fused(np.ones((4,), np.float32), p, {}) is None         # another shape (aligned later)
+    assert losses._mse_fused([[1.0]] * 4, p, {}) is None                       # not an array
+    assert losses._mse_fused(np.ones((0, 1), np.float32), np.ones((0, 1), np.float32), {}) is None
+    loss = losses.MeanSquaredError()
+    w = np.array([1.0, 2.0, 0.0, 1.0], np.float32)
+    value, grad = loss.value_and_grad(np.zeros((4, 1), np.float32), p, sample_weight=w)  # weighted: general path
+    assert value == pytest.approx(1.0) and grad[2, 0] == 0 and grad[1, 0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_binary_accuracy_count_equals_the_per_sample_means(threshold):
+    from glassnet import metrics
+    rng = np.random.default_rng(5)
+    fast, general = metrics.BinaryAccuracy(threshold=threshold), metrics.BinaryAccuracy(threshold=threshold)
+    hits = 0
+    for n in (32, 7, 1):
+        p = rng.random((n, 1)).astype(np.float32)
+        p[0, 0] = np.nan  # counts as a miss both ways
+        y = (rng.random((n, 1)) > 0.5).astype(np.float32)
+        fast.update_state(y, p)
+        general.update_state(y.tolist(), p.tolist())  # lists: the general path
+        hits += int(metrics.binary_accuracy(y, p, threshold=threshold).sum())
+        assert fast.total == general.total == hits
+    assert fast.count == general.count == 40
+    assert fast.result() == general.result()

@@ -58,6 +58,20 @@ def _mse_grad(y_true, y_pred, dv):
     return dv[..., None] * (2.0 / _k(y_pred)) * (y_pred - y_true)
 
 
+def _mse_fused(y_true, y_pred, options):
+    """MSE's batch mean and gradient in one go (the difference p − y once, no dv array): 4 NumPy calls
+    instead of 8, the same numbers bit for bit — the gradient's factor (1/n)·(2/k) is rounded to the
+    dtype in the same two steps as ``_batch_mean``'s dv times ``_mse_grad``'s 2/k. None: general path."""
+    if (type(y_true) is not np.ndarray or y_true.shape != y_pred.shape or y_true.dtype != y_pred.dtype
+            or not y_pred.ndim or not y_pred.size):
+        return None
+    d = y_pred - y_true
+    values = mean_last(np.square(d))
+    n = values.size
+    f = y_pred.dtype.type
+    return _mean(values), d * f(f(1.0 / n) * f(2.0 / d.shape[-1]))
+
+
 def mean_absolute_error(y_true, y_pred):
     """mean(|p − y|)"""
     return np.mean(np.abs(y_pred - y_true), axis=-1)
@@ -436,17 +450,18 @@ class LossFunctionWrapper(Loss):
         return self.grad_fn(y_true, y_pred, dv, **self.options)
 
     dense_form = None  # (to_targets, fn, grad_fn) of a loss on labels computed on dense targets (sparse CE)
-    compiled_form = None  # f(y_true, y_pred, options) -> (loss, grad) or None: the compiled fast path
+    fast_form = None  # f(y_true, y_pred, options) -> (loss, grad) or None: a fused path (compiled kernels, or
+    #                   NumPy in fewer passes) giving the general path's numbers
 
     def value_and_grad(self, y_true, y_pred, sample_weight=None):
-        compiled_form, dense = self.compiled_form, self.dense_form
-        if ((compiled_form is not None or dense is not None)  # (most losses have neither: nothing else to check)
+        fast_form, dense = self.fast_form, self.dense_form
+        if ((fast_form is not None or dense is not None)  # (most losses have neither: nothing else to check)
                 and sample_weight is None and self.reduction == "sum_over_batch_size"
                 and type(y_pred) is np.ndarray and y_pred.dtype.kind == "f"  # the training step: no weights, the mean,
                 and type(self).call is LossFunctionWrapper.call  # and the class's own fn and grad_fn (a
                 and type(self).grad is LossFunctionWrapper.grad):  # subclass overriding them is used as such)
-            if compiled_form is not None:
-                fast = compiled_form(y_true, y_pred, self.options)
+            if fast_form is not None:
+                fast = fast_form(y_true, y_pred, self.options)
                 if fast is not None:
                     return fast
             if dense is not None:
@@ -462,7 +477,7 @@ class LossFunctionWrapper(Loss):
         return {**super().get_config(), **self.options}
 
 
-def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False, dense_form=None, compiled_form=None,
+def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False, dense_form=None, fast_form=None,
                 **defaults):
     params = list(defaults)
 
@@ -479,7 +494,7 @@ def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False,
 
     cls = type(class_name, (LossFunctionWrapper,), {"__init__": __init__, "__doc__": fn.__doc__,
                                                     "sparse_labels": sparse, "dense_form": dense_form,
-                                                    "compiled_form": compiled_form and staticmethod(compiled_form),
+                                                    "fast_form": fast_form and staticmethod(fast_form),
                                                     "__module__": __name__})
     register("losses")(cls)
     tab = table("loss_functions")
@@ -490,7 +505,7 @@ def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False,
 
 
 MeanSquaredError = _loss_class("MeanSquaredError", mean_squared_error, _mse_grad, "mean_squared_error",
-                               ("mse", "MSE"))
+                               ("mse", "MSE"), fast_form=_mse_fused)
 MeanAbsoluteError = _loss_class("MeanAbsoluteError", mean_absolute_error, _mae_grad, "mean_absolute_error",
                                 ("mae", "MAE"))
 MeanAbsolutePercentageError = _loss_class("MeanAbsolutePercentageError", mean_absolute_percentage_error,
@@ -500,12 +515,12 @@ MeanSquaredLogarithmicError = _loss_class("MeanSquaredLogarithmicError", mean_sq
 BinaryCrossentropy = _loss_class("BinaryCrossentropy", binary_crossentropy, _bce_grad, "binary_crossentropy",
                                  from_logits=False, label_smoothing=0.0, axis=-1)
 CategoricalCrossentropy = _loss_class("CategoricalCrossentropy", categorical_crossentropy, _cce_grad,
-                                      "categorical_crossentropy", compiled_form=_cce_compiled, from_logits=False,
+                                      "categorical_crossentropy", fast_form=_cce_compiled, from_logits=False,
                                       label_smoothing=0.0, axis=-1)
 SparseCategoricalCrossentropy = _loss_class("SparseCategoricalCrossentropy", sparse_categorical_crossentropy,
                                             _scce_grad, "sparse_categorical_crossentropy", sparse=True,
                                             dense_form=(_one_hot_labels, categorical_crossentropy, _cce_grad),
-                                            compiled_form=_sparse_cce_compiled, from_logits=False, axis=-1)
+                                            fast_form=_sparse_cce_compiled, from_logits=False, axis=-1)
 Hinge = _loss_class("Hinge", hinge, _hinge_grad, "hinge")
 SquaredHinge = _loss_class("SquaredHinge", squared_hinge, _squared_hinge_grad, "squared_hinge")
 CategoricalHinge = _loss_class("CategoricalHinge", categorical_hinge, _categorical_hinge_grad, "categorical_hinge")

@@ -78,6 +78,15 @@ class MeanMetricWrapper(Mean):
         super().__init__(name=name or getattr(fn, "__name__", "metric"), dtype=dtype)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        if (self._fn is binary_accuracy and sample_weight is None and type(y_true) is np.ndarray
+                and type(y_pred) is np.ndarray and y_true.shape == y_pred.shape and y_pred.ndim
+                and y_pred.shape[-1] == 1):
+            # one sigmoid output, as fit gives it: count the hits (what the general path below adds up,
+            # without its four calls in between: ~1 us of the tutorial's training step)
+            hits = y_true == (y_pred > self._fn_kwargs.get("threshold", 0.5))
+            self.total += int(np.count_nonzero(hits))
+            self.count += hits.size
+            return
         y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
         if not getattr(self, "sparse_labels", False):
             y_true, y_pred = _losses.squeeze_or_expand_to_same_rank(y_true, y_pred)
