@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 import glassnet
 from glassnet.activations import Activation as ActivationFn
-from glassnet.engine import backend, flat, parallel
+from glassnet.engine import backend, parallel
 from glassnet.engine.weight import ShardedWeight, Weight
 from glassnet.layers import (GRU, Activation, BatchNormalization, Concatenate, Conv1D, Conv2D, Dense, Dropout, Flatten,
                              GlobalAveragePooling2D, MaxPooling1D, MaxPooling2D)
@@ -123,7 +123,7 @@ def test_split_training_float32_w3_shape(can_split, halves):
 
 
 def test_split_with_lazy_zeroing_everywhere(can_split, float64, monkeypatch, halves):
-    monkeypatch.setattr(flat, "LAZY_MIN_SIZE", 0)  # every gradient zeroed lazily, the twins' too
+    # every model's Dense/Conv gradients are zeroed lazily (the twins' too); this small convnet checks it
     x, y = data()
     plain, _ = train(convnet, False, x, y)
     split, _ = train(convnet, True, x, y)
@@ -305,6 +305,24 @@ def test_sharded_weight_routes_the_worker_thread():
     parallel._pool().submit(in_worker).result()
     unshard([w, w])  # ... gets the worker's part once
     np.testing.assert_array_equal(w.grad, 7.0)
+
+
+def test_sharded_weight_routes_add_and_add_sum_of_the_worker_thread():
+    from glassnet.engine.weight import shard, unshard
+    b = Weight(np.zeros(3), "bias")
+    b.grad[...] = 1.0
+    worker = parallel.worker_id()
+    shard([b], worker)
+
+    def in_worker():
+        b.add_sum(np.full((4, 3), 0.5))  # the twin, lazily zero: written by the reduction (2.0 each)
+        b.add(np.arange(3.0))             # then accumulated
+
+    parallel._pool().submit(in_worker).result()
+    b.add(np.full(3, 10.0))  # this thread: its own gradient
+    np.testing.assert_array_equal(b.grad, 11.0)
+    unshard([b])
+    np.testing.assert_array_equal(b.grad, [13.0, 14.0, 15.0])
 
 
 def test_custom_activation_splits_only_when_it_says_per_example(can_split, float64):

@@ -9,7 +9,8 @@
   copy (which ``fit`` still makes for small data sets);
 - ``relu`` written in place over a layer's own pre-activation (``Activation.forward(z, overwrite=True)``) ==
   the allocating relu, and Dense/Conv2D with it == the linear layer with relu' applied by hand;
-- gradients zeroed lazily (``Weight.reset_grad``, ``FlatGroup.reset_grads/settle_grads``) and dense weight
+- gradients zeroed lazily (``Weight.reset_grad``, ``FlatGroup.reset_grads/settle_grads``), bias gradients reduced
+  into their storage (``Weight.add_sum``, ``Weight.add``) and dense weight
   gradients written by one GEMM into the zeroed storage (``Weight.add_matmul``) == ``fill(0)`` then ``+=``;
 - ``utils.data.all_finite`` (blockwise) == ``np.isfinite(x).all()``;
 - Sequential's Conv(relu) + MaxPooling run as relu(maxpool(z)) == the layer-by-layer order, bit for bit;
@@ -390,9 +391,65 @@ def test_add_matmul_writes_into_a_reset_gradient_and_adds_otherwise():
     np.testing.assert_array_equal(k.grad, (cols.T @ dz).reshape(3, 3, 2, 4))
 
 
+def test_add_sum_and_add_write_into_a_reset_gradient_and_add_otherwise():
+    rng = np.random.default_rng(1)
+    dz = rng.normal(size=(7, 4)).astype("float32")
+    b = _weight((4,))
+    b.grad[...] = 9.0
+    storage = b.grad
+    b.reset_grad()
+    b.add_sum(dz)  # no read in between: the column sums replace the old values
+    np.testing.assert_array_equal(b.grad, np.add.reduce(dz, axis=0))
+    b.add_sum(dz)  # accumulates (a layer used twice in one step)
+    np.testing.assert_array_equal(b.grad, np.add.reduce(dz, axis=0) + np.add.reduce(dz, axis=0))
+    b.reset_grad()
+    b.add(dz[0])
+    np.testing.assert_array_equal(b.grad, dz[0])
+    b.add(dz[1])
+    np.testing.assert_array_equal(b.grad, dz[0] + dz[1])
+    b.reset_grad()
+    np.testing.assert_array_equal(b.grad, 0)  # a read after reset sees zeros
+    b.add(dz[2].astype("float64"))  # another dtype is cast as += would
+    np.testing.assert_array_equal(b.grad, dz[2])
+    assert b.grad is storage
+
+
+def test_small_models_zero_dense_gradients_lazily_and_train_as_with_fill():
+    """The tutorial-sized model: lazy zeroing (dW by matmul(out=), db by add.reduce(out=)) gives the weights
+    of eager zeroing, step after step."""
+    from glassnet.engine import flat
+
+    def build():
+        glassnet.set_random_seed(3)
+        model = glassnet.Sequential([L.Input((8,)), L.Dense(10, activation="relu"), L.Dense(1, activation="sigmoid")])
+        model.compile(optimizer=O.SGD(0.01, momentum=0.9, nesterov=True), loss="mse", metrics=["accuracy"])
+        return model
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8)).astype("float32")
+    y = (rng.random((96, 1)) > 0.5).astype("float32")
+    lazy_model = build()
+    lazy_model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False)
+    assert len(lazy_model.optimizer.groups[0]._lazy_split[0]) == 4
+
+    def eager(self):
+        self.grad.fill(0)
+        for w in self.weights:
+            w._stale = False
+
+    original = flat.FlatGroup.reset_grads
+    flat.FlatGroup.reset_grads = eager
+    try:
+        eager_model = build()
+        eager_model.fit(x, y, batch_size=32, epochs=3, verbose=0, shuffle=False)
+    finally:
+        flat.FlatGroup.reset_grads = original
+    for a, b in zip(lazy_model.get_weights(), eager_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_settle_grads_zeroes_only_the_gradients_nobody_touched(monkeypatch):
     from glassnet.engine import flat
-    monkeypatch.setattr(flat, "LAZY_MIN_SIZE", 0)  # the lazy path even for this small group
     a, b = L.Dense(3), L.Dense(4)
     a.build((None, 2))
     b.build((None, 3))
@@ -413,7 +470,6 @@ def test_a_layer_shared_twice_and_an_unused_weight_get_the_gradients_of_eager_ze
     """Functional model: one Dense applied twice (its gradient sums both uses) and a second head without a
     loss (its weights get no gradient at all); lazy zeroing must equal zeroing every gradient with fill(0)."""
     from glassnet.engine import flat
-    monkeypatch.setattr(flat, "LAZY_MIN_SIZE", 0)  # the lazy path even for this small model
 
     def build():
         glassnet.set_random_seed(0)
@@ -438,7 +494,7 @@ def test_a_layer_shared_twice_and_an_unused_weight_get_the_gradients_of_eager_ze
 
     lazy_model = build()
     lazy = train(lazy_model)
-    assert lazy_model.optimizer.groups[0]._lazy
+    assert lazy_model.optimizer.groups[0]._lazy_split[0]  # the Dense weights were zeroed lazily
 
     def eager(self):
         self.grad.fill(0)
@@ -556,9 +612,7 @@ def test_relu_is_not_moved_when_the_conv_has_an_activity_regularizer_or_another_
 def test_a_custom_layer_keeping_its_gradient_array_still_trains_under_lazy_zeroing(monkeypatch):
     """Lazy zeroing is opt-in per layer class (lazy_grad_zeroing): a custom layer that keeps the gradient
     array it writes into from step to step is zeroed eagerly and trains as before."""
-    from glassnet.engine import flat
     from glassnet.engine.layer import Layer
-    monkeypatch.setattr(flat, "LAZY_MIN_SIZE", 0)
 
     class Kept(Layer):
         def build(self, shape):
@@ -584,7 +638,7 @@ def test_a_custom_layer_keeping_its_gradient_array_still_trains_under_lazy_zeroi
     model = glassnet.Sequential([L.Input((4,)), L.Dense(4), Kept()])
     model.compile(optimizer=O.SGD(0.1), loss="mse")
     model.train_on_batch(x, y)
-    assert model.optimizer.groups[0]._lazy and not model.layers[1].kernel._stale
+    assert model.optimizer.groups[0]._lazy_split[0] and not model.layers[1].kernel._stale
     reference = glassnet.Sequential([L.Input((4,)), L.Dense(4), L.Dense(3, use_bias=False)])
     reference.compile(optimizer=O.SGD(0.1), loss="mse")
     glassnet.set_random_seed(0)

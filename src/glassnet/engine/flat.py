@@ -9,8 +9,6 @@ Layers keep working on their own weights unaware of this.
 """
 import numpy as np
 
-LAZY_MIN_SIZE = 1 << 16  # gradient vectors this large are zeroed lazily (see FlatGroup.reset_grads)
-
 
 class FlatGroup:
     """All weights of one dtype: ``value`` and ``grad`` vectors plus each weight's slice."""
@@ -23,7 +21,6 @@ class FlatGroup:
         self.value = np.empty(total, self.dtype)
         self.grad = np.zeros(total, self.dtype)
         self.slices = []
-        self._lazy = False
         self._lazy_split = None  # (weights zeroed lazily, weights zeroed with fill(0)), on first reset_grads
         offset = 0
         for w, size in zip(self.weights, sizes):
@@ -35,15 +32,12 @@ class FlatGroup:
             offset += size
 
     def reset_grads(self):
-        """Zero every gradient before a forward/backward pass. For a small model one ``fill(0)``, which costs
-        less than a flag per weight; otherwise lazily (``Weight.reset_grad``) for the weights of layers whose
-        forward declares ``lazy_grad_zeroing`` (they reach their gradients only through ``Weight.grad`` and
-        ``Weight.add_matmul`` during the step, never through a reference kept from an earlier one), and with
-        ``fill(0)`` for every other weight."""
-        self._lazy = self.grad.size >= LAZY_MIN_SIZE
-        if not self._lazy:
-            self.grad.fill(0)
-            return
+        """Zero every gradient before a forward/backward pass: lazily (``Weight.reset_grad``) for the weights of
+        layers whose forward declares ``lazy_grad_zeroing`` (they reach their gradients only through
+        ``Weight.grad``, ``add_matmul``, ``add_sum`` and ``add`` during the step, never through a reference kept
+        from an earlier one), whose first contribution is then written instead of added to zeros; with
+        ``fill(0)`` for every other weight. (Once also for small models: the tutorial's step is ~1.5 µs faster
+        with the flags, the dW products written in place and the bias sums reduced into their storage.)"""
         if self._lazy_split is None:
             lazy = [_zeroes_lazily(w) for w in self.weights]
             self._lazy_split = ([w for w, ok in zip(self.weights, lazy) if ok],
@@ -56,11 +50,10 @@ class FlatGroup:
     def settle_grads(self):
         """Zero the gradients no backward pass touched since ``reset_grads``, so that ``grad`` is the whole
         gradient vector again (call before reading ``grad`` as one vector, as optimizers do)."""
-        if self._lazy:
-            for w in self.weights:
-                if w._stale:
-                    w._grad.fill(0)
-                    w._stale = False
+        for w in self.weights:
+            if w._stale:
+                w._grad.fill(0)
+                w._stale = False
 
 
 def pack(weights):

@@ -79,6 +79,24 @@ class Weight:
             product = a @ b
             g += product if g.shape == shape else product.reshape(g.shape)
 
+    def add_sum(self, a):
+        """``grad += a`` summed over its first axis — a bias gradient (db = Σ_rows dz); after a lazy
+        reset the sum is written straight into the storage (one reduction, no fill, no temporary)."""
+        g = self._grad
+        if self._stale:
+            self._stale = False
+            np.add.reduce(a, axis=0, out=g)
+        else:
+            g += np.add.reduce(a, axis=0)
+
+    def add(self, a):
+        """``grad += a``; after a lazy reset, a copy into the storage instead of a fill and an addition."""
+        if self._stale:
+            self._stale = False
+            np.copyto(self._grad, a)
+        else:
+            self._grad += a
+
     def numpy(self):
         return self._value.copy()
 
@@ -128,6 +146,16 @@ class ShardedWeight(Weight):
         if threading.get_ident() == ShardedWeight.worker:
             return self._twin.add_matmul(a, b)
         return Weight.add_matmul(self, a, b)
+
+    def add_sum(self, a):
+        if threading.get_ident() == ShardedWeight.worker:
+            return self._twin.add_sum(a)
+        return Weight.add_sum(self, a)
+
+    def add(self, a):
+        if threading.get_ident() == ShardedWeight.worker:
+            return self._twin.add(a)
+        return Weight.add(self, a)
 
 
 def shard(weights, worker):

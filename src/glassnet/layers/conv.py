@@ -172,7 +172,7 @@ class _ConvBase(Layer):
                 dy = dy + penalty_grad
             dz = to_channels_last(activation_backward(dy), self.data_format)
             if self.use_bias:
-                self.bias.grad += kernels.channel_sums(dz)
+                self.bias.add(kernels.channel_sums(dz))
             if not input_grad:  # only layers declaring input_grad_optional are asked (their backward_cl skips dx)
                 return backward_cl(dz, input_grad=False)
             return from_channels_last(backward_cl(dz), self.data_format)

@@ -94,8 +94,11 @@ class Dense(Layer):
                 dz = _activations.relu.grad(z, y, dy)
             x2, dz2 = (x, dz) if x.ndim == 2 else (x.reshape(-1, x.shape[-1]), dz.reshape(-1, self.units))
             self.kernel.add_matmul(x2.T, dz2)  # dW += xᵀ·dz (leading axes of x and dz are batch axes)
-            if self.use_bias:  # db += Σ dz (add.reduce: dz.sum(axis=0) minus its wrapper)
-                self.bias.grad += db if db is not None else np.add.reduce(dz2, axis=0)
+            if self.use_bias:  # db += Σ dz
+                if db is not None:
+                    self.bias.add(db)
+                else:
+                    self.bias.add_sum(dz2)
             return dz @ W.T if input_grad else None  # input_grad=False: the model's first layer in training
 
         return y, backward
