@@ -412,6 +412,13 @@ def test_add_sum_and_add_write_into_a_reset_gradient_and_add_otherwise():
     b.add(dz[2].astype("float64"))  # another dtype is cast as += would
     np.testing.assert_array_equal(b.grad, dz[2])
     assert b.grad is storage
+    from glassnet.engine.weight import Weight
+    wide = Weight(np.zeros(4), "bias64")  # float64 storage, float32 dz: summed in float32, as eager's +=
+    wide.reset_grad()
+    wide.add_sum(dz)
+    eager = np.zeros(4)
+    eager += np.add.reduce(dz, axis=0)
+    np.testing.assert_array_equal(wide.grad, eager)
 
 
 def test_small_models_zero_dense_gradients_lazily_and_train_as_with_fill():
@@ -714,3 +721,13 @@ def test_binary_accuracy_count_equals_the_per_sample_means(threshold):
         assert fast.total == general.total == hits
     assert fast.count == general.count == 40
     assert fast.result() == general.result()
+
+
+def test_binary_accuracy_with_an_array_threshold_takes_the_general_path():
+    from glassnet import metrics
+    p = np.array([[0.5], [0.9], [0.1]], np.float32)
+    y = np.array([[1.0], [1.0], [0.0]], np.float32)
+    m = metrics.BinaryAccuracy(threshold=np.array([0.2, 0.8]))
+    m.update_state(y, p)
+    reference = metrics.binary_accuracy(y.tolist(), p.tolist(), threshold=np.array([0.2, 0.8]))
+    assert m.total == float(np.sum(reference)) and m.count == np.size(reference)

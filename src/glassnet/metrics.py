@@ -80,7 +80,7 @@ class MeanMetricWrapper(Mean):
     def update_state(self, y_true, y_pred, sample_weight=None):
         if (self._fn is binary_accuracy and sample_weight is None and type(y_true) is np.ndarray
                 and type(y_pred) is np.ndarray and y_true.shape == y_pred.shape and y_pred.ndim
-                and y_pred.shape[-1] == 1):
+                and y_pred.shape[-1] == 1 and isinstance(self._fn_kwargs.get("threshold", 0.5), (float, int))):
             # one sigmoid output, as fit gives it: count the hits (what the general path below adds up,
             # without its four calls in between: ~1 us of the tutorial's training step)
             hits = y_true == (y_pred > self._fn_kwargs.get("threshold", 0.5))

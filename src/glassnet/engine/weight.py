@@ -85,7 +85,7 @@ class Weight:
         g = self._grad
         if self._stale:
             self._stale = False
-            np.add.reduce(a, axis=0, out=g)
+            np.add.reduce(a, axis=0, out=g, dtype=a.dtype)  # summed in a's dtype, as the += below
         else:
             g += np.add.reduce(a, axis=0)
 
