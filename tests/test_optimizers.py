@@ -677,3 +677,56 @@ def test_from_config_accepts_a_keras3_saved_config():
     rule, slots = adam_rule()
     want = reference_run(inits, grads, rule, slots, lr_at=lambda it: 0.01 * 0.5 ** (it / 3))
     assert_same_history(run_glassnet(opt, inits, grads), want)
+
+
+@pytest.mark.parametrize("case", ["sgd_nesterov", "adam_amsgrad", "nadam", "rmsprop_centered", "adadelta"])
+def test_apply_gradients_on_some_weights_moves_only_those(case):
+    """Keras: apply_gradients with gradients for some of the optimizer's weights updates only those (and
+    their slots); each one steps exactly as with an optimizer built on it alone."""
+    make_opt, _, _ = CASES[case]
+    inits, grads = make_problem(seed=3, shapes=[(3, 4), (5,), (2, 2)])
+    weights = [Weight(v.copy(), f"w{i}") for i, v in enumerate(inits)]
+    opt = make_opt()
+    opt.build(weights)
+    alone = [Weight(inits[1].copy(), "w1")]
+    opt_alone = make_opt()
+    opt_alone.build(alone)
+    first = [w.numpy() for w in weights]
+    slots_before = [{k: v.copy() for k, v in s.items()} for s in opt.slots]
+    for i in (0, 2):
+        weights[i].grad[...] = 1.0  # left over from an earlier step: must not be applied again
+    for gs in grads:
+        opt.apply_gradients([(gs[1].copy(), weights[1])])
+        opt_alone.apply_gradients([(gs[1].copy(), alone[0])])
+        np.testing.assert_array_equal(weights[1].numpy(), alone[0].numpy())
+    for i in (0, 2):
+        np.testing.assert_array_equal(weights[i].numpy(), first[i])  # never moved
+    sl0 = opt.groups[0].slices[0]
+    for name, before in slots_before[0].items():  # and neither did their slots
+        np.testing.assert_array_equal(opt.slots[0][name][sl0], before[sl0])
+    assert opt.iterations == STEPS
+    assert not np.array_equal(weights[1].numpy(), first[1])
+
+
+def test_apply_gradients_skips_none_and_refuses_unknown_weights():
+    a, b = Weight(np.ones(3), "a"), Weight(np.ones(2), "b")
+    opt = SGD(0.5)
+    opt.build([a, b])
+    opt.apply_gradients([(np.ones(3), a), (None, b)])  # a None gradient: that weight is left alone
+    np.testing.assert_array_equal(a.numpy(), 0.5)
+    np.testing.assert_array_equal(b.numpy(), 1.0)
+    assert opt.iterations == 1
+    opt.apply_gradients([(None, a), (None, b)])  # nothing to do: no step
+    assert opt.iterations == 1
+    with pytest.raises(ValueError, match="not built with"):
+        opt.apply_gradients([(np.ones(4), Weight(np.ones(4), "stranger"))])
+
+
+def test_apply_gradients_on_some_weights_clips_their_norm_only():
+    a, b = Weight(np.zeros(2), "a"), Weight(np.zeros(2), "b")
+    opt = SGD(1.0, global_clipnorm=1.0)
+    opt.build([a, b])
+    b.grad[...] = 100.0  # a stale gradient of the weight not given: must not enter the norm
+    opt.apply_gradients([(np.array([3.0, 4.0]), a)])
+    np.testing.assert_allclose(a.numpy(), [-0.6, -0.8])
+    np.testing.assert_array_equal(b.numpy(), 0.0)

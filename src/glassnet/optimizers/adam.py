@@ -114,13 +114,14 @@ class Nadam(Optimizer):
     def build_slots(self, value):
         return {"m": np.zeros_like(value), "v": np.zeros_like(value)}
 
-    def apply(self):
+    def _begin_step(self):
         t = self.iterations + 1
         s = 1.0 if self.schedule_decay is None else self.schedule_decay
         self._u_t = self.beta_1 * (1.0 - 0.5 * 0.96 ** (s * t))
         self._u_t1 = self.beta_1 * (1.0 - 0.5 * 0.96 ** (s * (t + 1)))
         self._u_product_t = self.u_product * self._u_t
-        super().apply()
+
+    def _end_step(self):
         self.u_product = self._u_product_t
 
     def update(self, w, g, slots, lr, t):

@@ -137,6 +137,7 @@ class Optimizer:
     # --- one step -------------------------------------------------------------------------------
     def apply(self):
         """Update every packed weight from its gradient (already in ``group.grad``)."""
+        self._begin_step()
         lr = self._lr_at(self.iterations)
         t = self.iterations + 1
         scale = self._global_clip_scale()
@@ -152,36 +153,91 @@ class Optimizer:
                 if w.constraint is not None:
                     w.value[...] = w.constraint(w.value)
         self.iterations += 1
+        self._end_step()
+
+    def _begin_step(self):
+        """Called at the start of every step, before any weight moves (a rule's per-step scalars: Nadam)."""
+
+    def _end_step(self):
+        """Called at the end of every step."""
 
     def apply_gradients(self, grads_and_vars):
-        """Keras API: ``[(grad, weight), ...]``; copies each grad into place and steps."""
-        pairs = list(grads_and_vars)
+        """Keras API: ``[(grad, weight), ...]``; copies each grad into place and steps those weights.
+
+        As in Keras, pairs whose gradient is None are skipped, and when the pairs name only some of the
+        weights the optimizer was built with, only those weights (and their slots) move."""
+        pairs = [(g, w) for g, w in grads_and_vars if g is not None]
+        if not pairs:
+            return
         if not self.built:
             self.build([w for _, w in pairs])
+        known = {id(w) for w in self.weights}
         for g, w in pairs:
+            if id(w) not in known:
+                raise ValueError(f"apply_gradients() got a gradient for {getattr(w, 'path', w)!r}, which this "
+                                 "optimizer was not built with; build it with every weight it will update "
+                                 "(model.compile does), or use a separate optimizer.")
             w.grad[...] = g
-        self.apply()
+        given = {id(w) for _, w in pairs}
+        if len(given) == len(known):
+            self.apply()
+        else:
+            self._apply_some(given)
+
+    def _apply_some(self, ids):
+        """``apply`` for the weights whose ids are in ``ids`` only (the others and their slots stay as they
+        are): the same steps on each chosen weight's slice of the flat vectors."""
+        self._begin_step()
+        lr = self._lr_at(self.iterations)
+        t = self.iterations + 1
+        chosen = [(group, slots, [(w, sl) for w, sl in zip(group.weights, group.slices) if id(w) in ids])
+                  for group, slots in zip(self.groups, self.slots)]
+        scale = self._global_clip_scale([group.grad[sl] for group, _, parts in chosen for _, sl in parts])
+        for group, slots, parts in chosen:
+            for w, sl in parts:
+                g = group.grad[sl]
+                if scale is not None:
+                    g *= scale
+                self._clip_parts(group.grad, [sl])
+                if self.weight_decay:
+                    self._apply_weight_decay(group, lr, [(w, sl)])
+                self._update_blocks(group.value[sl], g, {k: v[sl] for k, v in slots.items()},
+                                    group.value.dtype.type(lr), t)
+                if w.constraint is not None:
+                    w.value[...] = w.constraint(w.value)
+        self.iterations += 1
+        self._end_step()
 
     def _clip(self, group):
-        g = group.grad
+        self._clip_parts(group.grad, group.slices, whole=True)
+
+    def _clip_parts(self, g, slices, whole=False):
+        """clipvalue elementwise, or clipnorm per weight (``slices`` of the flat gradient ``g``)."""
         if self.clipvalue is not None:
-            np.clip(g, -self.clipvalue, self.clipvalue, out=g)
+            if whole:
+                np.clip(g, -self.clipvalue, self.clipvalue, out=g)
+            else:
+                for sl in slices:
+                    np.clip(g[sl], -self.clipvalue, self.clipvalue, out=g[sl])
         elif self.clipnorm is not None:
-            for sl in group.slices:  # per weight: g · c / max(‖g‖, c)
+            for sl in slices:  # per weight: g · c / max(‖g‖, c)
                 norm = float(np.sqrt(np.dot(g[sl], g[sl])))
                 if norm > self.clipnorm:
                     g[sl] *= self.clipnorm / norm
 
-    def _global_clip_scale(self):
-        """c / max(‖g‖, c) over all gradients of all dtype groups, computed before any is scaled."""
+    def _global_clip_scale(self, grads=None):
+        """c / max(‖g‖, c) over all gradients of all dtype groups (or the vectors ``grads``), computed before
+        any is scaled."""
         if self.global_clipnorm is None:
             return None
-        norm = math.sqrt(sum(float(np.dot(gr.grad, gr.grad)) for gr in self.groups))
+        if grads is None:
+            grads = [gr.grad for gr in self.groups]
+        norm = math.sqrt(sum(float(np.dot(g, g)) for g in grads))
         return self.global_clipnorm / norm if norm > self.global_clipnorm else None
 
-    def _apply_weight_decay(self, group, lr):
+    def _apply_weight_decay(self, group, lr, parts=None):
         names = getattr(self, "_exclude_names", ())
-        for w, sl in zip(group.weights, group.slices):
+        for w, sl in parts if parts is not None else zip(group.weights, group.slices):
             if id(w) in self._exclude or any(n in w.path for n in names):
                 continue
             group.value[sl] -= group.value[sl] * (self.weight_decay * lr)
