@@ -172,11 +172,12 @@ class Optimizer:
         if not self.built:
             self.build([w for _, w in pairs])
         known = {id(w) for w in self.weights}
-        for g, w in pairs:
+        for _, w in pairs:  # all checked before any gradient is written
             if id(w) not in known:
                 raise ValueError(f"apply_gradients() got a gradient for {getattr(w, 'path', w)!r}, which this "
                                  "optimizer was not built with; build it with every weight it will update "
                                  "(model.compile does), or use a separate optimizer.")
+        for g, w in pairs:
             w.grad[...] = g
         given = {id(w) for _, w in pairs}
         if len(given) == len(known):
