@@ -244,6 +244,21 @@ def _server(tmp_path, **kw):
     return repo, InferenceServer(ModelRepository(repo), poll_seconds=0.05, access_log=False, **kw)
 
 
+def _hold_predict(served):
+    """Make ``served.predict`` wait, once inside, until the returned ``release`` event is set (``entered`` says
+    it is inside); the stand-in holds the served version only weakly, so it does not keep it alive itself."""
+    import weakref
+    release, entered = threading.Event(), threading.Event()
+    this = weakref.ref(served)
+
+    def held_predict(arrays):
+        entered.set()
+        release.wait(20)
+        return type(this()).predict(this(), arrays)
+    served.predict = held_predict
+    return release, entered
+
+
 async def _until(condition, seconds=10):
     for _ in range(int(seconds / 0.05)):
         if condition():
@@ -297,19 +312,12 @@ def test_refreeze_waits_for_a_retired_version_to_answer_its_queue(tmp_path, monk
     async def main():
         await server.startup()
         served = server.repository.get("m")
-        release, entered = threading.Event(), threading.Event()
-        this = weakref.ref(served)  # the stand-in must not keep version 1 alive itself
-
-        def slow_predict(arrays):
-            entered.set()
-            release.wait(20)
-            return type(this()).predict(this(), arrays)
-        served.predict = slow_predict
+        release, entered = _hold_predict(served)
         served.model.cycle = served.model
         first = weakref.ref(served.model)
         request = server._batcher(served).submit([np.ones((1, 3), np.float32)])
         assert await asyncio.to_thread(entered.wait, 10)
-        del served, slow_predict
+        del served
         startup_freezes = len(freezes)
         save_version(repo, "m", 2, _tiny(1))
         assert await _until(lambda: server.repository.versions("m") == [2])
@@ -360,7 +368,6 @@ def test_shutdown_answers_a_retired_version_queue_and_unfreezes(tmp_path):
     """A version retired by hot reload while still predicting: shutdown() waits for its answer, and the
     collector sees everything again afterwards."""
     import gc
-    import weakref
     from serving_util import save_version
     gc.unfreeze()
     repo, server = _server(tmp_path)
@@ -368,17 +375,10 @@ def test_shutdown_answers_a_retired_version_queue_and_unfreezes(tmp_path):
     async def main():
         await server.startup()
         served = server.repository.get("m")
-        release, entered = threading.Event(), threading.Event()
-        this = weakref.ref(served)
-
-        def slow_predict(arrays):
-            entered.set()
-            release.wait(20)
-            return type(this()).predict(this(), arrays)
-        served.predict = slow_predict
+        release, entered = _hold_predict(served)
         request = server._batcher(served).submit([np.ones((1, 3), np.float32)])
         assert await asyncio.to_thread(entered.wait, 10)
-        del served, slow_predict
+        del served
         save_version(repo, "m", 2, _tiny(1))
         assert await _until(lambda: server.repository.versions("m") == [2] and server._retiring)
         threading.Timer(0.3, release.set).start()
