@@ -145,7 +145,8 @@ class Optimizer:
             g = group.grad
             if scale is not None:
                 g *= scale
-            self._clip(group)
+            if self.clipvalue is not None or self.clipnorm is not None:
+                self._clip(group)
             if self.weight_decay:
                 self._apply_weight_decay(group, lr)
             self._update_blocks(group.value, g, slots, group.value.dtype.type(lr), t)
