@@ -71,6 +71,7 @@ class Optimizer:
         self.learning_rate = learning_rate
         self.groups = None
         self.slots = None
+        self._whole_units = None  # (groups, the units apply() steps over), made on the first apply after a build
         self._exclude = set()
 
     # --- learning rate --------------------------------------------------------------------------
@@ -137,24 +138,12 @@ class Optimizer:
     # --- one step -------------------------------------------------------------------------------
     def apply(self):
         """Update every packed weight from its gradient (already in ``group.grad``)."""
-        self._begin_step()
-        lr = self._lr_at(self.iterations)
-        t = self.iterations + 1
-        scale = self._global_clip_scale()
-        for group, slots in zip(self.groups, self.slots):
-            g = group.grad
-            if scale is not None:
-                g *= scale
-            if self.clipvalue is not None or self.clipnorm is not None:
-                self._clip(group)
-            if self.weight_decay:
-                self._apply_weight_decay(group, lr)
-            self._update_blocks(group.value, g, slots, group.value.dtype.type(lr), t)
-            for w in group.weights:
-                if w.constraint is not None:
-                    w.value[...] = w.constraint(w.value)
-        self.iterations += 1
-        self._end_step()
+        units = self._whole_units
+        if units is None or units[0] is not self.groups:  # once per build: each dtype group as one unit
+            units = self._whole_units = (self.groups, [
+                (group.value, group.grad, slots, list(zip(group.weights, group.slices)))
+                for group, slots in zip(self.groups, self.slots)])
+        self._step(units[1])
 
     def _begin_step(self):
         """Called at the start of every step, before any weight moves (a rule's per-step scalars: Nadam)."""
@@ -183,66 +172,52 @@ class Optimizer:
         given = {id(w) for _, w in pairs}
         if len(given) == len(known):
             self.apply()
-        else:
-            self._apply_some(given)
+            return
+        # only the given weights (and their slots) move: each one's slices of the flat vectors as a unit
+        self._step([(group.value[sl], group.grad[sl], {k: v[sl] for k, v in slots.items()}, [(w, slice(None))])
+                    for group, slots in zip(self.groups, self.slots)
+                    for w, sl in zip(group.weights, group.slices) if id(w) in given])
 
-    def _apply_some(self, ids):
-        """``apply`` for the weights whose ids are in ``ids`` only (the others and their slots stay as they
-        are): the same steps on each chosen weight's slice of the flat vectors."""
+    def _step(self, units):
+        """One optimizer step over ``units``, each ``(value, grad, slots, [(weight, its slice of value and
+        grad)])`` and updated as one vector: a whole dtype group (``apply``) or one weight (``apply_gradients``
+        on some weights). Global clipping, clipping, weight decay, the rule, then constraints."""
         self._begin_step()
         lr = self._lr_at(self.iterations)
         t = self.iterations + 1
-        chosen = [(group, slots, [(w, sl) for w, sl in zip(group.weights, group.slices) if id(w) in ids])
-                  for group, slots in zip(self.groups, self.slots)]
-        scale = self._global_clip_scale([group.grad[sl] for group, _, parts in chosen for _, sl in parts])
-        for group, slots, parts in chosen:
-            for w, sl in parts:
-                g = group.grad[sl]
-                if scale is not None:
-                    g *= scale
-                self._clip_parts(group.grad, [sl])
-                if self.weight_decay:
-                    self._apply_weight_decay(group, lr, [(w, sl)])
-                self._update_blocks(group.value[sl], g, {k: v[sl] for k, v in slots.items()},
-                                    group.value.dtype.type(lr), t)
+        scale = self._global_clip_scale([unit[1] for unit in units])
+        for value, g, slots, parts in units:
+            if scale is not None:
+                g *= scale
+            if self.clipvalue is not None:
+                np.clip(g, -self.clipvalue, self.clipvalue, out=g)
+            elif self.clipnorm is not None:
+                for _, sl in parts:  # per weight: g · c / max(‖g‖, c)
+                    norm = float(np.sqrt(np.dot(g[sl], g[sl])))
+                    if norm > self.clipnorm:
+                        g[sl] *= self.clipnorm / norm
+            if self.weight_decay:
+                self._apply_weight_decay(value, lr, parts)
+            self._update_blocks(value, g, slots, value.dtype.type(lr), t)
+            for w, _ in parts:
                 if w.constraint is not None:
                     w.value[...] = w.constraint(w.value)
         self.iterations += 1
         self._end_step()
 
-    def _clip(self, group):
-        self._clip_parts(group.grad, group.slices, whole=True)
-
-    def _clip_parts(self, g, slices, whole=False):
-        """clipvalue elementwise, or clipnorm per weight (``slices`` of the flat gradient ``g``)."""
-        if self.clipvalue is not None:
-            if whole:
-                np.clip(g, -self.clipvalue, self.clipvalue, out=g)
-            else:
-                for sl in slices:
-                    np.clip(g[sl], -self.clipvalue, self.clipvalue, out=g[sl])
-        elif self.clipnorm is not None:
-            for sl in slices:  # per weight: g · c / max(‖g‖, c)
-                norm = float(np.sqrt(np.dot(g[sl], g[sl])))
-                if norm > self.clipnorm:
-                    g[sl] *= self.clipnorm / norm
-
-    def _global_clip_scale(self, grads=None):
-        """c / max(‖g‖, c) over all gradients of all dtype groups (or the vectors ``grads``), computed before
-        any is scaled."""
+    def _global_clip_scale(self, grads):
+        """c / max(‖g‖, c) over the gradient vectors ``grads``, computed before any is scaled."""
         if self.global_clipnorm is None:
             return None
-        if grads is None:
-            grads = [gr.grad for gr in self.groups]
         norm = math.sqrt(sum(float(np.dot(g, g)) for g in grads))
         return self.global_clipnorm / norm if norm > self.global_clipnorm else None
 
-    def _apply_weight_decay(self, group, lr, parts=None):
+    def _apply_weight_decay(self, value, lr, parts):
         names = getattr(self, "_exclude_names", ())
-        for w, sl in parts if parts is not None else zip(group.weights, group.slices):
+        for w, sl in parts:
             if id(w) in self._exclude or any(n in w.path for n in names):
                 continue
-            group.value[sl] -= group.value[sl] * (self.weight_decay * lr)
+            value[sl] -= value[sl] * (self.weight_decay * lr)
 
     def _update_blocks(self, w, g, slots, lr, t):
         """Fast path: run an elementwise ``update`` on blocks of ``CHUNK`` elements instead of whole vectors.
