@@ -609,14 +609,17 @@ def test_import_glassnet_does_not_import_numba_and_the_environment_switch_turns_
     code = ("import sys, glassnet; from glassnet.engine import compiled; before = 'numba' in sys.modules; "
             "print(before, compiled.enabled())")
     assert _python(code) == "False True"
-    # nor does a 1-row predict (the small arrays of serving latency stay below every kernel's threshold)
+    # nor does a 1-row predict (the small arrays of serving latency stay below every kernel's threshold) of a
+    # model under 1 MiB, nor of a larger one with BLAS limited to one thread (as `glassnet serve` limits it):
+    # only then would the row go through the two-core chain of engine.gemv, which is compiled
     row = ("import sys, numpy as np, glassnet; from glassnet.layers import Dense; "
            "from glassnet.engine import compiled; "
-           "m = glassnet.Sequential([glassnet.Input((784,)), Dense(512, activation='relu'), "
+           "m = glassnet.Sequential([glassnet.Input((784,)), Dense({}, activation='relu'), "
            "Dense(10, activation='softmax')]); m.predict(np.ones((1, 784), 'float32'), verbose=0); "
            "small = compiled.kernels_for(np.ones(100, 'float32')); "
            "print('numba' in sys.modules, small)")
-    assert _python(row) == "False None"
+    assert _python(row.format(256)) == "False None"
+    assert _python(row.format(512), OPENBLAS_NUM_THREADS="1") == "False None"
     assert _python(code, GLASSNET_COMPILED="0") == "False False"
 
 

@@ -92,7 +92,31 @@ def blas_threads():
     blas = _blas_controllers()
     if not blas:
         return None
-    return min(c.get_num_threads() for c in blas)
+    getters = _getters[1] if _getters[0] is blas else _thread_getters(blas)
+    return getters[0]() if len(getters) == 1 else min(get() for get in getters)
+
+
+_getters = (None, [])  # (the controllers, per BLAS library a function of no arguments returning its thread count)
+
+
+def _thread_getters(blas):
+    global _getters
+    _getters = (blas, [_library_getter(c) or c.get_num_threads for c in blas])
+    return _getters[1]
+
+
+def _library_getter(controller):
+    """OpenBLAS's own thread-count function, to call directly: threadpoolctl looks its symbol up on every call
+    (~1 µs when the caches are cold, measurable on a 1-row predict, engine.gemv). None for other libraries, or
+    if this threadpoolctl is not laid out as expected (its ``get_num_threads`` then serves)."""
+    if type(controller).__name__ != "OpenBLASController":
+        return None
+    try:
+        symbol = "omp_get_max_threads" if controller.threading_layer == "openmp" else "openblas_get_num_threads"
+        get = controller._get_symbol(symbol)
+        return get if get is not None and get() == controller.get_num_threads() else None
+    except Exception:
+        return None
 
 
 def worthwhile(batch):

@@ -7,13 +7,14 @@ from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .. import constraints as _constraints
-from ..engine import backend, compiled
+from ..engine import backend, compiled, gemv
 from ..engine.graph import KerasTensor, Node
 from ..engine.layer import Layer
 from ..engine.registry import register, serialize
 
 
 _KERNEL_MIN = compiled.MIN_ELEMENTS  # outputs from which Dense's compiled bias + relu pays for its call
+_ROW_SPLIT_MIN = gemv.MIN_BYTES  # kernel size from which a 1-row call may use two cores (engine.gemv)
 
 
 def _ser(obj, module):
@@ -111,7 +112,12 @@ class Dense(Layer):
         return compiled.kernels_for(z, self.bias.value)
 
     def call(self, x, training=False):
-        z = x @ self.kernel.value
+        W = self.kernel.value
+        if W.nbytes >= _ROW_SPLIT_MIN:  # one row through a large kernel: both cores (engine.gemv)
+            y = self._row_on_two_cores(x, W)
+            if y is not None:
+                return y
+        z = x @ W
         if z.size >= _KERNEL_MIN:  # (a 1-row predict skips even the kernel lookup)
             k = self._fused_relu(z)
             if k is not None:
@@ -120,6 +126,13 @@ class Dense(Layer):
         if self.use_bias:
             z += self.bias.value
         return self.activation(z)
+
+    def _row_on_two_cores(self, x, W):
+        """``call`` for one row, each half of the output columns computed on its own core (engine.gemv); None
+        when that path does not apply (batched input, no numba, one thread allowed...)."""
+        if not gemv.usable(x, W):
+            return None
+        return gemv.chain(x, ((W, self.bias.value if self.use_bias else None, self.activation),))
 
     def get_config(self):
         config = super().get_config()

@@ -1,7 +1,7 @@
 """Sequential: a stack of layers, each feeding the next; backward runs their closures in reverse."""
 import numpy as np
 
-from ..engine import parallel
+from ..engine import gemv, parallel
 from ..engine.layer import Layer
 from ..engine.registry import deserialize, register, serialize
 from ..engine.graph import KerasTensor
@@ -227,13 +227,64 @@ class Sequential(Model):
 
     def _reset_step_caches(self):
         """Forget what forward/backward cache about the layers: the index of the first layer with trainable
-        weights (``_chain``), the Conv(relu) + MaxPooling blocks run relu-last and the layers a training step may
-        split over two threads (``forward``). add() and pop()
+        weights (``_chain``), the Conv(relu) + MaxPooling blocks run relu-last, the layers a training step may
+        split over two threads (``forward``) and the runs of dense layers a 1-row call splits (``call``). add() and pop()
         call this, and so does every fit / train_on_batch (Model._prepare_training): layers may be frozen."""
         self._first_trainable = None
         self._relu_moves = None
         self._split_front = None
+        self._row_spans = None
         super()._reset_step_caches()  # nested models
+
+    def _find_row_spans(self):
+        """The runs of layers that a 1-row inference call sends through ``engine.gemv.chain`` (cached): Dense
+        layers (Dropout between them is the identity at inference) with relu or no activation, the last of a
+        run with any activation, holding at least ``gemv.MIN_BYTES`` of kernels in all. ``(start, stop)``
+        pairs of layer indices."""
+        from ..activations import linear, relu
+        from ..layers.core import Dense, Dropout
+        spans, start, values = [], None, 0
+        if any(type(layer) is Dense and layer.kernel is None for layer in self._layers):
+            return ()  # not built yet (asked again at the next call)
+        for i, layer in enumerate(self._layers + [None]):
+            dense = type(layer) is Dense
+            if start is not None and not dense and type(layer) is not Dropout:  # the run ends before layer i
+                if values >= gemv.MIN_BYTES:
+                    spans.append((start, i))
+                start, values = None, 0
+            if dense:
+                if start is None:
+                    start = i
+                values += layer.kernel.value.nbytes
+                if layer.activation is not relu and layer.activation is not linear:  # ends the run, included
+                    if values >= gemv.MIN_BYTES:
+                        spans.append((start, i + 1))
+                    start, values = None, 0
+        self._row_spans = tuple(spans)
+        return self._row_spans
+
+    def _call_row(self, x, spans):
+        """``call`` (inference, no masks) for one row: each run of dense layers in ``spans`` as one
+        ``engine.gemv.chain`` — each layer's product split over two cores, no Python between the layers — the
+        other layers as usual."""
+        layers, i = self._layers, 0
+        for start, stop in spans:
+            for layer in layers[i:start]:
+                x = layer.call(x, False)
+            y = None
+            dense = [layer for layer in layers[start:stop] if hasattr(layer, "kernel")]  # (the rest: Dropout)
+            if gemv.usable(x, dense[0].kernel.value):
+                y = gemv.chain(x, [(layer.kernel.value, layer.bias.value if layer.use_bias else None,
+                                    layer.activation) for layer in dense])
+            if y is None:  # (not this row: a dtype or activation the chain does not take, the helper busy)
+                for layer in layers[start:stop]:
+                    x = layer.call(x, False)
+            else:
+                x = y
+            i = stop
+        for layer in layers[i:]:
+            x = layer.call(x, False)
+        return x
 
     @property
     def _masking(self):
@@ -248,6 +299,11 @@ class Sequential(Model):
                 front = self._splits_batches(len(x))
                 if front:
                     return self._call_split(x, front, training)
+            spans = self._row_spans
+            if spans is None:
+                spans = self._find_row_spans()
+            if spans and not training and len(x) == 1:  # one row through large dense layers: two cores (engine.gemv)
+                return self._call_row(x, spans)
             for layer in self._layers:
                 x = layer.call(x, training)
             return x
