@@ -42,10 +42,17 @@ def test_version_says_whether_convnet_batches_split():
         out = subprocess.run([sys.executable, "-m", "glassnet", "--version"], capture_output=True, text=True,
                              env={**ENV, **env}, check=True, timeout=120)
         return out.stdout.strip()
-    assert version(GLASSNET_BATCH_SPLIT="0").endswith("; batch split off (GLASSNET_BATCH_SPLIT=0))")
-    assert version(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1").endswith("; batch split off (BLAS limited to one thread))")
+    assert "; batch split off (GLASSNET_BATCH_SPLIT=0); " in version(GLASSNET_BATCH_SPLIT="0")
+    one_thread = version(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    assert "; batch split off (BLAS limited to one thread); " in one_thread
+    assert version(GLASSNET_ROW_SPLIT="0").endswith("; row split off (GLASSNET_ROW_SPLIT=0))")
     if parallel.blas_threads() is not None and min(parallel.blas_threads(), parallel._cores()) == 2:
-        assert version().endswith("; convnet batches split over 2 threads)")  # this machine: two cores
+        assert "; convnet batches split over 2 threads; " in version()  # this machine: two cores
+        from glassnet.engine import compiled, gemv
+        if compiled.available() and gemv._load():
+            assert version().endswith("; 1-row dense products on 2 cores)")
+            assert one_thread.endswith("; row split off (BLAS limited to one thread))")
+            assert version(GLASSNET_COMPILED="0").endswith("; row split off (compiled kernels off))")
 
 
 def test_tutorial_job_trains_saves_and_plots(tmp_path):

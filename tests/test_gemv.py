@@ -323,3 +323,17 @@ def test_activation_changed_after_the_spans_were_found():
     model.layers[0].activation = activations.get("tanh")  # not allowed inside a chain: that span runs as usual
     y = model.predict(x, verbose=0)
     np.testing.assert_allclose(y, float64_forward(model, x), rtol=2e-5, atol=1e-7)
+
+
+def test_status_says_why_not(monkeypatch):
+    assert gemv.status() == "1-row dense products on 2 cores"
+    monkeypatch.setattr(gemv, "_cores", 1)
+    assert gemv.status() == "row split off (one core)"
+    assert not gemv.usable(row(WIDE[0]), mlp().layers[0].kernel.value)
+    monkeypatch.setattr(gemv, "_cores", None)
+    monkeypatch.setattr(parallel, "_blas_controllers", lambda: False)
+    assert gemv.status() == "row split off (needs threadpoolctl and a BLAS it knows, to read the thread limit)"
+    monkeypatch.setattr(compiled._switch, "on", False)
+    assert gemv.status() == "row split off (compiled kernels off)"
+    monkeypatch.setattr(gemv._switch, "on", False)
+    assert gemv.status() == "row split off (GLASSNET_ROW_SPLIT=0)"

@@ -146,7 +146,7 @@ def version_text():
     convnet batches split over two threads (engine.parallel)."""
     import numpy as np
     from . import __version__
-    from .engine import compiled, parallel
+    from .engine import compiled, gemv, parallel
     if compiled.enabled():
         import numba
         kernels = f"compiled kernels on (numba {numba.__version__})"
@@ -154,7 +154,7 @@ def version_text():
         kernels = "compiled kernels off (GLASSNET_COMPILED=0)"
     else:
         kernels = "NumPy path only (pip install 'glassnet[fast]' adds the compiled kernels)"
-    return f"glassnet {__version__} (numpy {np.__version__}; {kernels}; {parallel.status()})"
+    return f"glassnet {__version__} (numpy {np.__version__}; {kernels}; {parallel.status()}; {gemv.status()})"
 
 
 class _Version(argparse.Action):

@@ -86,6 +86,26 @@ def _load():
     return _k
 
 
+def status():
+    """One line for ``glassnet --version``: whether 1-row dense products use two cores here, and if not, why."""
+    if not _switch.on:
+        return "row split off (GLASSNET_ROW_SPLIT=0)"
+    if not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")):
+        return "row split off (Linux on x86-64 only)"
+    if not compiled.available():
+        return "row split off (needs numba: pip install 'glassnet[fast]')"
+    if not compiled._switch.on:
+        return "row split off (compiled kernels off)"
+    threads = parallel.blas_threads()
+    if threads is None:
+        return "row split off (needs threadpoolctl and a BLAS it knows, to read the thread limit)"
+    if not _many_cores():
+        return "row split off (one core)"
+    if threads < 2:
+        return "row split off (BLAS limited to one thread)"
+    return "1-row dense products on 2 cores" if _load() else "row split off (numba lacks what it needs here)"
+
+
 def usable(x, W):
     """True when one row ``x`` through a chain starting with kernel ``W`` should use two cores: see the
     module's docstring. (``chain`` checks each layer of the chain.)"""
