@@ -128,27 +128,39 @@ def chain(x, layers):
     other than relu or none before the last layer): the caller computes them as usual."""
     acts = _acts or _load_activations()
     k, dt, last = _k, x.dtype, len(layers) - 1
+    if last >= k.MAX_LAYERS:
+        return None
     Ws, bs, flags, splits = [], [], [], []
     f64 = k.F64 if dt.char == "d" else 0
     after = None
-    for i, (W, b, activation) in enumerate(layers):
-        if W.dtype != dt or not W.flags.c_contiguous or (b is not None and (b.dtype != dt or not b.flags.c_contiguous)):
+    inputs = x.shape[1]
+    for W, b, activation in layers:
+        # (the kernels read through raw addresses, unchecked: every shape must fit the next)
+        if W.dtype != dt or W.ndim != 2 or W.shape[0] != inputs or not W.flags.c_contiguous:
             return None
-        flag = acts.get(activation)
-        if flag is None or (i != last and flag > k.RELU):  # softmax, sigmoid: on the last layer only
-            if i != last:
+        rows, inputs = W.shape
+        if b is None:
+            bs.append(_empty(dt))
+            flag = f64
+        elif b.dtype != dt or b.shape != (inputs,) or not b.flags.c_contiguous:
+            return None
+        else:
+            bs.append(b)
+            flag = f64 | k.BIAS
+        act = acts.get(activation)
+        if act is None or act > k.RELU:  # softmax, sigmoid (computed in the chain) or another: the last layer only
+            if len(Ws) != last:
                 return None
-            flag, after = 0, activation  # applied after the chain
-        rows = W.shape[0]
+            if act is None:
+                act, after = 0, activation  # applied after the chain
         Ws.append(W)
-        bs.append(b if b is not None else _empty(dt))
-        flags.append(f64 | flag | (k.BIAS if b is not None else 0))
+        flags.append(flag | act)
         # main's rows (a multiple of 8); a small kernel stays whole on main
         splits.append(rows if W.size < MIN_SPLIT_VALUES or rows < 16 else int(rows * MAIN_SHARE + 4) // 8 * 8)
-    if last >= k.MAX_LAYERS or not _lock.acquire(blocking=False):
+    if not _lock.acquire(blocking=False):
         return None
     try:
-        if _thread is None or not _thread.is_alive():
+        if _thread is None:
             _start()
         global _seq
         _seq += 1
