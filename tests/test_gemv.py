@@ -337,3 +337,21 @@ def test_status_says_why_not(monkeypatch):
     assert gemv.status() == "row split off (compiled kernels off)"
     monkeypatch.setattr(gemv._switch, "on", False)
     assert gemv.status() == "row split off (GLASSNET_ROW_SPLIT=0)"
+
+
+def test_read_only_rows_and_weights(runs):
+    """numba types read-only arrays apart: a read-only row is copied (one row), read-only weights take the
+    NumPy path; neither may fail."""
+    model = mlp()
+    x = row(WIDE[0])
+    with gemv.use_row_split(False):
+        reference = model.predict(x, verbose=0)
+    x.setflags(write=False)
+    np.testing.assert_allclose(model.predict(x, verbose=0), reference, rtol=2e-5, atol=1e-7)
+    assert runs["n"] == 1
+    W = model.layers[1].kernel.value
+    frozen = W.copy()
+    frozen.setflags(write=False)
+    layers = [(d.kernel.value, d.bias.value, d.activation) for d in model.layers]
+    layers[1] = (frozen, layers[1][1], layers[1][2])
+    assert gemv.chain(x, layers) is None and runs["n"] == 1

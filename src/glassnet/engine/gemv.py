@@ -136,13 +136,16 @@ def chain(x, layers):
     inputs = x.shape[1]
     for W, b, activation in layers:
         # (the kernels read through raw addresses, unchecked: every shape must fit the next)
-        if W.dtype != dt or W.ndim != 2 or W.shape[0] != inputs or not W.flags.c_contiguous:
+        if W.dtype != dt or W.ndim != 2 or W.shape[0] != inputs:
+            return None
+        f = W.flags
+        if not (f.c_contiguous and f.writeable):  # (read-only arrays are another type to numba: the NumPy path)
             return None
         rows, inputs = W.shape
         if b is None:
             bs.append(_empty(dt))
             flag = f64
-        elif b.dtype != dt or b.shape != (inputs,) or not b.flags.c_contiguous:
+        elif b.dtype != dt or b.shape != (inputs,) or not (b.flags.c_contiguous and b.flags.writeable):
             return None
         else:
             bs.append(b)
@@ -164,7 +167,8 @@ def chain(x, layers):
             _start()
         global _seq
         _seq += 1
-        y = k.run(_state, _seq, x.reshape(-1), tuple(Ws), tuple(bs), tuple(flags), tuple(splits))
+        row = x.reshape(-1) if x.flags.writeable else x.reshape(-1).copy()  # (one type for every layer's input)
+        y = k.run(_state, _seq, row, tuple(Ws), tuple(bs), tuple(flags), tuple(splits))
         if _state[k.SLEEPING]:  # the helper slept through this job (main did all of it): wake it for the next
             _wake.set()         # (a plain read: on x86 run's last atomic store fenced it)
     finally:
