@@ -230,25 +230,25 @@ def test_concurrent_calls_from_threads():
     assert not any(t.is_alive() for t in threads) and not errors
 
 
-def test_helper_asleep_between_calls(monkeypatch):
-    """With a short spin the helper is often asleep when a call comes: the call computes both blocks, wakes
-    it, and the answers stay exact (bit for bit: the sums are the same whoever computes them)."""
-    gemv.stop()
-    monkeypatch.setattr(gemv, "SPIN_US", 1.0)
+def test_helper_asleep_between_calls():
+    """After a pause longer than its spin the helper is asleep when a call comes: the call computes both blocks,
+    wakes it, and the next calls find it awake. The answers stay exact, bit for bit (the sums are the same
+    whoever computes them)."""
     model = mlp()
     x = row(WIDE[0])
     first = model.predict(x, verbose=0)
     helped = alone = 0
-    for i in range(300):
-        if i % 3 == 0:
-            time.sleep(0.0005)
+    for i in range(400):
+        if i % 10 == 0:
+            time.sleep(gemv.SPIN_US * 20e-6)  # 20x its spin: asleep
         assert np.array_equal(model.predict(x, verbose=0), first)
         if helper_claimed():
             helped += 1
         else:
             alone += 1
+        if i >= 100 and helped and alone:
+            break
     assert helped and alone
-    gemv.stop()  # (the next test's helper spins for the default time again)
 
 
 def test_stop_and_restart():
