@@ -49,6 +49,14 @@ def float64_forward(model, x):
     return h
 
 
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    """These tests count chains and helper blocks: a busy machine must not make calls back off to the NumPy
+    path meanwhile (test_backs_off_when_the_helper_gets_no_core tests that)."""
+    monkeypatch.setattr(gemv, "MISSES", 10 ** 9)
+    monkeypatch.setattr(gemv, "_resume_at", 0.0)
+
+
 @pytest.fixture
 def runs(monkeypatch):
     """Counts the chains run (calls of the compiled ``run``)."""
@@ -68,9 +76,11 @@ def helper_claimed(layer=0):
     return k.get(gemv._state, k.CLAIM(layer)) == 4 * gemv._seq + 1
 
 
-def predict_until_helped(model, x, tries=500):
-    """Predict until the helper took part (it may be asleep at first); returns that prediction."""
-    for _ in range(tries):
+def predict_until_helped(model, x, seconds=5.0):
+    """Predict until the helper took part — it may be asleep at first, or without a core for a while: after a
+    GEMM OpenBLAS's threads spin on the cores for ~0.1 s — and return that prediction."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
         y = model.predict(x, verbose=0)
         if helper_claimed():
             return y
@@ -236,9 +246,10 @@ def test_helper_asleep_between_calls():
     whoever computes them)."""
     model = mlp()
     x = row(WIDE[0])
-    first = model.predict(x, verbose=0)
+    first = predict_until_helped(model, x)
     helped = alone = 0
-    for i in range(400):
+    end = time.perf_counter() + 5
+    for i in range(100000):
         if i % 10 == 0:
             time.sleep(gemv.SPIN_US * 20e-6)  # 20x its spin: asleep
         assert np.array_equal(model.predict(x, verbose=0), first)
@@ -246,7 +257,7 @@ def test_helper_asleep_between_calls():
             helped += 1
         else:
             alone += 1
-        if i >= 100 and helped and alone:
+        if (i >= 100 and helped and alone) or time.perf_counter() > end:
             break
     assert helped and alone
 
@@ -355,3 +366,33 @@ def test_read_only_rows_and_weights(runs):
     layers = [(d.kernel.value, d.bias.value, d.activation) for d in model.layers]
     layers[1] = (frozen, layers[1][1], layers[1][2])
     assert gemv.chain(x, layers) is None and runs["n"] == 1
+
+
+def test_backs_off_when_the_helper_gets_no_core(monkeypatch, runs):
+    """A helper that is awake but takes no block (no core for it) sends 1-row calls to the NumPy path for a
+    while, then they try again; the pause doubles while retries miss, and resets once the helper takes part."""
+    model = mlp()
+    x = row(WIDE[0])
+    model.predict(x, verbose=0)  # (the real helper started)
+    monkeypatch.setattr(gemv, "MISSES", 4)
+    monkeypatch.setattr(gemv, "BACKOFF_S", (0.05, 0.2))
+    monkeypatch.setattr(gemv, "_backoff", 0.05)
+    monkeypatch.setattr(gemv, "_misses", 0)
+    # a state no helper reads, marked awake: every block is the calling thread's, as with a helper starved of a core
+    monkeypatch.setattr(gemv, "_state", np.zeros(gemv._k.STATE_SIZE, np.int64))
+    with gemv.use_row_split(False):
+        reference = model.predict(x, verbose=0)
+    n = runs["n"]
+    for _ in range(10):
+        np.testing.assert_allclose(model.predict(x, verbose=0), reference, rtol=2e-5, atol=1e-7)
+    assert runs["n"] - n == 4  # four misses, then the NumPy path
+    assert gemv._backoff == 0.1 and gemv._resume_at > time.perf_counter()
+    time.sleep(0.06)
+    n = runs["n"]
+    for _ in range(10):
+        model.predict(x, verbose=0)
+    assert runs["n"] - n == 4 and gemv._backoff == 0.2  # retried, missed again: a longer pause
+    monkeypatch.undo()
+    gemv._resume_at, gemv._misses = 0.0, 0
+    predict_until_helped(model, x)  # a helper that takes part resets the pause
+    assert gemv._backoff == gemv.BACKOFF_S[0] and gemv._misses == 0

@@ -44,7 +44,7 @@ _jit = njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
 LINE = 8  # int64s per 64-byte cache line: each field of ``state`` on its own line
 MAX_LAYERS = 16
-SEQ, STOP, SLEEPING = (LINE * i for i in range(3))
+SEQ, STOP, SLEEPING, HELPED = (LINE * i for i in range(4))  # HELPED: the blocks the helper computed, last job
 
 
 @_jit
@@ -291,6 +291,7 @@ def run(state, seq, x, Ws, bs, flags, splits):
         store(state, CLAIM(n), 4 * seq + 2)  # the end of the chain
     store(state, SEQ, seq)
     h = x
+    helped = 0
     for layer in range(n):
         W, out, part, split = Ws[layer], outs[layer], parts[layer], splits[layer]
         partial(h, W, 0, split, out)
@@ -299,9 +300,11 @@ def run(state, seq, x, Ws, bs, flags, splits):
                 partial(h, W, split, W.shape[0], part)
             else:
                 _spin(state, DONE(layer), seq, -1)
+                helped += 1
         finish(out, part, bs[layer], flags[layer], split < W.shape[0])
         store(state, MINE(layer), seq)
         h = out
+    store(state, HELPED, helped)
     y = h.reshape(1, h.shape[0])
     last = flags[n - 1]
     if last & SOFTMAX:

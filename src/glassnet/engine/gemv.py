@@ -116,7 +116,30 @@ def usable(x, W):
     threads = parallel.blas_threads()  # the user's thread limit (OMP_NUM_THREADS=1, threadpool_limits(1)...)
     if threads is None or threads < 2 or not _many_cores() or compiled._strict_errstate():
         return False
+    if _resume_at and time.perf_counter() < _resume_at:
+        return False  # backing off: the helper did not get a core (see _missed)
     return bool(_k if _k is not None else _load())  # (numba is imported only here, past every other check)
+
+
+MISSES = 4            # calls in a row in which an awake helper took no block before backing off
+BACKOFF_S = (0.01, 1.0)  # the first back-off, and the longest (each one after a failed retry doubles)
+_misses = 0
+_resume_at = 0.0
+_backoff = BACKOFF_S[0]
+
+
+def _missed():
+    """The helper was awake, yet this call computed every block itself: the helper is not getting a core (another
+    busy thread or process holds the other one — OpenBLAS's threads spin for a while after each GEMM — or the
+    scheduler put it on this call's core, where its spinning only slows the call). After ``MISSES`` such calls
+    in a row, 1-row calls take the NumPy path for a while, then try again; the pause doubles each time the
+    retry misses too, and starts again from the first once the helper takes part."""
+    global _misses, _resume_at, _backoff
+    _misses += 1
+    if _misses >= MISSES:
+        _misses = 0
+        _resume_at = time.perf_counter() + _backoff
+        _backoff = min(_backoff * 2, BACKOFF_S[1])
 
 
 def chain(x, layers):
@@ -133,6 +156,7 @@ def chain(x, layers):
     Ws, bs, flags, splits = [], [], [], []
     f64 = k.F64 if dt.char == "d" else 0
     after = None
+    halves = False  # some layer has a second block for the helper
     inputs = x.shape[1]
     for W, b, activation in layers:
         # (the kernels read through raw addresses, unchecked: every shape must fit the next)
@@ -159,18 +183,25 @@ def chain(x, layers):
         Ws.append(W)
         flags.append(flag | act)
         # main's rows (a multiple of 8); a small kernel stays whole on main
-        splits.append(rows if W.size < MIN_SPLIT_VALUES or rows < 16 else int(rows * MAIN_SHARE + 4) // 8 * 8)
+        split = rows if W.size < MIN_SPLIT_VALUES or rows < 16 else int(rows * MAIN_SHARE + 4) // 8 * 8
+        splits.append(split)
+        halves = halves or split < rows
     if not _lock.acquire(blocking=False):
         return None
     try:
         if _thread is None:
             _start()
-        global _seq
+        global _seq, _misses, _backoff
         _seq += 1
         row = x.reshape(-1) if x.flags.writeable else x.reshape(-1).copy()  # (one type for every layer's input)
         y = k.run(_state, _seq, row, tuple(Ws), tuple(bs), tuple(flags), tuple(splits))
-        if _state[k.SLEEPING]:  # the helper slept through this job (main did all of it): wake it for the next
-            _wake.set()         # (a plain read: on x86 run's last atomic store fenced it)
+        # (plain reads of the state: on x86 run's last atomic store fenced them)
+        if _state[k.HELPED] or not halves:
+            _misses, _backoff = 0, BACKOFF_S[0]
+        elif _state[k.SLEEPING]:  # it slept through this job (main did all of it): wake it for the next
+            _wake.set()
+        else:
+            _missed()
     finally:
         _lock.release()
     return y if after is None else after(y)
