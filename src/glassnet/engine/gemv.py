@@ -79,11 +79,26 @@ def _load():
         _k = False
         if sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64") and compiled.available():
             try:
-                from . import _numba_gemv
-                _k = _numba_gemv
+                import numba
+                if not numba.config.DISABLE_JIT:  # (NUMBA_DISABLE_JIT=1: the intrinsics cannot run as Python)
+                    from . import _numba_gemv as k
+                    _smoke_test(k)
+                    _k = k
             except Exception:  # numba without the LLVM features the hand-over needs: the NumPy path serves
                 _k = False
     return _k
+
+
+def _smoke_test(k):
+    """One tiny job on a private state (no helper reads it), against NumPy: compiles or loads the kernels here,
+    and proves they run on this machine."""
+    state = np.zeros(k.STATE_SIZE, np.int64)
+    W = np.arange(24, dtype=np.float32).reshape(3, 8) / 8
+    x = np.array([1, -2, 3], np.float32)
+    y = k.run(state, 1, x, (W,), (np.ones(8, np.float32),), (k.RELU | k.BIAS,), (1,))
+    assert np.allclose(y, np.maximum(x @ W + 1, 0)) and k.get(state, k.CLAIM(0)) == 4 + 2
+    k.put(state, k.STOP, 1)
+    assert k.helper_loop(state, 0, 1) == -1 and not k.spin_calibration(state, 1)  # (1 check: never -7)
 
 
 def status():
@@ -109,7 +124,8 @@ def status():
 def usable(x, W):
     """True when one row ``x`` through a chain starting with kernel ``W`` should use two cores: see the
     module's docstring. (``chain`` checks each layer of the chain.)"""
-    if not _switch.on or not compiled._switch.on or x.shape != (1, W.shape[0]) or x.dtype != W.dtype:
+    if not _switch.on or not compiled._switch.on or type(x) is not np.ndarray or x.shape != (1, W.shape[0]) \
+            or x.dtype != W.dtype:
         return False
     if W.dtype.char not in "fd" or not x.flags.c_contiguous:
         return False
@@ -189,8 +205,8 @@ def chain(x, layers):
     if not _lock.acquire(blocking=False):
         return None
     try:
-        if _thread is None:
-            _start()
+        if _thread is None and not _start():
+            return None
         global _seq, _misses, _backoff
         _seq += 1
         row = x.reshape(-1) if x.flags.writeable else x.reshape(-1).copy()  # (one type for every layer's input)
@@ -222,7 +238,8 @@ _cores = None
 
 
 def _many_cores():
-    """Two cores or more to run on (read once: the process's CPU affinity)."""
+    """Two cores or more to run on (read once, at the first 1-row call through large layers: the CPU affinity of
+    the thread making it — ``os.sched_getaffinity`` is a system call, too slow to make on every call)."""
     global _cores
     if _cores is None:
         _cores = parallel._cores()
@@ -242,13 +259,17 @@ def _start():
     global _state, _thread, _wake
     k = _k
     _state = np.zeros(k.STATE_SIZE, np.int64)
-    _wake = threading.Event()
-    k.helper_loop(_state, 0, 0)  # compiled or loaded here, not in the thread (which would hold the GIL meanwhile)
-    _thread = threading.Thread(target=_helper, args=(k, _state, _wake, _spin_checks(k)), name="glassnet-gemv",
-                               daemon=True)
-    _thread.start()
+    _wake = threading.Event()  # (the kernels were compiled or loaded by _smoke_test, here, not in the thread)
+    thread = threading.Thread(target=_helper, args=(k, _state, _wake, _spin_checks(k)), name="glassnet-gemv",
+                              daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # can't start new thread: this call takes the NumPy path, the next one tries again
+        return False
+    _thread = thread
     if not _exit_hook:
         _exit_hook.append(atexit.register(stop))
+    return True
 
 
 _exit_hook = []

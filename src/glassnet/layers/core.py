@@ -128,7 +128,7 @@ class Dense(Layer):
         return self.activation(z)
 
     def _row_on_two_cores(self, x, W):
-        """``call`` for one row, each half of the output columns computed on its own core (engine.gemv); None
+        """``call`` for one row, each of two blocks of the kernel's rows summed on its own core (engine.gemv); None
         when that path does not apply (batched input, no numba, one thread allowed...)."""
         if not gemv.usable(x, W):
             return None
