@@ -5,7 +5,7 @@ come from memory: the 784-512-512-10 MLP reads 2.7 MB of float32 weights per row
 L2 cache holds here (2 MB), so a one-thread product (OpenBLAS runs a matrix-vector product on one thread)
 streams them from L3 on every call: ~105 µs for the three layers. Give each core a fixed block of rows of
 every kernel and each block stays in its core's L2 from call to call: ~30 µs for the same products, the
-whole predict ~1.8x faster than before (benchmarks/suite.py, W4).
+whole predict 120 -> 40 µs (benchmarks/suite.py, W4; PyTorch with MKL on both cores: 50 µs).
 
 ``chain(x, layers)`` runs a row through consecutive dense layers — ``Sequential`` sends each run of Dense
 layers (Dropout between them is the identity at inference) there on a 1-row call, ``Dense.call`` sends a
