@@ -137,17 +137,9 @@ def sched_yield(typingctx):
 
 
 @intrinsic
-def _f32_pointer(typingctx, address):
-    sig = types.CPointer(types.float32)(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-    return sig, codegen
-
-
-@intrinsic
-def _f64_pointer(typingctx, address):
-    sig = types.CPointer(types.float64)(types.int64)
+def _address(typingctx, address):
+    """The int64 ``address`` as a pointer (for ``carray``, which is given the dtype)."""
+    sig = types.voidptr(types.int64)
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
@@ -208,20 +200,12 @@ def _spin(state, i, value, checks):
 
 
 @_jit
-def _second_block_f32(state, row):
+def _second_block(state, row, dtype):
+    """The helper's block of the layer in job-table row ``row``: ``part = x[s:] @ W[s:]``."""
     n, m = load(state, row + J_ROWS), load(state, row + J_COLS)
-    x = carray(_f32_pointer(load(state, row + J_X)), (n,))
-    W = carray(_f32_pointer(load(state, row + J_W)), (n, m))
-    part = carray(_f32_pointer(load(state, row + J_PART)), (m,))
-    partial(x, W, load(state, row + J_SPLIT), n, part)
-
-
-@_jit
-def _second_block_f64(state, row):
-    n, m = load(state, row + J_ROWS), load(state, row + J_COLS)
-    x = carray(_f64_pointer(load(state, row + J_X)), (n,))
-    W = carray(_f64_pointer(load(state, row + J_W)), (n, m))
-    part = carray(_f64_pointer(load(state, row + J_PART)), (m,))
+    x = carray(_address(load(state, row + J_X)), (n,), dtype)
+    W = carray(_address(load(state, row + J_W)), (n, m), dtype)
+    part = carray(_address(load(state, row + J_PART)), (m,), dtype)
     partial(x, W, load(state, row + J_SPLIT), n, part)
 
 
@@ -256,9 +240,9 @@ def helper_loop(state, last, spins):
             if layer > 0:
                 _spin(state, MINE(layer - 1), seq, -1)  # our input, finished by main (which never waits on us for it)
             if load(state, row + J_FLAGS) & F64:
-                _second_block_f64(state, row)
+                _second_block(state, row, np.float64)
             else:
-                _second_block_f32(state, row)
+                _second_block(state, row, np.float32)
             store(state, DONE(layer), seq)
 
 
