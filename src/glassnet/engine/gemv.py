@@ -44,8 +44,8 @@ import numpy as np
 from . import compiled, parallel
 from .backend import Switch
 
-MIN_BYTES = 1 << 20  # kernel bytes (a chain's in all) from which two cores pay: 1 MiB, 42 -> 36 µs a predict here;
-#                      the 784-512-512-10 MLP's 2.6 MiB: 162 -> 71 µs (0.5 MiB: no gain)
+MIN_BYTES = 1 << 20  # kernel bytes (a chain's in all) from which two cores pay (measured here: 0.5 MiB no gain;
+#                      1 MiB 42 -> 36 µs a predict; the 784-512-512-10 MLP's 2.6 MiB 120 -> 40 µs)
 MIN_SPLIT_VALUES = 1 << 14  # a layer of a chain with a smaller kernel is computed whole by the calling thread
 SPIN_US = 200.0       # how long the helper stays awake after a job, in microseconds
 MAIN_SHARE = 0.4      # the calling thread's share of each kernel's rows (it also runs the Python between calls)

@@ -228,8 +228,9 @@ class Sequential(Model):
     def _reset_step_caches(self):
         """Forget what forward/backward cache about the layers: the index of the first layer with trainable
         weights (``_chain``), the Conv(relu) + MaxPooling blocks run relu-last, the layers a training step may
-        split over two threads (``forward``) and the runs of dense layers a 1-row call splits (``call``). add() and pop()
-        call this, and so does every fit / train_on_batch (Model._prepare_training): layers may be frozen."""
+        split over two threads (``forward``) and the runs of dense layers a 1-row call splits (``call``). add()
+        and pop() call this, and so does every fit / train_on_batch (Model._prepare_training): layers may be
+        frozen."""
         self._first_trainable = None
         self._relu_moves = None
         self._split_front = None
@@ -243,23 +244,23 @@ class Sequential(Model):
         pairs of layer indices."""
         from ..activations import linear, relu
         from ..layers.core import Dense, Dropout
-        spans, start, values = [], None, 0
+        spans, start, nbytes = [], None, 0
         if any(type(layer) is Dense and layer.kernel is None for layer in self._layers):
             return ()  # not built yet (asked again at the next call)
         for i, layer in enumerate(self._layers + [None]):
             dense = type(layer) is Dense
             if start is not None and not dense and type(layer) is not Dropout:  # the run ends before layer i
-                if values >= gemv.MIN_BYTES:
+                if nbytes >= gemv.MIN_BYTES:
                     spans.append((start, i))
-                start, values = None, 0
+                start, nbytes = None, 0
             if dense:
                 if start is None:
                     start = i
-                values += layer.kernel.value.nbytes
+                nbytes += layer.kernel.value.nbytes
                 if layer.activation is not relu and layer.activation is not linear:  # ends the run, included
-                    if values >= gemv.MIN_BYTES:
+                    if nbytes >= gemv.MIN_BYTES:
                         spans.append((start, i + 1))
-                    start, values = None, 0
+                    start, nbytes = None, 0
         self._row_spans = tuple(spans)
         return self._row_spans
 
