@@ -279,7 +279,7 @@ def _spin_checks(k):
     """How many idle checks make SPIN_US microseconds on this CPU (a pause instruction takes ~10 to ~150
     cycles depending on the CPU; the wait also yields the core every few dozen checks)."""
     probe = np.zeros(k.STATE_SIZE, np.int64)
-    k.spin_calibration(probe, 1000)  # (compiles or loads it)
+    k.spin_calibration(probe, 1000)  # (warm-up)
     n, t0 = 20000, time.perf_counter()
     k.spin_calibration(probe, n)
     return max(int(SPIN_US * n / max((time.perf_counter() - t0) * 1e6, 1e-3)), 1000)
