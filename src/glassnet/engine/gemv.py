@@ -51,6 +51,7 @@ SPIN_US = 200.0       # how long the helper stays awake after a job, in microsec
 MAIN_SHARE = 0.4      # the calling thread's share of each kernel's rows (it also runs the Python between calls)
 
 _switch = Switch("GLASSNET_ROW_SPLIT")
+_LINUX_X86_64 = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")  # (measured there)
 _lock = threading.Lock()  # held by the call that uses the helper (non-blocking: others take the NumPy path)
 _k = None                 # the _numba_gemv module; False when unavailable
 _state = None             # the int64 array shared with the helper (see _numba_gemv)
@@ -77,7 +78,7 @@ def _load():
     global _k
     if _k is None:
         _k = False
-        if sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64") and compiled.available():
+        if _LINUX_X86_64 and compiled.available():
             try:
                 import numba
                 if not numba.config.DISABLE_JIT:  # (NUMBA_DISABLE_JIT=1: the intrinsics cannot run as Python)
@@ -105,7 +106,7 @@ def status():
     """One line for ``glassnet --version``: whether 1-row dense products use two cores here, and if not, why."""
     if not _switch.on:
         return "row split off (GLASSNET_ROW_SPLIT=0)"
-    if not (sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")):
+    if not _LINUX_X86_64:
         return "row split off (Linux on x86-64 only)"
     if not compiled.available():
         return "row split off (needs numba: pip install 'glassnet[fast]')"
