@@ -543,6 +543,29 @@ def test_dense_weight_regularizers_gradient_through_the_model():
         assert err < TOL, f"{w.path}: relative error {err:.3g}"
 
 
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
+def test_evaluate_and_val_loss_include_the_activity_penalty(nested):
+    """The loss that evaluate(), test_on_batch() and fit's val_loss report is the training objective: the data loss
+    plus the weight penalties plus the activity penalty of this batch's outputs (Keras adds model.losses to the
+    compiled loss in both). Computed by hand here; fit with lr=0 reports the same value as loss and val_loss."""
+    rng = np.random.default_rng(23)
+    hidden = Dense(4, activation="tanh", kernel_regularizer="l2", activity_regularizer=regularizers.L1(0.05))
+    head = Dense(2)
+    layers = [glassnet.Sequential([Input((5,)), hidden]), head] if nested else [hidden, head]
+    model = glassnet.Sequential([Input((5,))] + layers)
+    model.set_weights([rng.normal(0, 0.7, w.shape) for w in model.weights])
+    x, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
+    W1, b1, W2, b2 = model.get_weights()
+    h = np.tanh(x @ W1 + b1)
+    expected = np.mean((h @ W2 + b2 - y) ** 2) + 0.01 * np.sum(W1 ** 2) + 0.05 * np.sum(np.abs(h))
+    model.compile(optimizer=SGD(learning_rate=0.0), loss="mse")
+    assert model.evaluate(x, y, batch_size=6, verbose=0) == pytest.approx(expected, rel=1e-12)
+    assert model.test_on_batch(x, y) == pytest.approx(expected, rel=1e-12)
+    history = model.fit(x, y, batch_size=6, epochs=1, verbose=0, validation_data=(x, y)).history
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-12)
+    assert history["val_loss"][0] == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "softmax", "elu", "hard_sigmoid", "log_softmax"])
 def test_activation_layer_gradient(activation):
     rng = np.random.default_rng(18)

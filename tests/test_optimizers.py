@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 
+import glassnet
 from glassnet import optimizers
 from glassnet.constraints import MaxNorm, NonNeg
 from glassnet.engine.weight import Weight
@@ -270,7 +271,8 @@ def test_keras2_decay_reads_iterations_before_the_step():
     opt.build([w])
     expected = np.array([1.0, -2.0])
     for it in range(STEPS):
-        assert opt.learning_rate == pytest.approx(0.1 / (1 + 0.5 * it), rel=1e-15)
+        assert opt._lr_at(opt.iterations) == pytest.approx(0.1 / (1 + 0.5 * it), rel=1e-15)
+        assert opt.learning_rate == opt.lr == 0.1  # the base rate, as Keras 2's K.get_value(opt.lr) reads it
         g = np.array([1.0, 0.5]) * (it + 1)
         w.grad[...] = g
         opt.apply()
@@ -554,8 +556,8 @@ def test_learning_rate_assignment_takes_effect_on_the_next_step(case):
 
 
 def test_learning_rate_assignment_with_keras2_decay_keeps_decaying():
-    """Assigning sets the base rate (Keras 2's ``K.set_value(opt.lr, ...)``); the decay keeps applying to it.
-    ``learning_rate`` reads back the rate of the next step, as Keras 3 does for a schedule."""
+    """Assigning sets the base rate (Keras 2's ``K.set_value(opt.lr, ...)``); the decay keeps applying to it, and
+    ``learning_rate`` reads the base rate back (Keras 2's ``K.get_value(opt.lr)``)."""
     opt = SGD(lr=0.1, decay=0.5)
     w = Weight(np.array([1.0]), "w")
     opt.build([w])
@@ -564,12 +566,49 @@ def test_learning_rate_assignment_with_keras2_decay_keeps_decaying():
         w.grad[...] = 1.0
         opt.apply()
         expected -= 0.1 / (1 + 0.5 * it)
+    assert opt.learning_rate == 0.1
     opt.learning_rate = 0.2
-    assert opt.learning_rate == pytest.approx(0.2 / (1 + 0.5 * 3), rel=1e-15)
+    assert opt.learning_rate == opt.lr == 0.2
     w.grad[...] = 1.0
     opt.apply()
     expected -= 0.2 / (1 + 0.5 * 3)
     np.testing.assert_allclose(w.value, [expected], rtol=TOL, atol=TOL)
+
+
+@pytest.mark.parametrize("kind", ["scheduler_identity", "scheduler_halving", "plateau_halving"])
+def test_learning_rate_callbacks_with_keras2_decay_apply_the_decay_once(kind):
+    """Callbacks read the rate, change it and assign it: with Keras 2's decay they must see the base rate (Keras 2's
+    K.get_value(opt.lr)), or each epoch would fold the decay into the base once more. Checked against plain SGD
+    with lr_t = base_epoch / (1 + decay·it), it counted across epochs, written out here."""
+    x = np.linspace(-1, 1, 24, dtype=np.float64).reshape(12, 2)
+    y = (x @ np.array([[0.5], [-1.0]]) + 0.25).astype(np.float64)
+    model = glassnet.Sequential([glassnet.Input((2,), dtype="float64"), glassnet.layers.Dense(1, dtype="float64")])
+    W0, b0 = np.array([[0.1], [0.2]]), np.array([0.0])
+    model.set_weights([W0, b0])
+    model.compile(optimizer=SGD(lr=0.1, decay=0.5), loss="mse")
+    callback = {"scheduler_identity": lambda: glassnet.callbacks.LearningRateScheduler(lambda epoch, lr: lr),
+                "scheduler_halving": lambda: glassnet.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.5),
+                "plateau_halving": lambda: glassnet.callbacks.ReduceLROnPlateau(
+                    monitor="loss", factor=0.5, patience=0, min_delta=1e9)}[kind]()
+    history = model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=[callback])
+    W, b, it, base = W0.copy(), b0.copy(), 0, 0.1
+    rates = []
+    for epoch in range(3):
+        if kind == "scheduler_halving":
+            base *= 0.5  # on_epoch_begin
+        for start in range(0, 12, 4):
+            xb, yb = x[start:start + 4], y[start:start + 4]
+            dz = 2 * (xb @ W + b - yb) / len(xb)
+            lr = base / (1 + 0.5 * it)
+            W, b, it = W - lr * (xb.T @ dz), b - lr * dz.sum(0), it + 1
+        rates.append(base)
+        if kind == "plateau_halving" and epoch > 0:
+            base *= 0.5  # on_epoch_end: after the first epoch (an improvement on inf) no loss improves by min_delta
+    np.testing.assert_allclose(model.get_weights()[0], W, rtol=1e-12)
+    np.testing.assert_allclose(model.get_weights()[1], b, rtol=1e-12)
+    assert model.optimizer.iterations == 9 and model.optimizer.learning_rate == pytest.approx(base, rel=1e-15)
+    if kind.startswith("scheduler"):
+        assert history.history["learning_rate"] == pytest.approx(rates, rel=1e-15)
 
 
 # --- API: unknown arguments, get(), configs --------------------------------------------------------------
@@ -620,6 +659,7 @@ ROUND_TRIP = [
     lambda: AdamW(learning_rate=0.02, weight_decay=0.1, clipvalue=0.5),
     lambda: Adamax(learning_rate=schedules.CosineDecay(0.0, 6, warmup_target=0.03, warmup_steps=4), beta_2=0.99),
     lambda: Nadam(learning_rate=0.02, beta_1=0.85, weight_decay=0.01),
+    lambda: Nadam(lr=0.02, schedule_decay=0.004),  # Keras 2's momentum schedule, kept by the config
     lambda: RMSprop(learning_rate=schedules.PiecewiseConstantDecay([2, 6], [0.05, 0.02, 0.01]), rho=0.8,
                     momentum=0.5, centered=True, epsilon=1e-6),
     lambda: Adagrad(learning_rate=schedules.InverseTimeDecay(0.1, 2, 0.7), initial_accumulator_value=0.3),
@@ -628,7 +668,7 @@ ROUND_TRIP = [
 
 
 @pytest.mark.parametrize("make_opt", ROUND_TRIP, ids=["sgd", "sgd_keras2", "adam", "adamw", "adamax", "nadam",
-                                                      "rmsprop", "adagrad", "adadelta"])
+                                                      "nadam_keras2", "rmsprop", "adagrad", "adadelta"])
 def test_get_config_from_config_round_trip(make_opt):
     opt = make_opt()
     config = opt.get_config()

@@ -372,7 +372,11 @@ class Model(Layer):
         return total, preds, parts
 
     def _test_batch(self, xs, ys, sw):
-        out = self.call(self._feed(xs), training=False)
+        activity = [layer for layer in self._all_layers() if layer.activity_regularizer is not None]
+        if activity:  # their penalties are part of the loss, as in training: forward records them, call does not
+            out = self.forward(self._feed(xs), training=False)[0]
+        else:
+            out = self.call(self._feed(xs), training=False)
         heads = self._heads
         preds = out if len(heads) > 1 else [out]
         total, parts = 0.0, []
@@ -383,6 +387,8 @@ class Model(Layer):
                 total += head.weight * part
         if self._has_penalties():
             total += sum(w.regularizer(w.value) for w in self.weights if w.regularizer is not None)
+        for layer in activity:
+            total += float(layer.last_activity_loss)
         return float(total), preds, parts
 
     def _has_penalties(self):

@@ -137,4 +137,7 @@ class Nadam(Optimizer):
         return super().variables_count() + 1
 
     def get_config(self):
-        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+        config = {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+        if self.schedule_decay is not None:  # Keras 2's schedule (kept through get_config/from_config and files)
+            config["schedule_decay"] = self.schedule_decay
+        return config

@@ -77,8 +77,11 @@ class Optimizer:
     # --- learning rate --------------------------------------------------------------------------
     @property
     def learning_rate(self):
-        """The learning rate of the next step (schedules and Keras 2 decay evaluated at ``iterations``)."""
-        return self._lr_at(self.iterations)
+        """The learning rate: a schedule's value at ``iterations`` (as Keras 3 reads it back), else the rate set.
+        With Keras 2's ``decay`` it is the base rate, as Keras 2's ``K.get_value(optimizer.lr)`` reads it: each step
+        uses ``lr / (1 + decay·iterations)`` (``_lr_at``), and assigning sets the base rate, so code that reads,
+        scales and assigns it (LearningRateScheduler, ReduceLROnPlateau) does not apply the decay twice."""
+        return self._base_lr_at(self.iterations)
 
     @learning_rate.setter
     def learning_rate(self, value):
@@ -98,12 +101,17 @@ class Optimizer:
     def lr(self, value):
         self.learning_rate = value
 
-    def _lr_at(self, it):
+    def _base_lr_at(self, it):
         lr = self._learning_rate
         if isinstance(lr, _schedules.LearningRateSchedule):
-            lr = float(lr(it))
-        elif callable(lr):  # Keras: "a callable that takes no arguments"
-            lr = float(lr())
+            return float(lr(it))
+        if callable(lr):  # Keras: "a callable that takes no arguments"
+            return float(lr())
+        return lr
+
+    def _lr_at(self, it):
+        """The learning rate of step ``it`` (0-based): the schedule's value, then Keras 2's decay."""
+        lr = self._base_lr_at(it)
         if self.decay:  # Keras 2: lr_t = lr / (1 + decay · iterations), iterations read before the step
             lr = lr / (1.0 + self.decay * it)
         return lr
