@@ -36,6 +36,14 @@ def two_input_model(seed=0):
     return model
 
 
+def embedding_model(seed=0):
+    """Token ids in (Input of dtype int32, 4 ids from 0 to 9) -> Embedding -> Flatten -> Dense(1)."""
+    import glassnet as g
+    g.set_random_seed(seed)
+    return g.Sequential([g.Input((4,), dtype="int32"), g.layers.Embedding(10, 3), g.layers.Flatten(),
+                         g.layers.Dense(1)])
+
+
 def save_version(repo, name, version, model):
     """Write ``repo/name/version/model.glassnet`` atomically (file then rename), as a deployment would."""
     folder = os.path.join(repo, name, str(version))

@@ -18,8 +18,9 @@ class Recorder:
     """predict() returns 2*x and [x.sum(axis=1)] per row and records the batch sizes it saw."""
     name, version = "rec", 1
 
-    def __init__(self, delay=0.0, fail=False):
+    def __init__(self, delay=0.0, fail=False, refuse_negative=False):
         self.batches = []
+        self.refuse_negative = refuse_negative  # like an Embedding refusing an id out of range
         self.delay = delay
         self.fail = fail
         self.gate = threading.Event()
@@ -35,6 +36,8 @@ class Recorder:
             time.sleep(self.delay)
         if self.fail:
             raise ValueError("the model failed")
+        if self.refuse_negative and (x < 0).any():
+            raise ValueError("negative values refused")
         return [2 * x, x.sum(axis=1, keepdims=True)]
 
 
@@ -185,7 +188,29 @@ def test_an_error_reaches_every_request_of_the_batch_and_the_thread_keeps_servin
     assert len(errors) == 4
     assert all(isinstance(e, ValueError) and "the model failed" in str(e) for e in errors)
     check(ok, 9, 2)
-    assert model.batches == [1, 3, 2]
+    assert model.batches == [1, 3, 1, 1, 1, 2]  # the failed batch of 3 was tried request by request
+
+
+def test_a_request_the_model_refuses_fails_alone_and_its_batch_is_answered():
+    """One request's bad input (an Embedding id out of range, say) must not fail the requests batched with it:
+    the batch is predicted again request by request, and only that one gets the error."""
+    model = Recorder(refuse_negative=True)
+
+    async def main():
+        b = Batcher(model, asyncio.get_running_loop(), max_batch_size=8)
+        first = await hold(b, model)
+        futs = [b.submit(rows(1, 2)), b.submit(rows(-5, 1)), b.submit(rows(4, 1))]
+        model.gate.set()
+        out = await asyncio.gather(first, *futs, return_exceptions=True)
+        b.stop()
+        return out
+
+    out = run(main())
+    assert isinstance(out[0], ValueError) and isinstance(out[2], ValueError)  # rows(-1, 1) and rows(-5, 1)
+    assert "negative values refused" in str(out[2])
+    check(out[1], 1, 2)
+    check(out[3], 4, 1)
+    assert model.batches == [1, 4, 2, 1, 1]
 
 
 def test_stop_answers_everything_queued_then_ends_the_thread():

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("orjson")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serving_util import save_version, tutorial_model, two_input_model  # noqa: E402
+from serving_util import embedding_model, save_version, tutorial_model, two_input_model  # noqa: E402
 
 from glassnet.serve import protocol as P  # noqa: E402
 from glassnet.serve.protocol import ProtocolError, Signature, TensorSpec  # noqa: E402
@@ -239,6 +239,21 @@ def test_tf_b64_row_for_a_single_string_input(text_sig):
                                   b'{"instances": [[1]]} trailing'])
 def test_tf_malformed_json(sig, body):
     tf_refused(body, sig, "not valid JSON", "send a JSON object")
+
+
+@pytest.mark.parametrize("body,words", [
+    (b"[" * 2000 + b"]" * 2000, ["not valid JSON", "depth limit"]),  # deeper than the JSON parser goes
+    (b"[" * 100000, ["not valid JSON"]),
+    (b'\xef\xbb\xbf{"instances": [[1, 2, 3, 4, 5, 6, 7, 8]]}', ["byte-order mark", "UTF-8"]),
+    ('{"instances": [[1, 2, 3, 4, 5, 6, 7, 8]]}'.encode("utf-16"), ["byte-order mark", "UTF-8"]),
+    (b'{"instances": [[1, 2, 3, 4, 5, 6, 7, 8]], "signature_name": "\\ud800"}', ["not valid JSON"]),
+], ids=["deep", "deep_unclosed", "utf8_bom", "utf16", "lone_surrogate"])
+def test_bodies_pythons_json_reads_are_refused_for_what_they_are(sig, body, words):
+    """Python's json accepts these where orjson does not; none holds NaN or Infinity, so none may be reported so
+    (and a nesting too deep for Python's parser is a 400, not a RecursionError)."""
+    for refuse in (tf_refused, v2_refused):
+        msg = refuse(body, sig, *words)
+        assert "NaN" not in msg, msg
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400"])
@@ -832,6 +847,9 @@ def test_handle_protocol_errors_are_400(server):
     ("GET", "/v1/models/pima/versions/x/metadata", ["no version 'x'"]),
     ("GET", "/v2/models/pima/versions/3", ["no version '3'"]),
     ("POST", "/v2/models/pima/versions/0/infer", ["no version '0'"]),
+    ("GET", "/v1/models/pima/versions/0_1", ["no version '0_1'"]),  # int() would read these as 1: not versions
+    ("GET", "/v1/models/pima/versions/ 1", ["no version ' 1'"]),
+    ("POST", "/v1/models/pima/versions/\u0661:predict", ["no version"]),  # an Arabic-Indic digit one
     ("GET", "/nope", ["no such endpoint", "/openapi.json"]),
     ("GET", "/v1/models", ["no such endpoint"]),
     ("POST", "/v2/models/pima/predict", ["no such endpoint"]),
@@ -840,6 +858,32 @@ def test_handle_protocol_errors_are_400(server):
 def test_handle_404(server, method, path, words):
     body = js({"instances": [ROW]}) if method == "POST" else b""
     assert_error(server.handle(method, path, {}, body), 404, *words)
+
+
+def test_handle_ids_the_model_refuses_are_a_400_with_its_message(tmp_path):
+    """The signature declares the Input's int32 (so 1.5 is refused as an id before the model); an id out of the
+    Embedding's range passes the protocol's checks and the model's own ValueError becomes a 400, not a 500."""
+    model = embedding_model()
+    save_version(str(tmp_path), "emb", 1, model)
+    server = make_server(tmp_path)
+    ids = np.array([[1, 2, 3, 9], [0, 0, 5, 7]], np.int32)
+    r = server.handle("POST", "/v1/models/emb:predict", {}, js({"instances": ids.tolist()}))
+    assert r.status == 200, r.body
+    np.testing.assert_allclose(body_of(r)["predictions"], model.predict(ids, verbose=0), rtol=1e-6)
+    meta = body_of(server.handle("GET", "/v2/models/emb", {}, b""))
+    assert meta["inputs"][0]["datatype"] == "INT32" and meta["outputs"][0]["datatype"] == "FP32"
+    assert_error(server.handle("POST", "/v1/models/emb:predict", {}, js({"instances": [[1, 2, 100, 3]]})), 400,
+                 "cannot take this input", "100", "input_dim")
+    assert_error(server.handle("POST", "/v2/models/emb/infer", {}, js(
+        {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "INT32", "data": [1, -1, 2, 3]}]})), 400,
+        "cannot take this input", "-1")
+    assert_error(server.handle("POST", "/v1/models/emb:predict", {}, js({"instances": [[1, 2, 1.5, 3]]})), 400,
+                 "1.5", "int32 whole numbers")
+    assert_error(server.handle("POST", "/v1/models/emb:predict", {}, js({"instances": [[1, 2, 1e30, 3]]})), 400,
+                 "outside the range of int32")
+    assert_error(server.handle("POST", "/v1/models/emb:predict", {}, js({"instances": [[1, 2, 2 ** 40, 3]]})), 400,
+                 str(2 ** 40), "outside the range of int32")
+    assert server.handle("POST", "/v1/models/emb:predict", {}, js({"instances": ids.tolist()})).status == 200
 
 
 @pytest.mark.parametrize("method,path,allowed", [

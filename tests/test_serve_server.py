@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from serving_util import save_version, serve, tutorial_model, two_input_model  # noqa: E402
+from serving_util import embedding_model, save_version, serve, tutorial_model, two_input_model  # noqa: E402
 
 requests = pytest.importorskip("requests")
 httpx = pytest.importorskip("httpx")
@@ -471,6 +471,32 @@ def test_max_batch_size_1_runs_one_row_at_a_time(repo, models, tmp_path):
         assert count == len(reqs)
         assert sample(fam, "glassnet_batch_size", "glassnet_batch_size_sum", **labels) == len(reqs)
         assert sample(fam, "glassnet_batch_size", "glassnet_batch_size_bucket", le="1.0", **labels) == len(reqs)
+        assert_clean_log(server.log())
+
+
+def test_ids_the_model_refuses_get_a_400_and_their_batch_is_answered(tmp_path):
+    """An Embedding model behind the batcher: a request with an id out of range, sent among good ones, gets the
+    model's message as a 400 while the requests batched with it get their predictions; JSON nested too deep for
+    Python's parser is a 400 too. No 5xx anywhere."""
+    model = embedding_model(seed=3)
+    repo = tmp_path / "repo"
+    save_version(str(repo), "emb", 1, model)
+    rng = np.random.default_rng(4)
+    good = [rng.integers(0, 10, size=(2, 4)) for _ in range(15)]
+    bodies = [{"instances": x.tolist()} for x in good]
+    bodies.insert(7, {"instances": [[1, 2, 30, 4]]})
+    with serve(repo, "--poll-seconds", 0, "--max-batch-size", 64, "--batch-timeout-ms", 30, "--no-access-log",
+               tmp_path=tmp_path) as server:
+        responses = asyncio.run(_fire(server.url + "/v1/models/emb:predict", bodies))
+        message = error_of(responses.pop(7), 400)
+        assert "cannot take this input" in message and "30" in message, message
+        for x, r in zip(good, responses):
+            assert r.status_code == 200, r.text
+            close(r.json()["predictions"], predict(model, x.astype(np.int32)))
+        r = requests.post(server.url + "/v1/models/emb:predict", data=b"[" * 3000 + b"]" * 3000, timeout=TIMEOUT)
+        assert "not valid JSON" in error_of(r, 400)
+        fam = metrics(server.url)
+        assert sample(fam, "glassnet_batch_size", "glassnet_batch_size_count", model="emb", version="1") < len(bodies)
         assert_clean_log(server.log())
 
 

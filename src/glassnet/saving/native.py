@@ -166,9 +166,13 @@ def _signature(model):
     out_shapes = model.output_shape if isinstance(model.output_shape, list) else [model.output_shape]
     in_names = getattr(model, "input_names", None) or ["input"]
     out_names = getattr(model, "output_names", None) or ["output"]
-    dtype = model._input_dtype()
-    return {"inputs": [{"name": n, "shape": list(s), "dtype": dtype} for n, s in zip(in_names, in_shapes)],
-            "outputs": [{"name": n, "shape": list(s), "dtype": dtype} for n, s in zip(out_names, out_shapes)]}
+    # inputs: what predict computes in (model._input_dtype()), or an integer dtype an Input declares (ids for an
+    # Embedding: a server then refuses 1.5 as an id); outputs: as model.outputs declare them
+    compute = str(np.dtype(model._input_dtype()))
+    in_dtypes = [str(np.dtype(t.dtype)) if np.dtype(t.dtype).kind in "iub" else compute for t in model.inputs]
+    out_dtypes = [str(np.dtype(t.dtype)) for t in model.outputs]
+    return {"inputs": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in zip(in_names, in_shapes, in_dtypes)],
+            "outputs": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in zip(out_names, out_shapes, out_dtypes)]}
 
 
 def save_model(model, filepath, overwrite=True, include_optimizer=True):

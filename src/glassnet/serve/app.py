@@ -79,6 +79,12 @@ def _json(obj, status=200, headers=None):
     return Response(status, h, dumps(obj))
 
 
+def _refused_by_model(error):
+    """A ValueError from the model's predict, past the protocol's checks (an Embedding's token id out of range...):
+    the request's fault, a 400 with the model's message (glassnet's errors name the problem and the fix)."""
+    return ProtocolError(f"The model cannot take this input: {error}", 400)
+
+
 def _error(error, status=None):
     """A ProtocolError (or message and status) as the ``{"error": ...}`` response."""
     headers = {"content-type": JSON_CONTENT}
@@ -307,6 +313,8 @@ class InferenceServer:
                 self._sweeper = asyncio.create_task(self._sweep())
         try:
             outputs = await fut
+        except ValueError as e:
+            return _error(_refused_by_model(e))
         except _Expired:
             return Response(503, {"content-type": JSON_CONTENT, "retry-after": "1"}, protocol.error_body(
                 f"The prediction did not finish within {self.request_timeout_s:g} s (--request-timeout-s); the "
@@ -360,7 +368,11 @@ class InferenceServer:
                 self.load()
             result = self._dispatch(req)
             if isinstance(result, Pending):
-                result = result.finish(result.served.predict(result.arrays))
+                try:
+                    outputs = result.served.predict(result.arrays)
+                except ValueError as e:
+                    raise _refused_by_model(e) from None
+                result = result.finish(outputs)
         except ProtocolError as e:
             result = _error(e)
         except Exception as e:

@@ -120,14 +120,27 @@ class Batcher:
                         results.append([o[start_row:end_row] for o in outputs])
                         start_row = end_row
                 error = None
-            except Exception as e:  # reported to every request of the batch; the server keeps serving
-                results, error = None, e
+            except Exception as e:  # the server keeps serving
+                if len(items) > 1:  # a request the model refuses (a token id out of range...) fails alone
+                    results, error = self._one_by_one(items), None
+                else:
+                    results, error = None, e
             if self.on_batch is not None:
                 self.on_batch(sum(it[1] for it in items), time.perf_counter() - start, self.queued_rows)
             try:
                 self.loop.call_soon_threadsafe(_deliver, items, results, error)
             except RuntimeError:  # the loop has closed (shutdown)
                 return
+
+    def _one_by_one(self, items):
+        """Each request of a failed batch predicted alone: its outputs, or the exception it raised."""
+        results = []
+        for arrays, _, _ in items:
+            try:
+                results.append(self.served.predict(arrays))
+            except Exception as e:
+                results.append(e)
+        return results
 
     def stop(self, wait=True):
         """Finish what is queued, then end the thread."""
@@ -145,5 +158,7 @@ def _deliver(items, results, error):
             continue
         if error is not None:
             fut.set_exception(error)
+        elif isinstance(results[k], Exception):
+            fut.set_exception(results[k])
         else:
             fut.set_result(results[k])

@@ -98,19 +98,40 @@ def signature(model):
 
 
 # --- JSON ------------------------------------------------------------------------------------------
+class _NonFinite(Exception):
+    pass
+
+
+def _refuse_constant(token):
+    raise _NonFinite(token)
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):  # 1e400
+        raise _NonFinite(text)
+    return value
+
+
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
 def loads(body):
     """Parse a JSON request body; malformed JSON is a 400 that says where it broke."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        try:  # Python's parser accepts NaN/Infinity tokens, which are not JSON; name them
-            json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            pass
-        else:
+        try:  # Python's parser accepts NaN/Infinity tokens, which are not JSON: name them if that is the problem
+            json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+        except _NonFinite:
             raise ProtocolError("The request body contains NaN or Infinity, which are not valid JSON numbers and "
                                 "which this model cannot take. Send finite numbers.") from None
-        raise ProtocolError(f"The request body is not valid JSON ({e}). Send a JSON object, e.g. "
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            pass
+        if bytes(body[:3]).startswith(_BOMS):
+            raise ProtocolError("The request body is not valid JSON: it starts with a byte-order mark. Send a JSON "
+                                "object encoded as UTF-8, without one.") from None
+        raise ProtocolError(f"The request body is not valid JSON ({e}). Send a JSON object in UTF-8, e.g. "
                             '{"instances": [[1.0, 2.0]]}.') from None
 
 
@@ -245,6 +266,8 @@ def _strings(value, what):
 def _cast(arr, spec, what):
     """``arr`` as ``spec.dtype``; NaN, Inf and values the dtype cannot hold are refused."""
     target = spec.dtype
+    if target.kind in "iu" and arr.dtype.kind in "iuf" and arr.size:
+        return _cast_int(arr, spec, what)
     if target.kind != "f" or arr.dtype.kind == "b" or _fits(arr, target):  # ints too: 70000 is inf in float16
         return arr.astype(target, copy=False)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -254,6 +277,25 @@ def _cast(arr, spec, what):
         raise ProtocolError(f"{what} contains {bad} NaN/Inf value(s) (or numbers too large for {target.name}), "
                             "which this model cannot take. Impute or drop them first.")
     return out
+
+
+def _cast_int(arr, spec, what):
+    """``arr`` as the integer ``spec.dtype``: whole numbers within its range only (NumPy would truncate 1.5 to 1 and
+    wrap 1e30 around); as TensorFlow Serving refuses 1.5 for an int32 input."""
+    target = spec.dtype
+    info = np.iinfo(target)
+    if arr.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(arr) & (arr == np.floor(arr))
+        if not whole.all():
+            bad = arr[~whole].flat[0]
+            raise ProtocolError(f"{what} contains {bad!r}; input {spec.name!r} takes {target.name} whole numbers "
+                                "(ids, counts). Send integers, e.g. 3, not 3.5.")
+    low, high = arr.min(), arr.max()
+    if low < info.min or high > info.max:
+        raise ProtocolError(f"{what} contains {high if high > info.max else low!r}, outside the range of "
+                            f"{target.name} ({info.min} to {info.max}) that input {spec.name!r} takes.")
+    return arr.astype(target, copy=False)
 
 
 _LIMITS = {}

@@ -228,8 +228,9 @@ class ModelRepository:
         versions = self._get_versions(name)
         if version is None:
             return versions[next(reversed(versions))]
-        try:
-            return versions[int(version)]
+        try:  # a version is a plain decimal number ("0_1", " 1" or non-ASCII digits name none)
+            return versions[int(version) if type(version) is int or str(version).isascii()
+                            and str(version).isdigit() else None]
         except (KeyError, ValueError):
             raise ProtocolError(f"Model {name!r} has no version {version!r}; served versions: "
                                 f"{[str(v) for v in versions]}.", 404) from None
