@@ -126,3 +126,80 @@ def test_stale_temporaries_are_removed_when_checkpointing_starts(tmp_path, pima)
     assert not stale.exists()
     assert unrelated.exists()
     assert (tmp_path / "ckpt-01.glassnet").exists()
+
+
+def test_stale_temporaries_of_a_pattern_are_only_its_own_and_never_a_live_write(tmp_path):
+    """``{epoch}.glassnet`` matched ``.final.glassnet.*.tmp`` (another save's temporary) when fields became ``*``;
+    fields now match formatted numbers only, glob characters in the name are taken literally, and a temporary that
+    a live process holds locked (atomic_write does while it writes) is left alone."""
+    from glassnet.saving.native import remove_stale_temporaries
+    names = {".3.glassnet.a1.tmp": True, ".12.glassnet.b2.tmp": True, ".final.glassnet.c3.tmp": False,
+             ".0.4127.glassnet.d4.tmp": True, ".nan.glassnet.e5.tmp": True}
+    for name in names:
+        (tmp_path / name).write_bytes(b"partial")
+    remove_stale_temporaries(tmp_path / "{epoch}.glassnet")
+    assert {n: not (tmp_path / n).exists() for n in names} == names
+    literal = tmp_path / ".model[1].glassnet.f6.tmp"
+    literal.write_bytes(b"partial")
+    live = tmp_path / ".model[1].glassnet.g7.tmp"
+    live.write_bytes(b"being written")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fcntl, sys, time
+        f = open({str(live)!r}, "rb"); fcntl.flock(f, fcntl.LOCK_EX); print("locked", flush=True); time.sleep(60)
+        """)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        remove_stale_temporaries(tmp_path / "model[1].glassnet")
+        assert not literal.exists() and live.exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    remove_stale_temporaries(tmp_path / "model[1].glassnet")  # its process is gone: stale now
+    assert not live.exists()
+
+
+def test_saves_keep_the_replaced_files_mode_follow_symlinks_and_honour_the_umask(tmp_path):
+    """mkstemp creates 0600 files: a model folder shared with a server's user became unreadable to it."""
+    model = glassnet.Sequential([glassnet.Input((3,)), Dense(2)])
+    old = os.umask(0o022)
+    try:
+        model.save(tmp_path / "new.glassnet")
+        assert (tmp_path / "new.glassnet").stat().st_mode & 0o777 == 0o644
+        target = tmp_path / "kept.glassnet"
+        model.save(target)
+        os.chmod(target, 0o640)
+        model.save(target)
+        assert target.stat().st_mode & 0o777 == 0o640
+        real = tmp_path / "real.weights.safetensors"
+        model.save_weights(real)
+        link = tmp_path / "link.weights.safetensors"
+        link.symlink_to(real)
+        model.layers[0].kernel.assign(np.ones((3, 2), np.float32))
+        model.save_weights(link)
+        assert link.is_symlink()  # still a link, and the file it points to holds the new weights
+        fresh = glassnet.Sequential([glassnet.Input((3,)), Dense(2)])
+        fresh.load_weights(real)
+        np.testing.assert_array_equal(fresh.layers[0].kernel.value, np.ones((3, 2), np.float32))
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(filepath="w.weights.h5", save_weights_only=True), r"\.weights\.safetensors"),
+    (dict(filepath="m.glassnet", keep_last=0), "keep_last must be None .* >= 1"),
+    (dict(filepath="m.glassnet", keep_last=True), "keep_last must be"),
+])
+def test_model_checkpoint_refuses_what_would_fail_later(kwargs, match):
+    """A .weights.h5 path was accepted and failed after the first epoch; keep_last=0 deleted every checkpoint."""
+    with pytest.raises(ValueError, match=match):
+        ModelCheckpoint(**kwargs)
+
+
+def test_model_checkpoint_writes_keras_files(tmp_path, pima):
+    """``ModelCheckpoint("model.keras")`` (Keras 3 tutorial code) saves Keras 3 files: the last one is the model."""
+    (x, y), _ = pima
+    model = _tutorial_with_dropout(x)
+    path = tmp_path / "model.keras"
+    model.fit(x, y, epochs=2, verbose=0, validation_split=0.2, callbacks=[ModelCheckpoint(str(path))])
+    back = glassnet.load_model(path)
+    np.testing.assert_allclose(back.predict(x[:5], verbose=0), model.predict(x[:5], verbose=0), rtol=1e-6)

@@ -110,6 +110,16 @@ def _header(raw_header):
     (b'{"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}', "invalid shape"),
     (b'{"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 4]}}', "offsets lie"),
     (b'{"a": {"dtype": "O", "shape": [1], "data_offsets": [0, 4]}}', "unsupported dtype"),
+    # 65 dimensions (NumPy holds 64), and 50,000 of them: refused before multiplying them out (that took seconds)
+    (b'{"a": {"dtype": "F32", "shape": [' + b"1, " * 64 + b'1], "data_offsets": [0, 4]}}', "at most 64 dimensions"),
+    (b'{"a": {"dtype": "F32", "shape": [' + b"4611686018427387904, " * 50000 + b'0], "data_offsets": [0, 0]}}',
+     "at most 64 dimensions"),
+    (b'{"a": {"dtype": "F32", "shape": [0, 9223372036854775808], "data_offsets": [0, 0]}}', "invalid shape"),
+    (b'{"a": {"dtype": "F32", "shape": [0, 4611686018427387904, 4611686018427387904], "data_offsets": [0, 0]}}',
+     "NumPy cannot hold"),
+    (b'{"__metadata__": ["x"], "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', "object of strings"),
+    (b'{"__metadata__": {"iterations": 5}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}',
+     "object of strings"),
 ])
 def test_safetensors_header_attacks(raw, match):
     with pytest.raises(SafetensorsError, match=match):
@@ -159,3 +169,113 @@ def test_loading_never_changes_a_model_on_failure(saved, tmp_path):
         model.load_weights(bad)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def _rezip(members, tmp_path, name, **changed):
+    entries = [(n, changed.get(n.replace(".", "_"), c)) for n, c in members.items()]
+    return write_zip(tmp_path / name, entries)
+
+
+def test_members_compressed_other_than_stored_or_deflated_are_refused(saved, tmp_path):
+    """bzip2 and lzma members decompress without a cap on the output: a few KB claiming 1,000 bytes grew to GBs."""
+    _, members = saved
+    with zipfile.ZipFile(tmp_path / "bz.glassnet", "w") as zf:
+        for name, content in members.items():
+            zf.writestr(name, content, compress_type=zipfile.ZIP_BZIP2 if name.endswith(".safetensors")
+                        else zipfile.ZIP_STORED)
+    with pytest.raises(ValueError, match="compression method 12.*stored or deflated"):
+        glassnet.load_model(tmp_path / "bz.glassnet")
+    with zipfile.ZipFile(tmp_path / "deflated.glassnet", "w", zipfile.ZIP_DEFLATED) as zf:  # deflate still loads
+        for name, content in members.items():
+            zf.writestr(name, content)
+    assert glassnet.load_model(tmp_path / "deflated.glassnet").count_params() == saved[0].count_params()
+
+
+@pytest.mark.parametrize("meta,match", [
+    ({"iterations": "-1"}, "iterations must be a whole number >= 0"),
+    ({"iterations": "1.5"}, "malformed"),
+    ({"iterations": "3", "u_product": "nan"}, "u_product in"),
+    ({"iterations": "3", "u_product": "inf"}, "u_product in"),
+    ({"iterations": "3", "u_product": "0"}, "u_product in"),
+])
+def test_optimizer_metadata_is_checked(saved, tmp_path, meta, match):
+    """A negative step count made Adam's bias correction divide by zero: every weight NaN after one fit."""
+    _, members = saved
+    slots, _ = safetensors.loads(members["optimizer.safetensors"])
+    path = _rezip(members, tmp_path, "meta.glassnet", optimizer_safetensors=safetensors.dumps(slots, meta))
+    with pytest.raises(ValueError, match=match):
+        glassnet.load_model(path)
+    assert glassnet.load_model(path, compile=False).count_params() == saved[0].count_params()
+
+
+def test_nan_optimizer_state_is_refused(saved, tmp_path):
+    _, members = saved
+    slots, meta = safetensors.loads(members["optimizer.safetensors"])
+    if not slots:  # plain SGD keeps no slots: add momentum state by saving an Adam-compiled copy
+        model = saved[0]
+        model.compile(loss="mse", optimizer="adam")
+        model.fit(np.ones((8, 4), np.float32), np.ones(8, np.float32), verbose=0)
+        model.save(tmp_path / "adam.glassnet")
+        with zipfile.ZipFile(tmp_path / "adam.glassnet") as zf:
+            members = {i.filename: zf.read(i) for i in zf.infolist()}
+        slots, meta = safetensors.loads(members["optimizer.safetensors"])
+    key = sorted(slots)[0]
+    slots[key].flat[0] = np.nan
+    path = _rezip(members, tmp_path, "nanslot.glassnet", optimizer_safetensors=safetensors.dumps(slots, meta))
+    with pytest.raises(ValueError, match="optimizer state .*NaN or Inf"):
+        glassnet.load_model(path)
+
+
+@pytest.mark.parametrize("training", [[1], 5, "seed"])
+def test_training_section_must_be_an_object(saved, tmp_path, training):
+    _, members = saved
+    config = json.loads(members["config.json"])
+    config["training"] = training
+    path = _rezip(members, tmp_path, "training.glassnet", config_json=json.dumps(config).encode())
+    with pytest.raises(ValueError, match="'training' must be an object"):
+        glassnet.load_model(path)
+
+
+def test_more_than_ten_thousand_weights_load_in_order():
+    """Keys are '<index>:<path>' with 4-digit indices (as save writes them); sorted as text, 10000 came right after
+    1000 and 9,005 weights of a 10,005-weight model landed in the wrong layers without an error. (Checked on the
+    keys alone: a 10,005-layer model takes a minute to build.)"""
+    from glassnet.saving import native
+    n = 10005
+    tensors = {f"{i:04d}:layer_{i}/kernel": np.full((1,), i, np.float32) for i in reversed(range(n))}
+    ordered = native._in_order(tensors, "test")
+    assert [key for key, _ in ordered] == [f"{i:04d}:layer_{i}/kernel" for i in range(n)]
+    assert [float(arr[0]) for _, arr in ordered] == list(range(n))
+
+
+@pytest.mark.parametrize("keys,match", [
+    (["0:a", "0:b"], "distinct index"), (["0:a", "x:b"], "distinct index"), (["0:a", "2:b"], "not 0 to 1"),
+])
+def test_weight_keys_must_be_distinct_indices(keys, match, tmp_path):
+    model = glassnet.Sequential([glassnet.Input((2,)), Dense(2)])
+    tensors = dict(zip(keys, [w.value for w in model.weights]))
+    (tmp_path / "k.weights.safetensors").write_bytes(safetensors.dumps(tensors))
+    with pytest.raises(ValueError, match=match):
+        model.load_weights(tmp_path / "k.weights.safetensors")
+
+
+def test_an_unadapted_normalization_stays_unadapted_through_a_glassnet_file(tmp_path):
+    """Before, loading set every Normalization adapted: a layer never adapted then standardised with mean 0 and
+    variance 1 instead of asking for adapt(). Adapted ones, and ones given statistics, still load adapted."""
+    from glassnet.layers import Normalization
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for make, adapted in [(lambda: Normalization(), False), (lambda: Normalization(mean=1.0, variance=4.0), True)]:
+        model = glassnet.Sequential([glassnet.Input((4,)), make(), Dense(2)])
+        model.save(tmp_path / "n.glassnet")
+        back = glassnet.load_model(tmp_path / "n.glassnet")
+        if adapted:
+            np.testing.assert_allclose(back.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+        else:
+            with pytest.raises(ValueError, match="no statistics yet"):
+                back.predict(x, verbose=0)
+    norm = Normalization()
+    model = glassnet.Sequential([glassnet.Input((4,)), norm, Dense(2)])
+    norm.adapt(x)
+    model.save(tmp_path / "a.glassnet")
+    np.testing.assert_allclose(glassnet.load_model(tmp_path / "a.glassnet").predict(x, verbose=0),
+                               model.predict(x, verbose=0), rtol=1e-6)

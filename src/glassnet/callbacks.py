@@ -178,7 +178,7 @@ def _get_monitored(logs, monitor, who):
 
 @register("callbacks")
 class ModelCheckpoint(Callback):
-    """Save the model (``.glassnet``) or its weights (``.weights.safetensors``) after epochs.
+    """Save the model (``.glassnet``, or ``.keras`` for Keras 3) or its weights (``.weights.safetensors``) after epochs.
 
     Files are written atomically: a temporary file in the same directory, fsync, then rename, so
     a crash never leaves a partial checkpoint. ``filepath`` may hold ``{epoch}`` and log keys.
@@ -189,12 +189,16 @@ class ModelCheckpoint(Callback):
                  mode="auto", save_freq="epoch", initial_value_threshold=None, keep_last=None):
         super().__init__()
         self.filepath = os.fspath(filepath)
-        if save_weights_only and not self.filepath.endswith((".weights.safetensors", ".weights.h5")):
+        if save_weights_only and not self.filepath.endswith(".weights.safetensors"):
             raise ValueError(f"When save_weights_only=True, the filepath must end in `.weights.safetensors`. "
                              f"Received: filepath={self.filepath}")
-        if not save_weights_only and not self.filepath.endswith(".glassnet"):
-            raise ValueError(f"The filepath provided must end in `.glassnet` (the glassnet model format), or use "
-                             f"save_weights_only=True with `.weights.safetensors`. Received: filepath={self.filepath}")
+        if not save_weights_only and not self.filepath.endswith((".glassnet", ".keras")):
+            raise ValueError(f"The filepath provided must end in `.glassnet` (the glassnet model format) or `.keras` "
+                             f"(Keras 3's), or use save_weights_only=True with `.weights.safetensors`. Received: "
+                             f"filepath={self.filepath}")
+        if keep_last is not None and not (isinstance(keep_last, int) and not isinstance(keep_last, bool)
+                                          and keep_last >= 1):
+            raise ValueError(f"keep_last must be None (keep every file) or a number >= 1, got {keep_last!r}.")
         if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
             raise ValueError(f"save_freq must be 'epoch' or a positive number of batches, got {save_freq!r}.")
         self.monitor, self.verbose, self.save_best_only = monitor, verbose, save_best_only

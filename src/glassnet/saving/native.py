@@ -27,18 +27,37 @@ MEMBERS = {"config.json": 16 * 1024 * 1024, "model.weights.safetensors": 8 * 102
            "optimizer.safetensors": 16 * 1024 ** 3}
 
 
+def _new_file_mode(path):
+    """The permissions a saved file gets: the replaced file's, else what ``open()`` would give (0666 less the
+    umask) — not mkstemp's 0600, which would lock a shared model folder's readers out."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(path, data):
-    """Write bytes to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    """Write bytes to ``path`` so that readers see the old file or the whole new one, never a part. A symbolic
+    link is followed (the file it points to is replaced; the link stays)."""
+    path = os.path.realpath(os.fspath(path))
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
+    mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
+            # locked until renamed (or this process dies): remove_stale_temporaries leaves a live write alone
+            locked = _lock(f.fileno()) is True
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            if locked:
+                os.replace(tmp, path)
+        if not locked:  # (no flock here, e.g. Windows, which cannot rename an open file)
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -53,20 +72,53 @@ def atomic_write(path, data):
         pass
 
 
+def _lock(fd, blocking=True):
+    """An exclusive advisory lock (flock) on an open file: True when taken, False (non-blocking) when another
+    process holds it, None where there is no flock (not POSIX, or a file system without locks)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
 def remove_stale_temporaries(path):
     """Delete ``.<name>.*.tmp`` files that atomic_write left behind when its process was killed mid-write.
 
-    ``path`` may be a pattern with ``{epoch}``-style fields; those match any text.
+    ``path`` may be a pattern with ``{epoch}``-style fields; those match a formatted number (``3``, ``0.4127``,
+    ``nan``), so another save's temporary in the same folder (``.final.glassnet.*.tmp``) is left alone, and so is
+    a temporary that a live process is writing (atomic_write holds a lock on it while it writes).
     """
-    import glob
     import re
-    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
-    name = re.sub(r"\{[^}]*\}", "*", os.path.basename(os.fspath(path)))
-    for stale in glob.glob(os.path.join(glob.escape(folder), "." + name + ".*.tmp")):
-        try:
-            os.remove(stale)
-        except OSError:
-            pass
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    parts = re.split(r"(\{[^}]*\})", os.path.basename(path))
+    name = "".join("[-+0-9.eEnaifNAIF]+" if part.startswith("{") else re.escape(part) for part in parts)
+    pattern = re.compile(r"\." + name + r"\.[^/]+\.tmp")
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry):
+            stale = os.path.join(folder, entry)
+            try:
+                fd = os.open(stale, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                if _lock(fd, blocking=False) is not False:  # (without flock, every match is taken as stale)
+                    os.remove(stale)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
 
 def _check_overwrite(path, overwrite):
@@ -91,15 +143,43 @@ def _assign_weights(model, tensors, source):
     if len(tensors) != len(weights):
         raise ValueError(f"{source} holds {len(tensors)} weight arrays but model '{model.name}' has {len(weights)}: "
                          "the file belongs to a different architecture.")
-    for (key, arr), w in zip(sorted(tensors.items()), weights):
+    ordered = _in_order(tensors, source)
+    for (key, arr), w in zip(ordered, weights):
         if arr.shape != w.shape or arr.dtype != w.dtype:
             raise ValueError(f"{source}: weight {key!r} has shape {arr.shape} and dtype {arr.dtype}, but model weight "
                              f"'{w.path}' has shape {w.shape} and dtype {w.dtype}.")
-    for (key, arr), w in zip(sorted(tensors.items()), weights):
+    for (key, arr), w in zip(ordered, weights):
         w.assign(arr)
-    for layer in model.layers:
-        if hasattr(layer, "adapted"):
-            layer.adapted = True
+    for layer in (model._all_layers() if hasattr(model, "_all_layers") else model.layers):
+        if hasattr(layer, "adapted") and not layer.adapted:
+            layer.adapted = _holds_statistics(layer)
+
+
+def _in_order(tensors, source):
+    """The ``(key, array)`` pairs in the order of the model's weights: keys are ``<index>:<path>`` with indices
+    0 … n−1 (numerically: ``10000`` comes after ``9999``, not after ``1000``)."""
+    indexed = {}
+    for key, arr in tensors.items():
+        index = key.split(":", 1)[0]
+        if not (index.isascii() and index.isdigit()) or int(index) in indexed:
+            raise ValueError(f"{source}: weight key {key!r} is not '<index>:<path>' with a distinct index; the file "
+                             "was not written by glassnet or is corrupt.")
+        indexed[int(index)] = (key, arr)
+    if sorted(indexed) != list(range(len(indexed))):
+        raise ValueError(f"{source}: weight indices are not 0 to {len(indexed) - 1}; the file is corrupt.")
+    return [indexed[i] for i in range(len(indexed))]
+
+
+def _holds_statistics(layer):
+    """True when a preprocessing layer loaded without constructor statistics carries adapted ones: adapt() counted
+    samples, or the statistics differ from the untouched zeros/ones (set by set_weights)."""
+    count = getattr(layer, "count", None)
+    if count is not None and np.any(count.value > 0):
+        return True
+    mean, variance = getattr(layer, "mean", None), getattr(layer, "variance", None)
+    if mean is None or variance is None:
+        return True
+    return bool(np.any(mean.value != 0) or np.any(variance.value != 1))
 
 
 def save_weights(model, filepath, overwrite=True):
@@ -212,6 +292,9 @@ def read_member(zf, name, limits=MEMBERS):
     limit = limits[name]
     if info.file_size > limit:
         raise ValueError(f"{zf.filename}: {name} declares {info.file_size} bytes, above the {limit}-byte limit.")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):  # bzip2/lzma decompress without a cap
+        raise ValueError(f"{zf.filename}: {name} uses zip compression method {info.compress_type}; model files are "
+                         "stored or deflated.")
     if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_RATIO * max(info.compress_size, 1024):
         raise ValueError(f"{zf.filename}: {name} expands {info.compress_size} compressed bytes to {info.file_size} "
                          f"(more than {MAX_RATIO}x): refusing a likely zip bomb.")
@@ -305,7 +388,10 @@ def load_model(filepath, custom_objects=None, compile=True):
         model.metadata = config.get("metadata") or {}
         if not isinstance(model.metadata, dict):
             raise _malformed(filepath, "'metadata' must be an object")
-        seed = (config.get("training") or {}).get("seed")
+        training = config.get("training") or {}
+        if not isinstance(training, dict):
+            raise _malformed(filepath, "'training' must be an object")
+        seed = training.get("seed")
         if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2 ** 63):
             raise _malformed(filepath, f"training seed must be a non-negative integer, got {seed!r}")
         model.training_seed = seed
@@ -332,10 +418,18 @@ def _restore_optimizer(model, zf, filepath):
             saved = slots.get(f"{g}:{name}")
             if saved is None or saved.shape != arr.shape or saved.dtype != arr.dtype:
                 raise ValueError(f"{filepath}: optimizer state {g}:{name} is missing or does not fit this model.")
+            if saved.dtype.kind == "f" and not np.isfinite(saved).all():
+                raise ValueError(f"{filepath}: optimizer state {g}:{name} holds NaN or Inf; the run it comes from "
+                                 "diverged. Load an earlier checkpoint, or load_model(..., compile=False).")
             arr[...] = saved
     try:
-        opt.iterations = int(meta.get("iterations", 0))
-        if hasattr(opt, "u_product"):
-            opt.u_product = float(meta.get("u_product", 1.0))
+        iterations = int(meta.get("iterations", "0"))
+        u_product = float(meta.get("u_product", "1.0"))
+        if iterations < 0 or not 0.0 < u_product <= 1.0:  # (Nadam's Π μ: a product of numbers in (0, 1))
+            raise ValueError
     except ValueError:
-        raise ValueError(f"{filepath}: optimizer metadata is malformed ({meta}).") from None
+        raise ValueError(f"{filepath}: optimizer metadata is malformed ({str(meta)[:200]}): iterations must be a "
+                         "whole number >= 0 and u_product in (0, 1].") from None
+    opt.iterations = iterations
+    if hasattr(opt, "u_product"):
+        opt.u_product = u_product

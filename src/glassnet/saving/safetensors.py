@@ -14,6 +14,7 @@ DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", 
           "U8": "u1", "BOOL": "?"}
 _CODES = {np.dtype(v).str.lstrip("<|="): k for k, v in DTYPES.items()}
 MAX_HEADER = 16 * 1024 * 1024
+MAX_DIMS = 64  # NumPy's limit on an array's dimensions
 
 
 class SafetensorsError(ValueError):
@@ -72,6 +73,8 @@ def loads(buf, what="safetensors data"):
     if not isinstance(header, dict):
         raise SafetensorsError(f"{what}'s header must be a JSON object.")
     metadata = header.pop("__metadata__", None) or {}
+    if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise SafetensorsError(f"{what}: __metadata__ must be an object of strings, got {str(metadata)[:100]}.")
     data = buf[8 + n:]
     spans, out = [], {}
     for name, info in header.items():
@@ -80,9 +83,10 @@ def loads(buf, what="safetensors data"):
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if dtype not in DTYPES:
             raise SafetensorsError(f"{what}: tensor {name!r} has unsupported dtype {dtype!r}.")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                for d in shape)):
-            raise SafetensorsError(f"{what}: tensor {name!r} has an invalid shape {shape!r}.")
+        if not (isinstance(shape, list) and len(shape) <= MAX_DIMS
+                and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2 ** 63 for d in shape)):
+            raise SafetensorsError(f"{what}: tensor {name!r} has an invalid shape {str(shape)[:100]} (at most "
+                                   f"{MAX_DIMS} dimensions of 0 to 2**63 - 1 each).")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
             raise SafetensorsError(f"{what}: tensor {name!r} has invalid data_offsets {offsets!r}.")
         start, end = offsets
@@ -91,7 +95,10 @@ def loads(buf, what="safetensors data"):
             raise SafetensorsError(f"{what}: tensor {name!r} claims bytes [{start}, {end}) for shape {shape} ({need} "
                                    f"bytes) in a {len(data)}-byte data section: offsets lie.")
         spans.append((start, end, name))
-        out[name] = np.frombuffer(data[start:end], dtype=DTYPES[dtype]).reshape(shape).copy()
+        try:
+            out[name] = np.frombuffer(data[start:end], dtype=DTYPES[dtype]).reshape(shape).copy()
+        except ValueError as e:  # an empty shape NumPy cannot represent, e.g. [0, 2**62, 8]
+            raise SafetensorsError(f"{what}: tensor {name!r} has a shape NumPy cannot hold, {shape} ({e}).") from None
     position = 0
     for start, end, name in sorted(spans):
         if start != position:
