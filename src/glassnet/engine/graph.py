@@ -71,23 +71,34 @@ def call_symbolic(layer, x):
 
 
 def topological_nodes(outputs):
-    """Nodes needed for ``outputs``, each after the nodes producing its inputs (depth-first order)."""
+    """Nodes needed for ``outputs``, each after the nodes producing its inputs (depth-first order).
+
+    Iterative (an explicit stack, not recursion), so graphs thousands of layers deep are walked; the order is
+    that of the recursive post-order walk: inputs first, in the order each node lists them.
+    """
     order, seen, active = [], set(), set()
-
-    def visit(node):
-        if id(node) in seen:
-            return
-        if id(node) in active:
-            raise ValueError(f"The graph has a cycle through layer '{node.layer.name}'.")
-        active.add(id(node))
-        for t in node.inputs:
-            visit(t.node)
-        active.discard(id(node))
-        seen.add(id(node))
-        order.append(node)
-
     for t in outputs:
-        visit(t.node)
+        root = t.node
+        if id(root) in seen:
+            continue
+        active.add(id(root))
+        stack = [(root, iter(root.inputs))]
+        while stack:
+            node, pending = stack[-1]
+            for u in pending:
+                child = u.node
+                if id(child) in seen:
+                    continue
+                if id(child) in active:
+                    raise ValueError(f"The graph has a cycle through layer '{child.layer.name}'.")
+                active.add(id(child))
+                stack.append((child, iter(child.inputs)))
+                break
+            else:  # every input of ``node`` is placed: place the node itself
+                stack.pop()
+                active.discard(id(node))
+                seen.add(id(node))
+                order.append(node)
     return order
 
 

@@ -60,6 +60,8 @@ _MHA_PARTS = ("query_dense", "key_dense", "value_dense", "output_dense")
 SUPPORTED_LAYERS = ("InputLayer", "Dense", "Activation", "Dropout", "Flatten", "Reshape", "Normalization"
                     ) + _GENERIC_LAYERS + tuple(_WRAPPERS)
 _FLOAT_POLICIES = ("float16", "float32", "float64")
+# the attribute on a Normalization's h5 vars group by which glassnet marks a layer saved before adapt()
+_ADAPTED_ATTR = "glassnet_adapted"
 _MAX_DEPTH = 64  # config.json nesting (Keras's own configs nest about 8 deep)
 # Keras's activation names that glassnet shares (the same formula and default parameters).
 _KERAS_ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "softplus", "softsign",
@@ -412,19 +414,27 @@ def _keras_layer_order(model):
     model_nodes = {id(n) for n in model._nodes}
     finished, nodes, index, layers = set(), [], {}, {}
 
-    def visit(t):
+    def enter(t):  # a node not yet met: note its layer, and walk its inputs (None: nothing to walk)
         node = t.node
         if node is None or id(node) in finished or id(node) not in model_nodes:
-            return
+            return None
         layers[id(node.layer)] = node.layer
         index.setdefault(id(node.layer), len(index))
-        for u in node.inputs:
-            visit(u)
-        finished.add(id(node))
-        nodes.append(node)
+        return node, iter(node.inputs)
 
-    for t in model._outputs:
-        visit(t)
+    for t in model._outputs:  # a depth-first walk (an explicit stack: graphs may be thousands of layers deep)
+        stack = [entered for entered in (enter(t),) if entered is not None]
+        while stack:
+            node, pending = stack[-1]
+            for u in pending:
+                entered = enter(u)
+                if entered is not None:
+                    stack.append(entered)
+                    break
+            else:
+                stack.pop()
+                finished.add(id(node))
+                nodes.append(node)
     node_depth, layer_depth = {}, {}
     for node in reversed(nodes):
         depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
@@ -586,6 +596,8 @@ def _write_vars(group, layer):
         vars_group.attrs["name"] = f"{_snake_case(type(layer).__name__)}_cell"
     for i, arr in enumerate(_keras_variables(layer)):
         vars_group[str(i)] = np.array(arr, order="C")  # (ascontiguousarray would make scalars 1-d)
+    if getattr(layer, "adapted", True) is False and getattr(layer, "_init_mean", None) is None:
+        vars_group.attrs[_ADAPTED_ATTR] = np.int8(0)  # Keras ignores it; glassnet reads the layer back unadapted
 
 
 def _weights_h5(model, include_optimizer):
@@ -925,7 +937,10 @@ def _compile_args(comp, filepath):
     if not isinstance(opt, dict) or opt.get("class_name") not in _KERAS_OPTIMIZERS:
         name = opt.get("class_name") if isinstance(opt, dict) else opt
         raise fail(f"optimizer {name!r} is not supported; glassnet has {', '.join(_KERAS_OPTIMIZERS)}")
-    config = dict(opt.get("config") or {})
+    config = opt.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise fail(f"the config of optimizer {opt['class_name']} must be an object, got {config!r:.200}")
+    config = dict(config or {})
     for key, off in _OPTIMIZER_OFF.items():
         value = config.pop(key, off)
         if value != off and not (key == "ema_momentum"):
@@ -935,6 +950,9 @@ def _compile_args(comp, filepath):
         if lr.get("class_name") not in _KERAS_SCHEDULES:
             raise fail(f"learning-rate schedule {lr.get('class_name')!r} is not supported; glassnet has "
                        f"{', '.join(_KERAS_SCHEDULES)}")
+        if not isinstance(lr.get("config") or {}, dict):
+            raise fail(f"the config of learning-rate schedule {lr['class_name']} must be an object, got "
+                       f"{lr.get('config')!r:.200}")
         try:
             config["learning_rate"] = table("schedules")[lr["class_name"]].from_config(dict(lr.get("config") or {}))
         except (TypeError, ValueError) as e:
@@ -1006,7 +1024,12 @@ def _restore_optimizer(model, datasets, filepath):
         for block in blocks:
             for w in trainable:
                 for name in block:
-                    values.append((w, name, _read_dataset(datasets[i], w.shape, "f", f"{label}/{i}")))
+                    value = _read_dataset(datasets[i], w.shape, "f", f"{label}/{i}")
+                    if not np.isfinite(value).all():
+                        raise _bad(filepath, f"optimizer state optimizer/vars/{i} ({name} of weight '{w.path}') holds "
+                                             "NaN or Inf; the run it comes from diverged. Load an earlier checkpoint, "
+                                             "or load_model(..., compile=False).")
+                    values.append((w, name, value))
                     i += 1
         product = float(_read_dataset(datasets[i], (), "f", f"{label}/{i}")) if u_product else None
         opt.build(model.trainable_weights)
@@ -1044,7 +1067,10 @@ def _read_config(zf, filepath, custom_objects):
         raise _bad(filepath, str(e)) from None
     if any(kind == "InputLayer" for _, _, kind in translated[1:]):
         raise _malformed(filepath, "an InputLayer may only be the first layer")
-    build_shape = model_config.get("build_input_shape") or (config.get("build_config") or {}).get("input_shape")
+    build_config = config.get("build_config")
+    if build_config is not None and not isinstance(build_config, dict):
+        raise _malformed(filepath, f"'build_config' must be an object or null, got {build_config!r:.200}")
+    build_shape = model_config.get("build_input_shape") or (build_config or {}).get("input_shape")
     if translated[0][2] != "InputLayer":
         if build_shape is None:
             raise _bad(filepath, "the model has no input shape (it was never built), so it has no weights.")
@@ -1101,9 +1127,46 @@ def _layer_refs(value, where):
     if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
         value = [value]
     if not isinstance(value, list) or not value or not all(
-            isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) for r in value):
+            isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in r[1:]) for r in value):
         raise ValueError(f"{where} must be a list of [layer name, node, index], got {value!r:.200}.")
     return [list(r) for r in value]
+
+
+def _model_calls(layers, translated, gconfig):
+    """Keep the layer calls the model's inputs and outputs lead to, as Keras does (it builds a Functional from
+    its inputs and outputs: a layer or call nothing on that path reads is not part of the model); each kept
+    layer's calls are renumbered, and so are the references to them. Returns the kept (layers, translated)."""
+    specs = {spec["name"]: spec for spec in layers}
+    needed = set()  # (layer name, call index)
+    stack = [(r[0], r[1]) for r in gconfig["output_layers"] + gconfig["input_layers"]]
+    while stack:  # (iterative: a config may chain thousands of layers)
+        name, k = stack.pop()
+        if (name, k) in needed:
+            continue
+        calls = specs[name]["inbound_nodes"]
+        if k >= len(calls):
+            raise ValueError(f"a reference names call {k} of layer {name!r}, which is called {len(calls)} time(s).")
+        needed.add((name, k))
+        stack.extend((r[0], r[1]) for r in calls[k]["args"])
+    index, kept, kept_translated = {}, [], []
+    for spec, entry in zip(layers, translated):
+        calls = [k for k in range(len(spec["inbound_nodes"])) if (spec["name"], k) in needed]
+        if not calls:
+            continue  # never read on the way to the outputs (Keras leaves it out of the model too)
+        index.update(((spec["name"], old), new) for new, old in enumerate(calls))
+        kept.append({**spec, "inbound_nodes": [spec["inbound_nodes"][k] for k in calls]})
+        kept_translated.append(entry)
+
+    def renumber(ref):
+        return [ref[0], index[(ref[0], ref[1])], ref[2]]
+
+    for spec in kept:
+        spec["inbound_nodes"] = [{**node, "args": [renumber(r) for r in node["args"]]}
+                                 for node in spec["inbound_nodes"]]
+    for key in ("input_layers", "output_layers"):
+        gconfig[key] = [renumber(r) for r in gconfig[key]]
+    return kept, kept_translated
 
 
 def _read_functional_config(config, filepath, custom_objects):
@@ -1113,6 +1176,9 @@ def _read_functional_config(config, filepath, custom_objects):
     if not isinstance(entries, list) or not entries:
         raise _malformed(filepath, "'layers' must be a non-empty list")
     layers, translated, names = [], [], set()
+    # every name the layers declare, built once (a layer may read the output of one listed after it)
+    declared = {e["config"].get("name") for e in entries if isinstance(e, dict) and isinstance(e.get("config"), dict)
+                and isinstance(e["config"].get("name"), str)}
     try:
         for i, entry in enumerate(entries):
             cls, cfg, kind = _translate_layer(entry, i, custom_objects)
@@ -1126,8 +1192,7 @@ def _read_functional_config(config, filepath, custom_objects):
             gnodes = []
             for node in nodes:
                 refs, list_input = _tensor_refs(node, f"layer {i} ({kind} {name!r})", kind)
-                if any(r[0] not in [e.get("config", {}).get("name") for e in entries if isinstance(e, dict)]
-                       for r in refs):
+                if any(r[0] not in declared for r in refs):
                     raise ValueError(f"layer {i} ({kind} {name!r}): an input comes from an unknown layer.")
                 gnodes.append({"args": refs, "list_input": list_input})
             if kind == "InputLayer":
@@ -1144,6 +1209,8 @@ def _read_functional_config(config, filepath, custom_objects):
         for ref in gconfig["input_layers"] + gconfig["output_layers"]:
             if ref[0] not in names:
                 raise ValueError(f"the model's inputs/outputs name an unknown layer {ref[0]!r}.")
+        layers, translated = _model_calls(layers, translated, gconfig)
+        gconfig["layers"] = layers
     except ValueError as e:
         raise _bad(filepath, str(e)) from None
     comp = config.get("compile_config") or None
@@ -1152,14 +1219,58 @@ def _read_functional_config(config, filepath, custom_objects):
     return gconfig, translated, "functional", comp
 
 
+def _build_functional(config, translated):
+    """The Functional that ``_read_functional_config``'s config describes: every layer call made once its inputs
+    exist (and after the layer's earlier calls), in one pass over the calls (Kahn's algorithm), so the time grows
+    linearly with the number of layers whatever order the file lists them in."""
+    from ..layers import InputLayer
+    from ..models.functional import Functional
+    created, outputs_of, waiting, readers, ready = {}, {}, {}, {}, []
+    for spec, (cls, cfg, _) in zip(config["layers"], translated):
+        name = spec["name"]
+        layer = created[name] = cls.from_config(dict(cfg))
+        if isinstance(layer, InputLayer):
+            outputs_of[(name, 0)] = [layer.output]
+            continue
+        for k, node in enumerate(spec["inbound_nodes"]):
+            needs = {(r[0], r[1]) for r in node["args"]} | ({(name, k - 1)} if k else set())
+            needs = {n for n in needs if n not in outputs_of}
+            waiting[(name, k)] = [spec, k, len(needs)]
+            for n in needs:
+                readers.setdefault(n, []).append((name, k))
+            if not needs:
+                ready.append((name, k))
+    while ready:
+        call = ready.pop()
+        spec, k, _ = waiting.pop(call)
+        node = spec["inbound_nodes"][k]
+        args = [outputs_of[(r[0], r[1])][r[2]] for r in node["args"]]
+        out = created[call[0]](args if node["list_input"] else args[0])
+        outputs_of[call] = out if isinstance(out, list) else [out]
+        for reader in readers.pop(call, ()):
+            waiting[reader][2] -= 1
+            if not waiting[reader][2]:
+                ready.append(reader)
+    if waiting:
+        stuck = list(dict.fromkeys(name for name, _ in waiting))
+        raise ValueError(f"Functional config could not be rebuilt: layers {stuck[:10]} refer to tensors that never "
+                         "appear (their calls depend on each other in a cycle).")
+
+    def tensors(refs):
+        out = [outputs_of[(r[0], r[1])][r[2]] for r in refs]
+        return out if len(out) > 1 else out[0]
+
+    return Functional(tensors(config["input_layers"]), tensors(config["output_layers"]), name=config.get("name"),
+                      trainable=config.get("trainable", True))
+
+
 def _build(filepath, model_config, translated, build_shape, budget):
     """The glassnet Sequential the config describes, allocating at most ``budget`` bytes of weights."""
     from ..models import Sequential
-    from ..models.functional import Functional
     try:
         with backend.weight_budget(budget, filepath):
             if build_shape == "functional":
-                return Functional.from_config(model_config)
+                return _build_functional(model_config, translated)
             layers = [cls.from_config(dict(cfg)) for cls, cfg, _ in translated]
             model = Sequential(layers, name=model_config.get("name"),
                                trainable=bool(model_config.get("trainable", True)))
@@ -1172,11 +1283,37 @@ def _build(filepath, model_config, translated, build_shape, budget):
     return model
 
 
-def _assign_weights(model, keys, layer_vars, filepath, layers=None):
-    """Check every layer's datasets against its weights (count, shape, kind), then assign them all."""
+def _unadapted(h5, keys, body, where):
+    """The h5 keys of Normalization layers that glassnet saved before they were adapted: their vars group carries
+    ``_ADAPTED_ATTR = 0``. Keras itself keeps no such mark (it normalizes with whatever statistics the layer holds,
+    zeros and ones until adapt()), so without the mark a layer counts as adapted, as in Keras."""
+    out = set()
+    for key, (_, _, kind) in zip(keys, body):
+        if kind != "Normalization":
+            continue
+        layer_group = _h5_child(h5, "layers", "group", where)
+        group = _h5_child(layer_group, key, "group", where) if layer_group is not None else None
+        group = _h5_child(group, "vars", "group", where) if group is not None else None
+        if group is None or _ADAPTED_ATTR not in group.attrs:
+            continue
+        try:
+            value = group.attrs[_ADAPTED_ATTR]
+        except (OSError, ValueError, TypeError, RuntimeError) as e:
+            raise ValueError(f"{where}: layers/{key}/vars attribute {_ADAPTED_ATTR!r} cannot be read ({e}).") from None
+        if np.shape(value) != () or np.asarray(value).dtype.kind not in "iub" or int(value) not in (0, 1):
+            raise ValueError(f"{where}: layers/{key}/vars attribute {_ADAPTED_ATTR!r} must be 0 or 1, got "
+                             f"{value!r:.100}: corrupt or hostile file.")
+        if int(value) == 0:
+            out.add(key)
+    return out
+
+
+def _assign_weights(model, keys, layer_vars, filepath, layers=None, unadapted=()):
+    """Check every layer's datasets against its weights (count, shape, kind, finite), then assign them all."""
     from ..layers import Normalization
     assignments = []
-    for key, layer, datasets in zip(keys, layers or model.layers, layer_vars):
+    layers = layers or model.layers
+    for key, layer, datasets in zip(keys, layers, layer_vars):
         # Keras keeps Normalization statistics given as arguments in the config, not in variables
         fixed = isinstance(layer, Normalization) and layer._init_mean is not None
         targets = [] if fixed else layer.weights
@@ -1185,14 +1322,18 @@ def _assign_weights(model, keys, layer_vars, filepath, layers=None):
                                  f"model.weights.h5 holds {len(datasets)} under layers/{key}: the config and the "
                                  "weights disagree.")
         for i, (w, ds) in enumerate(zip(targets, datasets)):
-            value = _read_dataset(ds, w.shape, "f" if w.dtype.kind == "f" else "i",
-                                  f"{filepath}: layers/{key}/vars/{i} (weight '{w.path}')")
+            label = f"{filepath}: layers/{key}/vars/{i} (weight '{w.path}' of layer '{layer.name}')"
+            value = _read_dataset(ds, w.shape, "f" if w.dtype.kind == "f" else "i", label)
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise ValueError(f"{label} contains NaN or Inf; the model it comes from diverged. glassnet refuses to "
+                                 "load it; retrain or load an earlier checkpoint.")
             assignments.append((w, value))
     for w, value in assignments:
         w.assign(value.astype(w.dtype))  # Keras stores float64 layers as float32 on JAX/NumPy; count as int32
-    for layer in model.layers:
+    for key, layer in zip(keys, layers):
         if isinstance(layer, Normalization):
-            layer.adapted = True  # Keras normalizes with whatever statistics it holds
+            # Keras normalizes with whatever statistics it holds; glassnet marks a layer saved unadapted
+            layer.adapted = layer._init_mean is not None or key not in unadapted
 
 
 def load_model(filepath, custom_objects=None, compile=True):
@@ -1238,9 +1379,16 @@ def load_model(filepath, custom_objects=None, compile=True):
         budget += sum(16 * max(np.size(cfg["mean"]), 4096) + 8 for _, cfg, kind in body
                       if kind == "Normalization" and cfg.get("mean") is not None)
         model = _build(filepath, model_config, translated, build_shape, budget)
-        by_name = {la.name: la for la in model.layers}
-        _assign_weights(model, keys, layer_vars, filepath,
-                        [by_name[cfg["name"]] for _, cfg, _ in body] if functional else None)
+        layers = None
+        if functional:
+            by_name = {la.name: la for la in model.layers}
+            missing = [cfg["name"] for _, cfg, _ in body if cfg["name"] not in by_name]
+            if missing:
+                raise _malformed(filepath, f"layers {missing[:5]} are not part of the model its inputs and outputs "
+                                           "define")
+            layers = [by_name[cfg["name"]] for _, cfg, _ in body]
+        unadapted = _unadapted(h5, keys, body, where)
+        _assign_weights(model, keys, layer_vars, filepath, layers, unadapted)
         model.metadata = {}
         model.training_seed = None
         if compile and comp:
