@@ -279,3 +279,50 @@ def test_an_unadapted_normalization_stays_unadapted_through_a_glassnet_file(tmp_
     model.save(tmp_path / "a.glassnet")
     np.testing.assert_allclose(glassnet.load_model(tmp_path / "a.glassnet").predict(x, verbose=0),
                                model.predict(x, verbose=0), rtol=1e-6)
+
+
+def _within(seconds):
+    """A guard against hangs (not a speed target): SIGALRM fails the test if the block runs past ``seconds``."""
+    import contextlib
+    import signal
+
+    @contextlib.contextmanager
+    def guard():
+        def fail(*_):
+            raise AssertionError(f"still running after {seconds} s: quadratic (or worse) in the number of layers")
+        previous = signal.signal(signal.SIGALRM, fail)
+        signal.alarm(seconds)
+        try:
+            yield
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+    return guard()
+
+
+def test_ten_thousand_layers_build_save_and_load_in_order(tmp_path):
+    """A 10,005-layer Sequential took 70 s to build (each add rebuilt the model and compared every name), so a
+    small hostile config could keep a loader busy for minutes; its 10,005 weights now also load in order."""
+    n = 10005
+    with _within(60):
+        model = glassnet.Sequential([glassnet.Input((2,))] + [Dense(2, use_bias=False) for _ in range(n)])
+        for i, w in enumerate(model.weights):
+            w.assign(np.full((2, 2), i, np.float32))
+        model.save(tmp_path / "deep.glassnet")
+        back = glassnet.load_model(tmp_path / "deep.glassnet")
+    np.testing.assert_array_equal([w.value[0, 0] for w in back.weights], np.arange(n, dtype=np.float32))
+
+
+def test_a_functional_config_listed_backwards_rebuilds_in_one_pass(saved, tmp_path):
+    """Functional.from_config went over the whole list once per layer it could place: 20,000 layers listed
+    outputs-first (a small .glassnet config) meant 200 million checks."""
+    x = inputs = glassnet.Input((3,))
+    for k in range(20000):
+        x = glassnet.layers.Activation("relu", name=f"act{k}")(x)
+    model = glassnet.Model(inputs, x)
+    config = model.get_config()
+    config["layers"] = config["layers"][::-1]
+    with _within(60):
+        back = type(model).from_config(config)
+    data = np.array([[1.0, -2.0, 3.0]], np.float32)
+    np.testing.assert_array_equal(back.predict(data, verbose=0), model.predict(data, verbose=0))

@@ -57,9 +57,10 @@ class Functional(Model):
         unused = [t.name for t in self._inputs if id(t.node.layer) not in reachable]
         if unused:
             raise ValueError(f"Input(s) {unused} do not reach any output; remove them from Model(inputs=...).")
-        self._layers = []
+        self._layers, placed = [], set()
         for node in self._nodes:
-            if node.layer not in self._layers:
+            if id(node.layer) not in placed:
+                placed.add(id(node.layer))
                 self._layers.append(node.layer)
         self.input_shape = self._inputs[0].shape if len(self._inputs) == 1 else [t.shape for t in self._inputs]
         self.output_shape = self._outputs[0].shape if len(self._outputs) == 1 else [t.shape for t in self._outputs]
@@ -311,23 +312,34 @@ class Functional(Model):
         return splitting.call_halves(run_front, x)
 
     # --- configuration --------------------------------------------------------------------------
-    def _tensor_ref(self, t):
-        """[layer name, index of the call among that layer's calls in THIS model, output index]."""
+    def _call_indices(self):
+        """{id(node): index of the call among its layer's calls in THIS model} (computed once per get_config)."""
         ids = {id(n) for n in self._nodes}
-        calls = [n for n in t.node.layer._inbound_nodes if id(n) in ids]
-        return [t.node.layer.name, calls.index(t.node), t.index]
+        index = {}
+        for layer in self._layers:
+            k = 0
+            for n in layer._inbound_nodes:
+                if id(n) in ids:
+                    index[id(n)] = k
+                    k += 1
+        return index
+
+    def _tensor_ref(self, t, calls=None):
+        """[layer name, index of the call among that layer's calls in THIS model, output index]."""
+        calls = self._call_indices() if calls is None else calls
+        return [t.node.layer.name, calls[id(t.node)], t.index]
 
     def get_config(self):
+        calls = self._call_indices()
         layers = []
         for layer in self._layers:
-            ids = {id(n) for n in self._nodes}
-            nodes = [n for n in layer._inbound_nodes if id(n) in ids]
+            nodes = [n for n in layer._inbound_nodes if id(n) in calls]
             layers.append({**serialize(layer), "name": layer.name,
-                           "inbound_nodes": [{"args": [self._tensor_ref(t) for t in n.inputs],
+                           "inbound_nodes": [{"args": [self._tensor_ref(t, calls) for t in n.inputs],
                                               "list_input": n.list_input} for n in nodes]})
         return {"name": self.name, "trainable": self.trainable, "layers": layers,
-                "input_layers": [self._tensor_ref(t) for t in self._inputs],
-                "output_layers": [self._tensor_ref(t) for t in self._outputs],
+                "input_layers": [self._tensor_ref(t, calls) for t in self._inputs],
+                "output_layers": [self._tensor_ref(t, calls) for t in self._outputs],
                 "input_names": self._input_names, "output_names": self._output_names_given}
 
     @classmethod
@@ -340,29 +352,35 @@ class Functional(Model):
             created[spec["name"]] = layer
             if isinstance(layer, InputLayer):
                 outputs_of[(spec["name"], 0)] = [layer.output]
-        progress = True
-        remaining = [s for s in pending if not isinstance(created[s["name"]], InputLayer)]
+        # Each layer's calls in order, each call as soon as the tensors it reads exist: a call whose input is
+        # missing waits on that (layer, call) and is taken up again when it appears, so configs in any order
+        # rebuild in one pass (rounds over the whole list were quadratic: a 20k-layer config in reverse order).
+        queue = collections.deque(s for s in pending if not isinstance(created[s["name"]], InputLayer))
+        waiting = collections.defaultdict(list)  # (layer name, call index) -> specs waiting for that call's outputs
         node_counter = {}
-        while remaining and progress:
-            progress = False
-            for spec in list(remaining):
-                nodes = spec["inbound_nodes"]
-                k = node_counter.get(spec["name"], 0)
-                while k < len(nodes):
-                    refs = nodes[k]["args"]
-                    if not all((r[0], r[1]) in outputs_of for r in refs):
-                        break
-                    args = [outputs_of[(r[0], r[1])][r[2]] for r in refs]
-                    out = created[spec["name"]](args if nodes[k]["list_input"] else args[0])
-                    outputs_of[(spec["name"], k)] = out if isinstance(out, list) else [out]
-                    k += 1
-                    progress = True
-                node_counter[spec["name"]] = k
-                if k == len(nodes):
-                    remaining.remove(spec)
-        if remaining:
-            raise ValueError(f"Functional config could not be rebuilt: layers {[s['name'] for s in remaining]} "
-                             "refer to tensors that never appear.")
+        left = len(queue)
+        while queue:
+            spec = queue.popleft()
+            name, nodes = spec["name"], spec["inbound_nodes"]
+            k = node_counter.get(name, 0)
+            while k < len(nodes):
+                refs = nodes[k]["args"]
+                missing = next(((r[0], r[1]) for r in refs if (r[0], r[1]) not in outputs_of), None)
+                if missing is not None:
+                    waiting[missing].append(spec)
+                    break
+                args = [outputs_of[(r[0], r[1])][r[2]] for r in refs]
+                out = created[name](args if nodes[k]["list_input"] else args[0])
+                outputs_of[(name, k)] = out if isinstance(out, list) else [out]
+                queue.extend(waiting.pop((name, k), ()))
+                k += 1
+            node_counter[name] = k
+            if k == len(nodes):
+                left -= 1
+        if left:
+            stuck = sorted({s["name"] for specs in waiting.values() for s in specs})
+            raise ValueError(f"Functional config could not be rebuilt: layers {stuck} refer to tensors that never "
+                             "appear.")
 
         def tensor(ref):
             return outputs_of[(ref[0], ref[1])][ref[2]]

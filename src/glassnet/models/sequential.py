@@ -26,8 +26,12 @@ class Sequential(Model):
         self._masking_value = None
         self._reset_step_caches()
         self._input_layer = None
-        for layer in layers or []:
-            self.add(layer)
+        layers = list(layers or [])
+        names = set()
+        for layer in layers:  # (each add would rebuild the model and compare names: quadratic in the layers)
+            self._add(layer, names)
+        if self._layers and self._input_layer is not None:
+            self.build(self._input_layer.input_shape)
 
     @property
     def layers(self):
@@ -35,6 +39,12 @@ class Sequential(Model):
 
     def add(self, layer):
         """Append a layer; an ``Input``/``InputLayer`` (or ``input_dim=`` on the first layer) builds the model."""
+        self._add(layer, {existing.name for existing in self._layers})
+        if self._input_layer is not None and self._layers and not self.built:
+            self.build(self._input_layer.input_shape)
+
+    def _add(self, layer, names):
+        """Append ``layer`` (not building), ``names`` being the names of the layers so far (updated)."""
         if isinstance(layer, KerasTensor):
             if layer.node is None or not isinstance(layer.node.layer, InputLayer):
                 raise TypeError("Sequential accepts an Input(...) tensor only as its first element; for graphs of "
@@ -53,18 +63,17 @@ class Sequential(Model):
             raise ValueError(f"Layer '{layer.name}' returns several tensors (return_state=True or merge_mode=None), "
                              "which a Sequential model cannot pass on. Use the functional API: "
                              "outputs = layer(inputs); Model(inputs, outputs).")
-        if any(existing.name == layer.name for existing in self._layers):
+        if layer.name in names:
             raise ValueError(f"All layers added to a Sequential model should have unique names. Name '{layer.name}' "
                              "is already used; pass name='...' to one of them.")
         if not self._layers and self._input_layer is None and layer._input_shape_arg is not None:
             self._input_layer = InputLayer(shape=layer._input_shape_arg, batch_size=layer._batch_size_arg,
                                            dtype=layer.dtype)
         self._layers.append(layer)
+        names.add(layer.name)
         self._masking_value = None
         self._reset_step_caches()
         self.built = False
-        if self._input_layer is not None:
-            self.build(self._input_layer.input_shape)
 
     def pop(self):
         """Remove the last layer."""
