@@ -17,6 +17,8 @@ import pytest
 
 os.environ["KERAS_BACKEND"] = "numpy"  # before keras is imported: no JAX/TF needed
 h5py = pytest.importorskip("h5py")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from archive_util import members, write_zip  # noqa: E402
 keras = pytest.importorskip("keras")
 
 import glassnet  # noqa: E402
@@ -36,17 +38,6 @@ KERAS_SLOT_SUFFIX = {"m": "momentum", "v": "velocity", "v_hat": "velocity_hat", 
 
 def rng(seed=0):
     return np.random.default_rng(seed)
-
-
-def members(path):
-    with zipfile.ZipFile(path) as zf:
-        return {info.filename: zf.read(info.filename) for info in zf.infolist()}
-
-
-def write_zip(path, parts):
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in parts.items():
-            zf.writestr(name, data)
 
 
 def h5_layout(data):

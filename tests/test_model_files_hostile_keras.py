@@ -4,13 +4,15 @@ import io
 import json
 import os
 import signal
-import zipfile
+import sys
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")  # before keras is imported: no JAX/TF needed
 h5py = pytest.importorskip("h5py")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from archive_util import members, write_zip  # noqa: E402
 
 import glassnet  # noqa: E402
 from glassnet.layers import Activation, Dense, Input, Normalization  # noqa: E402
@@ -18,18 +20,6 @@ from glassnet.saving import keras_format  # noqa: E402
 
 # Keras 3.15 on NumPy 2 warns about __array__(copy=...) on every variable read; it is noise here.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-
-
-def members(path):
-    with zipfile.ZipFile(path) as zf:
-        return {info.filename: zf.read(info.filename) for info in zf.infolist()}
-
-
-def write_zip(path, parts):
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-        for name, data in parts.items():
-            zf.writestr(name, data)
-    return path
 
 
 def edit_config(src, dst, edit):

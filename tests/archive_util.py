@@ -1,0 +1,16 @@
+"""Reading and rewriting model archives (zip files) in tests that tamper with them."""
+import zipfile
+
+
+def members(path):
+    """{member name: bytes} of the zip archive at ``path``."""
+    with zipfile.ZipFile(path) as zf:
+        return {info.filename: zf.read(info.filename) for info in zf.infolist()}
+
+
+def write_zip(path, parts):
+    """Write ``parts`` ({member name: bytes}) as a stored zip archive at ``path``; returns ``path``."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in parts.items():
+            zf.writestr(name, data)
+    return path
