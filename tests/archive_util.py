@@ -14,3 +14,16 @@ def write_zip(path, parts):
         for name, data in parts.items():
             zf.writestr(name, data)
     return path
+
+
+def rewrite_h5(src, dst, edit):
+    """Copy the ``.keras`` archive ``src`` to ``dst`` with ``edit(h5py.File)`` applied to its model.weights.h5."""
+    import io
+
+    import h5py
+    parts = members(src)
+    buf = io.BytesIO(parts["model.weights.h5"])
+    with h5py.File(buf, "a") as f:
+        edit(f)
+    parts["model.weights.h5"] = buf.getvalue()
+    return write_zip(dst, parts)

@@ -18,7 +18,7 @@ import pytest
 os.environ["KERAS_BACKEND"] = "numpy"  # before keras is imported: no JAX/TF needed
 h5py = pytest.importorskip("h5py")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from archive_util import members, write_zip  # noqa: E402
+from archive_util import members, rewrite_h5, write_zip  # noqa: E402
 keras = pytest.importorskip("keras")
 
 import glassnet  # noqa: E402
@@ -443,15 +443,6 @@ def test_truncated_file_is_refused(tmp_path, good_file):
     path.write_bytes(data[:len(data) // 2])
     with pytest.raises(ValueError, match="not a Keras `.keras` file.*truncated"):
         glassnet.load_model(path)
-
-
-def rewrite_h5(src, dst, edit):
-    parts = members(src)
-    buf = io.BytesIO(parts["model.weights.h5"])
-    with h5py.File(buf, "a") as f:
-        edit(f)
-    parts["model.weights.h5"] = buf.getvalue()
-    write_zip(dst, parts)
 
 
 def test_dataset_shape_disagreeing_with_architecture(tmp_path, good_file):

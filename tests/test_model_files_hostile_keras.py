@@ -13,6 +13,7 @@ os.environ.setdefault("KERAS_BACKEND", "numpy")  # before keras is imported: no 
 h5py = pytest.importorskip("h5py")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from archive_util import members, write_zip  # noqa: E402
+from archive_util import rewrite_h5 as edit_h5  # noqa: E402
 
 import glassnet  # noqa: E402
 from glassnet.layers import Activation, Dense, Input, Normalization  # noqa: E402
@@ -27,15 +28,6 @@ def edit_config(src, dst, edit):
     config = json.loads(parts["config.json"])
     edit(config)
     parts["config.json"] = json.dumps(config)
-    return write_zip(dst, parts)
-
-
-def edit_h5(src, dst, edit):
-    parts = members(src)
-    buf = io.BytesIO(parts["model.weights.h5"])
-    with h5py.File(buf, "a") as f:
-        edit(f)
-    parts["model.weights.h5"] = buf.getvalue()
     return write_zip(dst, parts)
 
 
