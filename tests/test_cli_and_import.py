@@ -130,3 +130,56 @@ def test_info_reads_keras_files(tmp_path):
     assert info.returncode == 0, info.stderr
     assert "Keras 3 model file" in info.stdout and '"keras_version": "3.15.1"' in info.stdout
     assert "standardize (Normalization)" in info.stdout
+
+
+@pytest.fixture
+def small_model_file(tmp_path):
+    import glassnet
+    model = glassnet.Sequential([glassnet.Input((3,)), glassnet.layers.Dense(1)])
+    model.save(tmp_path / "m.glassnet")
+    (tmp_path / "bad.onnx").write_bytes(b"garbage")
+    (tmp_path / "bad.safetensors").write_bytes(b"xx")
+    (tmp_path / "bad.glassnet").write_bytes(b"xx")
+    (tmp_path / "afile").write_text("not a folder")
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["info", "{d}/nonexist.glassnet"], "no such file"),
+    (["info", "{d}"], "is a folder"),
+    (["info", "{d}/bad.onnx"], "not a readable ONNX file"),
+    (["info", "{d}/bad.safetensors"], "truncated"),
+    (["info", "{d}/bad.glassnet"], "not a glassnet model file"),
+    (["export", "onnx", "{d}/m.glassnet", "{d}/m.glassnet"], "is the model file itself"),
+    (["export", "onnx", "{d}/m.glassnet", "{d}"], "is a folder"),
+    (["export", "onnx", "{d}/m.glassnet", "{d}/x.onnx", "--opset", "5"], "opset between 17"),
+    (["export", "onnx", "{d}/nope.glassnet", "{d}/x.onnx"], "no such model file"),
+    (["tutorial", "--out", "{d}/afile"], "is a file; give a folder"),
+    (["run", "{d}/m.glassnet"], "is an archive (a model file?), not a Python script"),
+])
+def test_bad_input_to_a_command_is_one_line_and_exit_status_2(small_model_file, capsys, argv, message):
+    """A missing, wrong or corrupt file is the user's mistake: one line naming it, exit 2 — not a traceback."""
+    from glassnet.cli import main
+    before = (small_model_file / "m.glassnet").read_bytes()
+    assert main([a.format(d=small_model_file) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (small_model_file / "m.glassnet").read_bytes() == before  # the model survives (export onto itself)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["tutorial", "--epochs", "0"], "must be a whole number >= 1"),
+    (["tutorial", "--epochs", "-1"], "must be a whole number >= 1"),
+    (["serve", "m.glassnet", "--port", "99999"], "a TCP port is 1 to 65535"),
+    (["serve", "m.glassnet", "--workers", "0"], "must be a whole number >= 1"),
+])
+def test_out_of_range_numbers_are_refused_by_the_parser(capsys, argv, message):
+    """``--port 99999`` printed a banner for :99999 while the server listened elsewhere; ``--epochs 0`` trained,
+    saved and then crashed plotting an empty history."""
+    from glassnet.cli import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    from glassnet.tutorial import main as tutorial
+    with pytest.raises(ValueError, match="epochs >= 1"):
+        tutorial(epochs=0)

@@ -6,11 +6,52 @@ import runpy
 import sys
 
 
+class UsageError(Exception):
+    """Bad input to a command: printed as one line ``glassnet <command>: <message>``, exit status 2."""
+
+
+def _user_errors(fn):
+    """Run command ``fn``; a problem with the user's files or arguments (a missing or unreadable file, a folder
+    where a file belongs, a file that is not what it claims, an output that exists) is one line on stderr and exit
+    status 2, not a traceback."""
+    import functools
+    import zipfile
+
+    @functools.wraps(fn)
+    def run(args):
+        try:
+            return fn(args)
+        except (UsageError, OSError, ValueError, zipfile.BadZipFile) as e:
+            what = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else e
+            print(f"glassnet {args.command}: {what}", file=sys.stderr)
+            return 2
+    return run
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+def _port(text):
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1 to 65535, got {text}")
+    return value
+
+
 def cmd_run(args):
+    import zipfile
     from .keras_import import install
     script = args.script
     if not os.path.isfile(script):
         print(f"glassnet run: no such script: {script}", file=sys.stderr)
+        return 2
+    if zipfile.is_zipfile(script):
+        print(f"glassnet run: {script} is an archive (a model file?), not a Python script. To look inside a model "
+              f"file: glassnet info {script}", file=sys.stderr)
         return 2
     install()
     if args.seed is not None:
@@ -22,8 +63,11 @@ def cmd_run(args):
     return 0
 
 
+@_user_errors
 def cmd_tutorial(args):
     from .tutorial import main
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a file; give a folder for the model, the plots and the history.")
     main(out=args.out, epochs=args.epochs, seed=args.seed, verbose=args.verbose)
     return 0
 
@@ -80,8 +124,18 @@ def cmd_serve(args):
         return 2
 
 
+@_user_errors
 def cmd_export(args):
     from .saving import load_model
+    if not os.path.isfile(args.model):
+        raise UsageError(f"no such model file: {args.model}")
+    if os.path.realpath(args.out) == os.path.realpath(args.model):
+        raise UsageError(f"the output {args.out} is the model file itself; give another name, e.g. "
+                         f"{os.path.splitext(args.model)[0]}.onnx")
+    if os.path.isdir(args.out):
+        raise UsageError(f"the output {args.out} is a folder; give a file name, e.g. {os.path.join(args.out, 'model.onnx')}")
+    if not args.out.lower().endswith(".onnx"):
+        print(f"glassnet export: note: {args.out} does not end in .onnx (written as ONNX anyway)", file=sys.stderr)
     model = load_model(args.model, compile=False)
     model.export_onnx(args.out, opset=args.opset)
     print(f"Wrote {args.out} (ONNX opset {args.opset}, dynamic batch) from {args.model}")
@@ -89,8 +143,16 @@ def cmd_export(args):
 
 
 def _info_onnx(path):
-    import onnx
-    proto = onnx.load(path)
+    try:
+        import onnx
+    except ImportError:
+        raise UsageError("reading ONNX files needs the onnx package: pip install 'glassnet[onnx]'") from None
+    try:
+        proto = onnx.load(path)
+    except OSError:
+        raise
+    except Exception as e:  # protobuf's DecodeError and friends: not an ONNX file
+        raise UsageError(f"{path} is not a readable ONNX file ({type(e).__name__}: {e}).") from None
 
     def describe(values):
         out = []
@@ -108,21 +170,27 @@ def _info_onnx(path):
         print(f"metadata {prop.key}: {prop.value}")
 
 
+@_user_errors
 def cmd_info(args):
     import zipfile
     from .saving import load_model, safetensors
     path = args.file
-    if path.endswith(".onnx"):
+    if not os.path.exists(path):
+        raise UsageError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a folder; give a model (.glassnet, .keras), weights (.safetensors) or ONNX file")
+    kind = path.lower()
+    if kind.endswith(".onnx"):
         _info_onnx(path)
         return 0
-    if path.endswith(".keras"):
+    if kind.endswith(".keras"):
         model = load_model(path, compile=False)
         with zipfile.ZipFile(path) as zf:
             meta = json.loads(zf.read("metadata.json")) if "metadata.json" in zf.namelist() else {}
         print(f"{path}: Keras 3 model file {json.dumps(meta)}")
         model.summary()
         return 0
-    if path.endswith(".safetensors"):
+    if kind.endswith(".safetensors"):
         with open(path, "rb") as f:
             tensors, meta = safetensors.loads(f.read(), path)
         print(f"{path}: {len(tensors)} tensors, metadata {meta}")
@@ -178,7 +246,7 @@ def main(argv=None):
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("tutorial", help="train the tutorial network on the bundled Pima data and save it")
     p.add_argument("--out", default="runs/tutorial")
-    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--epochs", type=_positive_int, default=100)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     p.set_defaults(fn=cmd_tutorial)
@@ -187,8 +255,8 @@ def main(argv=None):
                                    "<name>/<version>/model.glassnet. New versions are picked up without a restart.")
     p.add_argument("path", help="a model file, one model's folder of versions, or a repository of models")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all; default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+    p.add_argument("--port", type=_port, default=8501)
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes sharing the port (default 1)")
     p.add_argument("--model-name", default=None, help="name for a single model (default: the file or folder name)")
     p.add_argument("--version-policy", default="latest", help="latest | latest:N | all | specific:1,2")
     p.add_argument("--max-batch-size", type=int, default=64,

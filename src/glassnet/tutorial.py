@@ -50,6 +50,8 @@ def plot_history(history, path):
 
 
 def main(out="runs/tutorial", epochs=100, seed=1, verbose=2):
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"The tutorial trains for epochs >= 1 (a whole number), got {epochs!r}.")
     (x_train, y_train), (x_test, y_test) = pima.load_data()
     set_random_seed(seed)
     model = build_model(x_train)
