@@ -183,3 +183,33 @@ def test_out_of_range_numbers_are_refused_by_the_parser(capsys, argv, message):
     from glassnet.tutorial import main as tutorial
     with pytest.raises(ValueError, match="epochs >= 1"):
         tutorial(epochs=0)
+
+
+def test_run_resolves_keras_in_processes_the_script_spawns(tmp_path):
+    """Processes started with multiprocessing's spawn method do not inherit the import hook; before, they imported
+    the real Keras (no backend here) and the pool hung. They inherit sys.path, where glassnet run puts stand-ins."""
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import multiprocessing as mp\n"
+        "import numpy as np\n"
+        "from keras.models import Sequential\n"
+        "from keras.layers import Dense\n"
+        "from tensorflow import keras as tfk\n\n"
+        "def work(n):\n"
+        "    import keras\n"
+        "    model = Sequential([keras.Input((3,)), Dense(2)])\n"
+        "    return type(model).__module__, model.predict(np.ones((n, 3)), verbose=0).shape, tfk.__name__\n\n"
+        "if __name__ == '__main__':\n"
+        "    with mp.get_context('spawn').Pool(2) as pool:\n"
+        "        print(pool.map(work, [1, 2]))\n")
+    result = subprocess.run([sys.executable, "-m", "glassnet", "run", str(script)], capture_output=True, text=True,
+                            env=ENV, timeout=180, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == ("[('glassnet.models.sequential', (1, 2), 'glassnet.keras'), "
+                                     "('glassnet.models.sequential', (2, 2), 'glassnet.keras')]"), result.stdout
+    import importlib
+    from glassnet.keras_import import KerasFinder
+    hooked = any(isinstance(f, KerasFinder) for f in sys.meta_path)
+    stand_in = importlib.import_module("glassnet._run_shim.keras")  # under its package name it stays inert:
+    assert sys.modules.get("keras") is not stand_in  # no module replaced, no hook installed
+    assert any(isinstance(f, KerasFinder) for f in sys.meta_path) == hooked

@@ -53,12 +53,12 @@ def cmd_run(args):
         print(f"glassnet run: {script} is an archive (a model file?), not a Python script. To look inside a model "
               f"file: glassnet info {script}", file=sys.stderr)
         return 2
-    install()
     if args.seed is not None:
         from .utils import set_random_seed
         set_random_seed(args.seed)
     sys.argv = [script] + list(args.args)
     sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
+    install(spawned_too=True)  # (first on sys.path, before the script's folder: keras resolves to glassnet there too)
     runpy.run_path(script, run_name="__main__")
     return 0
 

@@ -49,9 +49,33 @@ class KerasFinder(importlib.abc.MetaPathFinder):
         return None
 
 
-def install():
-    """Put the finder first on sys.meta_path (a real keras/tensorflow installed later is shadowed)."""
+def install(spawned_too=False):
+    """Put the finder first on sys.meta_path (a real keras/tensorflow installed later is shadowed). With
+    ``spawned_too``, also put glassnet._run_shim first on sys.path, so that processes started with
+    multiprocessing's spawn method (which inherit sys.path, not the finder) resolve keras the same way."""
     if not any(isinstance(f, KerasFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, KerasFinder())
         for name in [n for n in sys.modules if n == "keras" or n.startswith(("keras.", "tensorflow"))]:
             del sys.modules[name]
+    if spawned_too and SHIM_PATH not in sys.path:
+        sys.path.insert(0, SHIM_PATH)
+
+
+SHIM_PATH = __import__("os").path.join(__import__("os").path.dirname(__file__), "_run_shim")
+
+
+def _become(name):
+    """Called by the stand-in package ``name`` (keras, tensorflow, tf_keras) of glassnet._run_shim while it is being
+    imported: install the hook and put what it resolves ``name`` to in the stand-in's place in ``sys.modules``
+    (the import statement then returns that). Imported under another name (as glassnet._run_shim.keras), it does
+    nothing."""
+    if name not in ("keras", "tensorflow", "tf_keras"):
+        return
+    install()
+    stand_in = sys.modules.pop(name, None)
+    try:
+        sys.modules[name] = importlib.import_module(name)
+    except BaseException:
+        if stand_in is not None:
+            sys.modules[name] = stand_in
+        raise
