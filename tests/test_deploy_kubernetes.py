@@ -121,3 +121,104 @@ def test_cli_and_defaults(tmp_path):
     assert "serving.kserve.io/autoscalerClass" not in isvc["metadata"]["annotations"]
     assert main(["deploy", "kubernetes", str(tmp_path / "pima.glassnet"), "--out", str(tmp_path / "k2"),
                  "--min-replicas", "5", "--max-replicas", "2"]) == 2
+
+
+# --- names, option checks, Serverless scale-to-zero --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("k8s-model")
+    tutorial_model(str(tmp / "pima.glassnet"))
+    return tmp / "pima.glassnet"
+
+
+def _cli(capsys, *argv):
+    from glassnet.deploy.cli import main
+    rc = main(["deploy", "kubernetes", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_names_from_a_repository_are_valid_kubernetes_and_docker_names(model_file, tmp_path, capsys):
+    import shutil
+    (tmp_path / "repo" / "My_Model" / "1").mkdir(parents=True)
+    shutil.copyfile(model_file, tmp_path / "repo" / "My_Model" / "1" / "model.glassnet")
+    rc, out, _ = _cli(capsys, tmp_path / "repo", "--out", tmp_path / "k")
+    assert rc == 0 and "'my-model'" in out and "'My_Model'" in out
+    for key in ("deployment", "service", "hpa", "pdb"):
+        doc = _load(tmp_path / "k" / f"{key}.yaml")
+        assert doc["metadata"]["name"] == "my-model"
+        validate.kubernetes(doc)
+    isvc = _load(tmp_path / "k" / "kserve" / "inferenceservice.yaml")
+    assert isvc["metadata"]["name"] == "my-model"
+    validate.kserve(isvc)
+    image = _load(tmp_path / "k" / "deployment.yaml")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("glassnet-my-model:")
+    # served under the folder's name
+    assert sorted(p.name for p in (tmp_path / "k" / "docker" / "models").iterdir()) == ["My_Model"]
+    assert "/v1/models/My_Model:predict" in (tmp_path / "k" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cpu-target", "-5"], "--cpu-target -5"), (["--cpu-target", "0"], "from 1 to 100"),
+    (["--cpu-target", "101"], "from 1 to 100"), (["--workers", "0"], "--workers 0"),
+    (["--cpu-request", "lots"], "--cpu-request 'lots' is not a Kubernetes quantity"),
+    (["--memory-limit", "1 GB"], "--memory-limit '1 GB' is not a Kubernetes quantity"),
+    (["--memory-request=-1Gi"], "more than zero"), (["--cpu-limit", "1.5 cores"], "not a Kubernetes quantity"),
+    (["--cpu-request", "2"], "--cpu-request 2 is more than --cpu-limit 1"),
+    (["--memory-request", "1Gi", "--memory-limit", "512Mi"], "more than --memory-limit"),
+    (["--namespace", "Bad_NS"], "--namespace 'Bad_NS' is not a valid namespace name"),
+    (["--namespace", "a" * 64], "at most 63"),
+    (["--model-pvc", "Bad PVC"], "--model-pvc 'Bad PVC' is not a valid PersistentVolumeClaim name"),
+    (["--api-key-secret", "x y"], "--api-key-secret 'x y' is not a valid Secret name"),
+    (["--min-replicas", "0"], "needs --kserve-mode Serverless"), (["--max-replicas", "0"], "at least 1"),
+    (["--kserve-mode", "Serverless", "--min-replicas", "-1"], "0 <= --min-replicas"),
+    (["--concurrency-target", "5"], "needs --kserve-mode Serverless"),
+    (["--serve-arg=--port", "--serve-arg=9000"], "--port"), (["--serve-arg=--bogus"], "--bogus"),
+    (["--image", "Registry/My Image"], "not a valid Docker image reference"),
+])
+def test_bad_options_are_refused_before_anything_is_written(model_file, tmp_path, capsys, args, message):
+    rc, out, err = _cli(capsys, model_file, "--out", tmp_path / "k", *args)
+    assert rc == 2 and message in err, err
+    assert err.startswith("glassnet deploy kubernetes: ") and len(err.strip().splitlines()) == 1
+    assert not out and not (tmp_path / "k").exists()
+
+
+def test_quantities_and_memory_defaults(model_file, tmp_path, capsys):
+    assert kubernetes.quantity("250m", "x") == kubernetes.quantity("0.25", "x")
+    assert kubernetes.quantity("1Gi", "x") == 2 ** 30 and kubernetes.quantity("1e3", "x") == 1000
+    rc, _, err = _cli(capsys, model_file, "--out", tmp_path / "k", "--memory-request", "1.5Gi", "--cpu-request", "500m",
+                      "--cpu-limit", "2", "--namespace", "ml-serving", "--model-pvc", "pima.models",
+                      "--api-key-secret", "pima-api-key")
+    assert rc == 0, err
+    dep = _load(tmp_path / "k" / "deployment.yaml")
+    validate.kubernetes(dep)
+    res = dep["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["requests"] == {"cpu": "500m", "memory": "1.5Gi"}
+    assert kubernetes.quantity(res["limits"]["memory"], "x") == 3 * 2 ** 30, "the limit defaults to twice the request"
+
+
+def test_serverless_scales_to_zero_on_concurrency(model_file, tmp_path, capsys):
+    rc, _, err = _cli(capsys, model_file, "--out", tmp_path / "k", "--kserve-mode", "Serverless", "--min-replicas", "0",
+                      "--concurrency-target", "8")
+    assert rc == 0, err
+    isvc = _load(tmp_path / "k" / "kserve" / "inferenceservice.yaml")
+    validate.kserve(isvc)
+    pred = isvc["spec"]["predictor"]
+    assert pred["minReplicas"] == 0 and pred["scaleMetric"] == "concurrency" and pred["scaleTarget"] == 8
+    assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "Serverless"}
+    # the HPA path cannot go to zero: the plain manifests keep one replica and stay valid
+    hpa, dep = _load(tmp_path / "k" / "hpa.yaml"), _load(tmp_path / "k" / "deployment.yaml")
+    assert hpa["spec"]["minReplicas"] == 1 and dep["spec"]["replicas"] == 1
+    validate.kubernetes(hpa)
+    validate.kubernetes(dep)
+    validate.kubernetes(_load(tmp_path / "k" / "pdb.yaml"))
+    assert "down to zero" in (tmp_path / "k" / "README.md").read_text()
+    # without a target, Knative's default applies; RawDeployment stays on CPU through the HPA
+    rc, _, _ = _cli(capsys, model_file, "--out", tmp_path / "k2", "--kserve-mode", "Serverless")
+    pred = _load(tmp_path / "k2" / "kserve" / "inferenceservice.yaml")["spec"]["predictor"]
+    assert rc == 0 and pred["scaleMetric"] == "concurrency" and "scaleTarget" not in pred and pred["minReplicas"] == 2
+    rc, _, _ = _cli(capsys, model_file, "--out", tmp_path / "k3", "--cpu-target", "60")
+    isvc = _load(tmp_path / "k3" / "kserve" / "inferenceservice.yaml")
+    assert rc == 0 and isvc["spec"]["predictor"]["scaleMetric"] == "cpu" and isvc["spec"]["predictor"]["scaleTarget"] == 60
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "hpa"

@@ -194,3 +194,79 @@ def test_zip_package_is_built_under_the_limit_and_runs(served, tmp_path):
     r = json.loads(res.stdout.strip().splitlines()[-1])
     assert r["statusCode"] == 200
     np.testing.assert_allclose(json.loads(r["body"])["predictions"], model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_no_zip_output_is_consistent(served, tmp_path, capsys):
+    """--no-zip: no pip run, so the container's pins must fit the runtime, and nothing refers to a zip."""
+    _, _, _, tmp = served
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "glassnet-lambda.zip").write_bytes(b"stale zip from an earlier run")
+    from glassnet.deploy.cli import main
+    assert main(["deploy", "lambda", str(tmp / "pima.glassnet"), "--out", str(out), "--python", "3.10",
+                 "--no-zip"]) == 0
+    printed = capsys.readouterr().out
+    assert "no zip" in printed and "MB zipped" not in printed
+    assert not (out / "glassnet-lambda.zip").exists()
+    info = json.loads((out / "build-info.json").read_text())
+    assert "zip" not in info and "zipped_bytes" not in info
+    lines = [ln for ln in (out / "container" / "requirements.txt").read_text().splitlines()
+             if ln and not ln.startswith("#")]
+    assert {ln.split("=")[0].split(">")[0] for ln in lines} == {"numpy", "orjson", "prometheus-client"}
+    import importlib.metadata as metadata
+    numpy_line = next(ln for ln in lines if ln.startswith("numpy"))
+    numpy_requires = metadata.metadata("numpy").get("Requires-Python") or ""
+    if not aws_lambda._requires_python_ok(numpy_requires, "3.10"):
+        assert "==" not in numpy_line, f"numpy {metadata.version('numpy')} needs Python {numpy_requires}"
+    for ln in [ln for ln in lines if "==" in ln]:  # every pin left has a wheel for python3.10 on Lambda's glibc
+        assert aws_lambda.pin_fits_runtime(ln, "3.10", "x86_64") is None, ln
+    readme = (out / "README.md").read_text()
+    assert "glassnet-lambda.zip" not in readme and "zipped" not in readme and "--zip-file" not in readme
+    assert "--package-type Image" in readme and "python3.10" in readme
+    # the same model with the python3.12 runtime keeps the pins (they were tested here)
+    aws_lambda.generate(tmp / "pima.glassnet", tmp_path / "out312", python_version="3.12", build_zip=False,
+                        check_model=False)
+    reqs312 = (tmp_path / "out312" / "container" / "requirements.txt").read_text()
+    assert f"numpy=={metadata.version('numpy')}" in reqs312
+
+
+@pytest.mark.parametrize("spec,version,ok", [(">=3.11", "3.10", False), (">=3.11", "3.12", True),
+                                             (">=3.9,<3.12", "3.12", False), ("!=3.10.*", "3.10", False),
+                                             ("~=3.10", "3.13", True), ("", "3.10", True)])
+def test_requires_python_check(spec, version, ok):
+    assert aws_lambda._requires_python_ok(spec, version) is ok
+
+
+def test_container_context_is_world_readable_under_a_strict_umask(served, tmp_path):
+    _, _, _, tmp = served
+    old = os.umask(0o077)
+    try:
+        aws_lambda.generate(tmp / "pima.glassnet", tmp_path / "out", build_zip=False, check_model=False)
+    finally:
+        os.umask(old)
+    container = tmp_path / "out" / "container"
+    for folder in [container / "models", container / "models" / "pima", container / "models" / "pima" / "1",
+                   container / "wheels"]:
+        assert os.stat(folder).st_mode & 0o777 == 0o755, folder
+    for f in [container / "models" / "pima" / "1" / "model.glassnet", *(container / "wheels").iterdir(),
+              container / "requirements.txt", container / "Dockerfile"]:
+        assert os.stat(f).st_mode & 0o777 == 0o644, f
+
+
+def test_the_limit_is_awss_250_mb_everywhere():
+    assert aws_lambda.UNZIPPED_LIMIT == 262_144_000 and aws_lambda.UNZIPPED_LIMIT / aws_lambda.MiB == 250
+
+
+@pytest.mark.skipif(os.environ.get("GLASSNET_OFFLINE") == "1", reason="needs PyPI (GLASSNET_OFFLINE=1)")
+def test_cli_and_readme_state_the_same_limit(served, tmp_path, capsys):
+    _, _, _, tmp = served
+    from glassnet.deploy.cli import main
+    out = tmp_path / "lambda out"
+    assert main(["deploy", "lambda", str(tmp / "pima.glassnet"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Lambda's limit: 250 MiB" in printed and "262" not in printed
+    readme = (out / "README.md").read_text()
+    assert "Lambda's limit: 250 MiB" in readme and "262" not in readme
+    info = json.loads((out / "build-info.json").read_text())
+    assert f"{info['unzipped_bytes'] / aws_lambda.MiB:.1f} MiB unzipped" in printed
+    assert f"{info['unzipped_bytes'] / aws_lambda.MiB:.1f} MiB unzipped" in readme

@@ -234,25 +234,8 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="glassnet", description="Keras-compatible neural networks on NumPy.")
-    parser.add_argument("--version", action=_Version, help="print the versions, whether the compiled kernels are in "
-                                                            "use and whether convnet batches split, then exit")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="run a Keras script unchanged, with its keras imports resolved to glassnet")
-    p.add_argument("--seed", type=int, default=None, help="seed every random source first (reproducible runs)")
-    p.add_argument("script")
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    p.set_defaults(fn=cmd_run)
-    p = sub.add_parser("tutorial", help="train the tutorial network on the bundled Pima data and save it")
-    p.add_argument("--out", default="runs/tutorial")
-    p.add_argument("--epochs", type=_positive_int, default=100)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
-    p.set_defaults(fn=cmd_tutorial)
-    p = sub.add_parser("serve", help="serve models over HTTP: TensorFlow Serving REST + Open Inference Protocol (V2)",
-                       description="Serve a model file (.glassnet/.keras) or a model repository laid out as "
-                                   "<name>/<version>/model.glassnet. New versions are picked up without a restart.")
+def add_serve_arguments(p):
+    """The options of ``glassnet serve`` on parser ``p`` (also used by ``glassnet deploy`` to check --serve-arg)."""
     p.add_argument("path", help="a model file, one model's folder of versions, or a repository of models")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all; default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8501)
@@ -279,6 +262,28 @@ def main(argv=None):
     p.add_argument("--http", default="auto", choices=("auto", "httptools", "h11"),
                    help="uvicorn's HTTP/1.1 parser: httptools (C, the default when installed) or h11 (pure Python)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="glassnet", description="Keras-compatible neural networks on NumPy.")
+    parser.add_argument("--version", action=_Version, help="print the versions, whether the compiled kernels are in "
+                                                            "use and whether convnet batches split, then exit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run a Keras script unchanged, with its keras imports resolved to glassnet")
+    p.add_argument("--seed", type=int, default=None, help="seed every random source first (reproducible runs)")
+    p.add_argument("script")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("tutorial", help="train the tutorial network on the bundled Pima data and save it")
+    p.add_argument("--out", default="runs/tutorial")
+    p.add_argument("--epochs", type=_positive_int, default=100)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    p.set_defaults(fn=cmd_tutorial)
+    p = sub.add_parser("serve", help="serve models over HTTP: TensorFlow Serving REST + Open Inference Protocol (V2)",
+                       description="Serve a model file (.glassnet/.keras) or a model repository laid out as "
+                                   "<name>/<version>/model.glassnet. New versions are picked up without a restart.")
+    add_serve_arguments(p)
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("export", help="convert a model file to another format")
     p.add_argument("format", choices=["onnx"])

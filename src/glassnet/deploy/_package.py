@@ -15,6 +15,7 @@ import importlib.metadata as metadata
 import os
 import re
 import shutil
+import tempfile
 import zipfile
 
 MODEL_SUFFIXES = (".glassnet", ".keras")
@@ -56,14 +57,8 @@ def _check_model_file(path):
                          "Pass a .glassnet or .keras file saved with model.save().") from None
 
 
-def stage_models(model, out_dir, name=None, check=True):
-    """Copy MODEL into ``out_dir/models`` laid out as ``<name>/<version>/model.<ext>``; returns the names.
-
-    MODEL is a ``.glassnet``/``.keras`` file (served as version 1), one model's folder of numbered
-    versions, or a repository of such folders.
-    """
-    model = os.fspath(model)
-    dest = os.path.join(out_dir, "models")
+def _stage(model, dest, name, check):
+    """Copy MODEL into the (new, empty) folder ``dest``; returns the served names."""
     if os.path.isfile(model):
         if not model.endswith(MODEL_SUFFIXES):
             raise ValueError(f"{model} is not a model file: pass a .glassnet or .keras file (or a folder laid out "
@@ -78,6 +73,8 @@ def stage_models(model, out_dir, name=None, check=True):
     if not os.path.isdir(model):
         raise FileNotFoundError(f"No model file or repository at {model}.")
     entries = sorted(e for e in os.listdir(model) if os.path.isdir(os.path.join(model, e)))
+    # one model's folder of versions gets a name; a repository's folders keep theirs: they are the
+    # served names (the URL paths), exactly as `glassnet serve` would serve the repository
     layout = {model_name(model, name): model} if entries and all(e.isdigit() for e in entries) else \
         {e: os.path.join(model, e) for e in entries}
     names = []
@@ -96,6 +93,73 @@ def stage_models(model, out_dir, name=None, check=True):
     if not names:
         raise ValueError(f"{model} holds no model versions: lay it out as <name>/<version>/model.glassnet.")
     return names
+
+
+def make_readable(path):
+    """Files 0644, folders 0755 under ``path`` (and ``path``): whatever the umask, the image's non-root
+    user can read what ``COPY`` puts in it (COPY keeps the build context's modes)."""
+    if os.path.isfile(path):
+        os.chmod(path, 0o644)
+        return path
+    os.chmod(path, 0o755)
+    for folder, dirs, files in os.walk(path):
+        for d in dirs:
+            os.chmod(os.path.join(folder, d), 0o755)
+        for f in files:
+            full = os.path.join(folder, f)
+            if not os.path.islink(full):
+                os.chmod(full, 0o644)
+    return path
+
+
+def prepare_out(out, what="--out"):
+    """Create the output folder; a clear error (not FileExistsError) when the path is a file."""
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"{what} {out} is a file, not a folder: pass a folder to write into (it is created if "
+                         "missing).")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def stage_models(model, out_dir, name=None, check=True):
+    """Copy MODEL into ``out_dir/models`` laid out as ``<name>/<version>/model.<ext>``; returns the names.
+
+    MODEL is a ``.glassnet``/``.keras`` file (served as version 1), one model's folder of numbered
+    versions, or a repository of such folders. ``out_dir/models`` is the generator's own: it is
+    replaced, so a re-run with another model does not leave the previous one in the image. The models
+    are staged in a new folder first (the old one stays if MODEL is refused, and MODEL may lie inside
+    it), then swapped in; files end up 0644 and folders 0755.
+    """
+    model = os.fspath(model)
+    out_dir = prepare_out(out_dir)
+    dest = os.path.join(out_dir, "models")
+    staging = tempfile.mkdtemp(prefix=".models-", dir=out_dir)
+    try:
+        names = _stage(model, staging, name, check)
+        make_readable(staging)
+        if os.path.islink(dest) or os.path.isfile(dest):
+            os.remove(dest)
+        elif os.path.isdir(dest):
+            shutil.rmtree(dest)
+        os.rename(staging, dest)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+    return names
+
+
+def app_name(model, names, name=None):
+    """The name of the deployment (Kubernetes objects, image, Lambda function) as a DNS-1123 label.
+
+    One model: its served name, made valid (``My_Model`` -> ``my-model``); several: ``--name`` or the
+    repository folder's name. The served names (URL paths) are not changed.
+    """
+    if name:
+        return model_name("", name)
+    if len(names) == 1:
+        return model_name("", names[0])
+    return model_name(os.path.abspath(os.fspath(model)))
 
 
 def _declared_serve_extra():
@@ -241,3 +305,85 @@ def write(path, text, mode=0o644):
         f.write(text)
     os.chmod(path, mode)
     return path
+
+
+# --- what a Docker image reference and `glassnet serve`'s arguments may be ------------------------------
+
+# Docker's reference grammar (github.com/distribution/reference): [domain[:port]/]path[/path...][:tag][@digest]
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*(?::[0-9]+)?"
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH}(?:/{_PATH})*(?::[\w][\w.-]{{0,127}})?"
+                    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$")
+
+
+def check_image(image, what="--image"):
+    """Refuse what Docker would not take as an image reference (``bad image``, ``My_Image:1``)."""
+    name = image.split("@")[0].rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image.split("@")[0]
+    if not _IMAGE.match(image) or len(name) > 255:
+        raise ValueError(f"{what} {image!r} is not a valid Docker image reference: use [registry/]name[:tag] with "
+                         "a lowercase name (letters, digits, '.', '_', '-' between them), e.g. "
+                         "registry.example.com/team/my-model:1.")
+    return image
+
+
+def image_tag(version):
+    """A version as a Docker tag (``0.1.0+local`` -> ``0.1.0-local``)."""
+    tag = re.sub(r"[^\w.-]", "-", version)[:128]
+    return tag if re.match(r"\w", tag) else "v" + tag[:127]
+
+
+class _ServeArgsRefused(Exception):
+    pass
+
+
+def _serve_parser():
+    """The real ``glassnet serve`` options (glassnet.cli.add_serve_arguments) on a parser that raises
+    ``_ServeArgsRefused`` instead of printing and exiting."""
+    import argparse
+
+    from ..cli import add_serve_arguments
+
+    class Refusing(argparse.ArgumentParser):
+        def error(self, message):
+            raise _ServeArgsRefused(message)
+
+        def exit(self, status=0, message=None):
+            raise _ServeArgsRefused(message or "")
+
+        def print_help(self, file=None):
+            raise _ServeArgsRefused("-h/--help would only print the help")
+
+    parser = Refusing(prog="glassnet serve")
+    add_serve_arguments(parser)
+    return parser
+
+
+_UNSET = object()
+OWNED_SERVE_ARGS = ("host", "port")  # the generators set these: the container port, probes and Service use them
+
+
+def check_serve_args(serve_args, port):
+    """Refuse ``--serve-arg`` values ``glassnet serve`` would reject, and ``--host``/``--port`` (ours).
+
+    They are parsed by the real ``glassnet serve`` parser, so unknown flags, missing values, bad types
+    and bad choices fail here rather than when the container starts.
+    """
+    serve_args = [str(a) for a in serve_args]
+    if not serve_args:
+        return []
+    import argparse
+    parser = _serve_parser()
+    namespace = argparse.Namespace(**{k: _UNSET for k in OWNED_SERVE_ARGS})
+    try:
+        parsed = parser.parse_args(["/models", *serve_args], namespace)
+    except _ServeArgsRefused as e:
+        raise ValueError(f"--serve-arg {' '.join(serve_args)}: `glassnet serve` would refuse it ({e}); see "
+                         "`glassnet serve --help` for its options, one --serve-arg per word "
+                         "(--serve-arg=--workers --serve-arg=2).") from None
+    owned = [k for k in OWNED_SERVE_ARGS if getattr(parsed, k) is not _UNSET]
+    if owned:
+        flags = " and ".join(f"--{k}" for k in owned)
+        raise ValueError(f"--serve-arg {flags}: the generator sets the server's --host 0.0.0.0 and --port {port} (8080 "
+                         "under KServe), which the container port, health checks and Service use; leave it out of "
+                         "--serve-arg.")
+    return serve_args

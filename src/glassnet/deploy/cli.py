@@ -3,7 +3,22 @@
 ``glassnet.cli`` registers it with :func:`add_deploy_parser`; ``python -m glassnet.deploy.cli`` runs it alone.
 """
 import argparse
+import os
+import shlex
 import sys
+
+q = shlex.quote
+
+
+def _derived(info):
+    """A line saying which deployment name was derived from the served model name, when they differ."""
+    models = info["models"]
+    if len(models) == 1 and info["app"] == models[0]:
+        return None
+    served = ", ".join(repr(m) for m in models)
+    return (f"  name {info['app']!r} (Kubernetes objects and the default image; lowercase letters, digits and '-') "
+            f"derived from {'the repository folder' if len(models) > 1 else 'the model name'}; "
+            f"served as {served} (/v1/models/{models[0]}:predict).")
 
 
 def _docker(args):
@@ -11,8 +26,11 @@ def _docker(args):
     info = docker.generate(args.model, args.out, name=args.name, image=args.image, base_image=args.base_image,
                            mount=args.mount_models, serve_args=args.serve_arg or ())
     print(f"Wrote a Docker build context to {args.out} (image {info['image']}, models {info['models']}).")
-    print(f"  docker build -t {info['image']} {args.out}")
-    print(f"  docker run --rm -p {info['port']}:{info['port']} {info['image']}")
+    if _derived(info):
+        print(_derived(info))
+    mount = f" -v {q(os.path.abspath(os.path.join(args.out, 'models')) + ':/models:ro')}" if info["mount"] else ""
+    print(f"  docker build -t {q(info['image'])} {q(args.out)}")
+    print(f"  docker run --rm -p {info['port']}:{info['port']}{mount} {q(info['image'])}")
     return 0
 
 
@@ -24,11 +42,14 @@ def _kubernetes(args):
                                memory_request=args.memory_request, memory_limit=args.memory_limit,
                                model_pvc=args.model_pvc, api_key_secret=args.api_key_secret, workers=args.workers,
                                kserve_mode=args.kserve_mode, base_image=args.base_image,
-                               serve_args=args.serve_arg or ())
+                               serve_args=args.serve_arg or (), concurrency_target=args.concurrency_target)
     print(f"Wrote Kubernetes {kubernetes.K8S_VERSION} manifests and a KServe InferenceService to {args.out} "
-          f"(image {info['image']}; its build context is in {args.out}/docker).")
-    print(f"  docker build -t {info['image']} {args.out}/docker && docker push {info['image']}")
-    print(f"  kubectl apply -k {args.out}      # or: kubectl apply -f {args.out}/kserve/inferenceservice.yaml")
+          f"(image {info['image']}; its build context is in {os.path.join(args.out, 'docker')}).")
+    if _derived(info):
+        print(_derived(info))
+    print(f"  docker build -t {q(info['image'])} {q(os.path.join(args.out, 'docker'))} && docker push {q(info['image'])}")
+    print(f"  kubectl apply -k {q(args.out)}      # or: kubectl apply -f "
+          f"{q(os.path.join(args.out, 'kserve', 'inferenceservice.yaml'))}")
     return 0
 
 
@@ -36,21 +57,32 @@ def _lambda(args):
     from . import aws_lambda
     info = aws_lambda.generate(args.model, args.out, name=args.name, python_version=args.python,
                                arch=args.arch, build_zip=not args.no_zip)
+    MiB = aws_lambda.MiB
     if "zip" in info:
-        print(f"Wrote {info['zip']}: {info['zipped_bytes'] / 1e6:.1f} MB zipped, {info['unzipped_bytes'] / 1e6:.1f} MB "
-              f"unzipped (Lambda's limit: {aws_lambda.UNZIPPED_LIMIT / 1e6:.0f} MB), for {info['runtime']} "
-              f"{info['architecture']}; handler {info['handler']}.")
-    print(f"The container-image variant is in {args.out}/container; commands in {args.out}/README.md.")
+        print(f"Wrote {info['zip']}: {info['zipped_bytes'] / MiB:.1f} MiB zipped, {info['unzipped_bytes'] / MiB:.1f} "
+              f"MiB unzipped (Lambda's limit: {aws_lambda.UNZIPPED_LIMIT / MiB:.0f} MiB unzipped, AWS's \"250 MB\"), "
+              f"for {info['runtime']} {info['architecture']}; handler {info['handler']}.")
+    else:
+        print(f"--no-zip: no zip package; the function is the container image in "
+              f"{os.path.join(args.out, 'container')} (for {info['runtime']} {info['architecture']}).")
+    if _derived(info):
+        print(_derived(info).replace("Kubernetes objects and the default image", "function, role and image"))
+    print(f"The container-image variant is in {os.path.join(args.out, 'container')}; commands in "
+          f"{os.path.join(args.out, 'README.md')}.")
     return 0
 
 
 def _safe(fn):
-    """Refusals (bad model, bad options, pip failures) print one line and exit 2, not a traceback."""
+    """Refusals (bad model, bad options, unusable --out, pip failures) print one line and exit 2, not a traceback."""
     def run_safely(args):
         try:
             return fn(args)
-        except (ValueError, FileNotFoundError, RuntimeError) as e:
+        except (ValueError, RuntimeError) as e:
             print(f"glassnet deploy {args.target}: {e}", file=sys.stderr)
+            return 2
+        except OSError as e:  # FileNotFoundError (our own messages), FileExistsError, PermissionError, ...
+            msg = f"{e.strerror}: {e.filename}" if e.filename and e.strerror else str(e)
+            print(f"glassnet deploy {args.target}: {msg}. Check the model path and --out.", file=sys.stderr)
             return 2
     return run_safely
 
@@ -86,9 +118,10 @@ def add_deploy_parser(subparsers):
     common(k)
     image_opts(k)
     k.add_argument("--namespace", default=None)
-    k.add_argument("--min-replicas", type=int, default=2)
+    k.add_argument("--min-replicas", type=int, default=2, help="default 2; 0 (scale to zero) with --kserve-mode "
+                                                                   "Serverless only")
     k.add_argument("--max-replicas", type=int, default=10)
-    k.add_argument("--cpu-target", type=int, default=70, help="HPA target CPU utilisation, percent")
+    k.add_argument("--cpu-target", type=int, default=70, help="HPA target CPU utilisation, percent (1-100)")
     k.add_argument("--cpu-request", default="250m")
     k.add_argument("--cpu-limit", default="1")
     k.add_argument("--memory-request", default=None, help="default: from the model size, at least 256Mi")
@@ -98,7 +131,11 @@ def add_deploy_parser(subparsers):
                    help="serve the models from this PersistentVolumeClaim (mounted read-only at /models)")
     k.add_argument("--api-key-secret", default=None, metavar="SECRET",
                    help="require an API key, read from this Secret's key 'api-key'")
-    k.add_argument("--kserve-mode", default="RawDeployment", choices=["RawDeployment", "Serverless"])
+    k.add_argument("--kserve-mode", default="RawDeployment", choices=["RawDeployment", "Serverless"],
+                   help="RawDeployment (default): the InferenceService scales on CPU with an HPA, no Knative. "
+                        "Serverless: Knative's autoscaler on concurrency, --min-replicas 0 allowed (scale to zero)")
+    k.add_argument("--concurrency-target", type=int, default=None, metavar="N",
+                   help="Serverless only: in-flight requests per replica Knative scales at (default: Knative's)")
     k.set_defaults(fn=_safe(_kubernetes))
 
     lam = sub.add_parser("lambda", help="an AWS Lambda zip package (and container image) with the handler")
