@@ -1145,3 +1145,46 @@ def test_fit_validation_steps_and_callbacks_see_validation(pima_standardized):
     assert history.history["val_loss"][0] == pytest.approx(model.evaluate(xt[:64], yt[:64], verbose=0)[0])
     with pytest.raises(ValueError, match="validation_freq"):
         model.fit(x, y, epochs=1, verbose=0, validation_freq=0)
+
+
+@pytest.mark.parametrize("make,calls,expected", [
+    # 1-D batches: one value per sample (a batch was averaged into one value and counted once; weights crashed)
+    (lambda: BinaryAccuracy(), [([1., 0, 1, 1], [.9, .8, .7, .6]), ([1., 0], [.9, .1])], 5 / 6),
+    (lambda: BinaryAccuracy(), [([1., 0], [.9, .8], [1., 3.])], 1 / 4),
+    # (n, 1) sample weights for per-sample values (the weight's shape was padded by a negative count)
+    (lambda: CategoricalAccuracy(), [([[0, 1, 0], [1, 0, 0.]], [[.1, .8, .1], [.2, .7, .1]], [[1.], [3.]])], 1 / 4),
+    (lambda: Precision(class_id=1), [([[0, 1, 0], [1, 0, 0.]], [[.1, .8, .1], [.2, .7, .1]], [[1.], [3.]])], 1 / 4),
+    # top_k: each of the k kept scores is a positive (Keras's threshold is -inf then), exactly k per row
+    (lambda: Precision(top_k=1), [([[0, 1, 0, 0.]], [[.1, .3, .2, .15]])], 1.0),
+    (lambda: Recall(top_k=1), [([[0, 1, 0, 0.]], [[.1, .3, .2, .15]])], 1.0),
+    (lambda: Precision(top_k=1), [([[0, 1, 0, 0.]], [[.9, .9, .2, .1]])], 0.0),  # a tie: the lower index is kept
+    (lambda: Precision(top_k=2), [([[0, 1, 0, 1.], [1, 0, 0, 0]], [[.9, .9, .9, .1], [.5, .5, .2, .3]])], 0.5),
+    # AUC clips scores to [0, 1] (a linear output's -0.5 and 1.5 fell off the curve's ends)
+    (lambda: AUC(), [([0, 1, 0, 1.], [-.5, 1.5, .2, .8])], 1.0),
+    (lambda: AUC(curve="PR"), [([0, 1, 0, 1.], [-.5, 1.5, .2, .8])], 1.0),
+    # any nonzero label is a positive
+    (lambda: Precision(), [([.3, 0, 1, .7], [.9, .9, .9, .2])], 2 / 3),
+    (lambda: Recall(), [([.3, 0, 1, .7], [.9, .9, .9, .2])], 2 / 3),
+], ids=["binary_1d", "binary_1d_weighted", "categorical_n1_weights", "precision_class_id_n1_weights",
+        "precision_top_k", "recall_top_k", "precision_top_k_tie", "precision_top_2", "auc_clipped", "auc_pr_clipped",
+        "precision_soft_labels", "recall_soft_labels"])
+def test_metrics_agree_with_keras_3_on_shapes_weights_top_k_and_ranges(make, calls, expected):
+    """Values worked out by hand, and equal to Keras 3.15's for the same calls."""
+    metric = make()
+    for call in calls:
+        metric.update_state(*[np.asarray(a) for a in call])
+    assert metric.result() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_metrics_take_n_by_1_sample_weights_in_evaluate():
+    x = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32)
+    y = np.array([0, 1, 1, 0], np.float32)
+    model = Sequential([Input((1,)), Dense(1, activation="sigmoid", kernel_initializer="ones",
+                                           bias_initializer=glassnet.initializers.Constant(-1.5))])
+    model.compile(loss="binary_crossentropy", weighted_metrics=["acc", "mae"])
+    w = np.array([[1.0], [2.0], [3.0], [4.0]], np.float32)
+    result = model.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+    p = 1 / (1 + np.exp(-(x[:, 0] - 1.5)))
+    hits = (y == (p > 0.5)).astype(float)
+    assert result["acc"] == pytest.approx(float((hits * w[:, 0]).sum() / w.sum()), rel=1e-6)
+    assert result["mae"] == pytest.approx(float((np.abs(y - p) * w[:, 0]).sum() / w.sum()), rel=1e-5)

@@ -45,6 +45,16 @@ class Metric:
         return f"<{type(self).__name__} name={self.name}>"
 
 
+def _weights_like(sample_weight, ndim):
+    """``sample_weight`` as float64 of rank ``ndim`` (values of that rank), to broadcast: trailing axes of size 1
+    dropped where the weights have more axes ((n, 1) weights for (n,) values), or added where fewer ((n,) weights
+    for (n, t) values)."""
+    w = np.asarray(sample_weight, np.float64)
+    while w.ndim > ndim and w.shape[-1] == 1:
+        w = w[..., 0]
+    return w.reshape(w.shape + (1,) * (ndim - w.ndim)) if w.ndim < ndim else w
+
+
 @register("metrics", "mean")
 class Mean(Metric):
     """Weighted mean of the values given to update_state(values, sample_weight)."""
@@ -61,8 +71,7 @@ class Mean(Metric):
             self.total += int(np.count_nonzero(values)) if values.dtype == bool else float(values.sum(dtype=np.float64))
             self.count += values.size
         else:
-            w = np.broadcast_to(np.asarray(sample_weight, np.float64).reshape(
-                np.shape(sample_weight) + (1,) * (values.ndim - np.ndim(sample_weight))), values.shape)
+            w = np.broadcast_to(_weights_like(sample_weight, values.ndim), values.shape)
             self.total += float((values * w).sum())
             self.count += float(w.sum())
 
@@ -98,8 +107,10 @@ class MeanMetricWrapper(Mean):
 
 # --- per-sample functions ---------------------------------------------------------------------------
 def binary_accuracy(y_true, y_pred, threshold=0.5):
-    """mean over the last axis of [y == (p > threshold)] (strictly greater, as Keras 3)"""
-    return _losses.mean_last(y_true == (y_pred > threshold))
+    """[y == (p > threshold)] (strictly greater, as Keras 3), averaged over the last axis of 2-D and wider
+    outputs: one value per sample (a 1-D batch is one value per sample already)."""
+    hits = y_true == (y_pred > threshold)
+    return _losses.mean_last(hits) if hits.ndim > 1 else hits
 
 
 def categorical_accuracy(y_true, y_pred):
@@ -114,8 +125,9 @@ def sparse_categorical_accuracy(y_true, y_pred):
 
 
 def accuracy(y_true, y_pred):
-    """Exact equality of y and p, averaged over the last axis."""
-    return np.mean(y_true == y_pred, axis=-1)
+    """Exact equality of y and p, averaged over the last axis of 2-D and wider outputs (one value per sample)."""
+    hits = y_true == y_pred
+    return np.mean(hits, axis=-1) if hits.ndim > 1 else hits
 
 
 def _in_top_k(targets, y_pred, k):
@@ -177,7 +189,9 @@ class _Confusion(Metric):
 
     def __init__(self, thresholds=None, top_k=None, class_id=None, name=None, dtype=None):
         self.init_thresholds = thresholds
-        self.thresholds = np.atleast_1d(np.asarray(0.5 if thresholds is None else thresholds, np.float64))
+        # with top_k, every one of the k kept scores counts positive by default (Keras: a threshold of -inf)
+        default = 0.5 if top_k is None else -np.inf
+        self.thresholds = np.atleast_1d(np.asarray(default if thresholds is None else thresholds, np.float64))
         self.top_k, self.class_id = top_k, class_id
         super().__init__(name=name, dtype=dtype)
 
@@ -188,9 +202,11 @@ class _Confusion(Metric):
     def _select(self, y_true, y_pred):
         y_true, y_pred = _losses.squeeze_or_expand_to_same_rank(np.asarray(y_true, np.float64),
                                                                  np.asarray(y_pred, np.float64))
-        if self.top_k is not None:  # keep only the top-k scores of each row; the rest cannot be positive
-            kth = -np.sort(-y_pred, axis=-1)[..., self.top_k - 1:self.top_k]
-            y_pred = np.where(y_pred >= kth, y_pred, -np.inf)
+        if self.top_k is not None:  # keep exactly k scores of each row (ties: the lower index, as Keras's top_k);
+            order = np.argsort(-y_pred, axis=-1, kind="stable")[..., :self.top_k]  # the rest cannot be positive
+            kept = np.zeros(y_pred.shape, bool)
+            np.put_along_axis(kept, order, True, axis=-1)
+            y_pred = np.where(kept, y_pred, -np.inf)
         if self.class_id is not None:
             y_true, y_pred = y_true[..., self.class_id], y_pred[..., self.class_id]
         return y_true, y_pred
@@ -198,9 +214,8 @@ class _Confusion(Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true, y_pred = self._select(y_true, y_pred)
         w = np.ones_like(y_pred) if sample_weight is None else np.broadcast_to(
-            np.asarray(sample_weight, np.float64).reshape(np.shape(sample_weight) + (1,) * (y_pred.ndim - np.ndim(
-                sample_weight))), y_pred.shape)
-        pos, w, p = (y_true > 0.5).ravel(), w.ravel(), y_pred.ravel()
+            _weights_like(sample_weight, y_pred.ndim), y_pred.shape)
+        pos, w, p = (y_true != 0).ravel(), w.ravel(), y_pred.ravel()  # any nonzero label is a positive (Keras)
         above = p[:, None] > self.thresholds[None, :]
         self.tp += (w * pos) @ above
         self.fp += (w * ~pos) @ above
@@ -262,6 +277,8 @@ class AUC(_Confusion):
     def update_state(self, y_true, y_pred, sample_weight=None):
         if self.from_logits:
             y_pred = 1.0 / (1.0 + np.exp(-np.asarray(y_pred, np.float64)))
+        else:  # scores outside [0, 1] (a linear output) count as 0 or 1, as Keras clips them
+            y_pred = np.clip(np.asarray(y_pred, np.float64), 0.0, 1.0)
         super().update_state(y_true, y_pred, sample_weight)
 
     def result(self):
