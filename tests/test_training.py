@@ -848,7 +848,14 @@ def test_csv_logger(tmp_path, pima_standardized):
     lines = path.read_text().splitlines()
     assert len(lines) == 6 and lines.count("epoch,accuracy,loss,val_accuracy,val_loss") == 1
     model.fit(x, y, epochs=1, verbose=0, callbacks=[CSVLogger(str(path), separator=";")])
-    assert path.read_text().splitlines()[0] == "epoch;accuracy;loss"
+    # no val_ keys in the first epoch: their columns are there anyway, NA until validation runs (Keras 3)
+    assert path.read_text().splitlines() == ["epoch;accuracy;loss;val_accuracy;val_loss",
+                                             f"0;{model.history.history['accuracy'][0]};"
+                                             f"{model.history.history['loss'][0]};NA;NA"]
+    history = model.fit(x, y, epochs=2, verbose=0, validation_data=(xt, yt), validation_freq=2,
+                        callbacks=[CSVLogger(str(path))])
+    rows = list(csv.DictReader(path.read_text().splitlines()))
+    assert [r["val_loss"] for r in rows] == ["NA", str(history.history["val_loss"][0])]
 
 
 def test_lambda_callback_hooks_called(pima_standardized):
@@ -1188,3 +1195,125 @@ def test_weighted_metrics_take_n_by_1_sample_weights_in_evaluate():
     hits = (y == (p > 0.5)).astype(float)
     assert result["acc"] == pytest.approx(float((hits * w[:, 0]).sum() / w.sum()), rel=1e-6)
     assert result["mae"] == pytest.approx(float((np.abs(y - p) * w[:, 0]).sum() / w.sum()), rel=1e-5)
+
+
+def _constant_model():
+    """Dense(1) with zero weights: predicts 0 for every row, so a batch's MSE is the mean of its y² (lr 0 keeps it)."""
+    model = Sequential([Input((1,)), Dense(1, kernel_initializer="zeros")])
+    model.compile(optimizer=SGD(learning_rate=0.0), loss="mse")
+    return model
+
+
+def test_class_weight_weights_training_batches_only():
+    """With validation_split, the class weights were sliced into the validation rows too: val_loss was weighted."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype("float32")
+    model = Sequential([Input((4,)), Dense(1, activation="sigmoid")])
+    model.compile(optimizer=SGD(learning_rate=0.0), loss="mse")
+    history = model.fit(x, y, class_weight={0: 1.0, 1: 10.0}, validation_split=0.5, epochs=1, shuffle=False,
+                        verbose=0)
+    assert history.history["val_loss"][0] == pytest.approx(model.evaluate(x[20:], y[20:], verbose=0), rel=1e-6)
+    unweighted = model.evaluate(x[:20], y[:20], verbose=0)
+    assert history.history["loss"][0] != pytest.approx(unweighted, rel=1e-3)  # ... while training was weighted
+
+
+@pytest.mark.parametrize("steps,expected", [
+    # batches of 10 rows hold y = 0, 1, 2, 3 (MSE 0, 1, 4, 9): epochs go on where the last one stopped
+    (2, [[0.0, 0.5], [4.0, 6.5], [0.0, 0.5]]),
+    (3, [[0.0, 0.5, 5 / 3], [9.0], [0.0, 0.5, 5 / 3]]),  # a pass's end ends an epoch early; the next starts afresh
+])
+def test_steps_per_epoch_goes_on_through_the_data(steps, expected):
+    """Keras 3's epoch iterator outlives the epoch when steps_per_epoch is given; glassnet restarted every epoch at
+    batch 0, so batches 2 and 3 were never trained on."""
+    x = np.ones((40, 1), np.float32)
+    y = np.repeat(np.arange(4, dtype=np.float32), 10)
+    seen = []
+    record = LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append([]),
+                            on_train_batch_end=lambda batch, logs: seen[-1].append(logs["loss"]))
+    history = _constant_model().fit(x, y, batch_size=10, steps_per_epoch=steps, epochs=3, shuffle=False, verbose=0,
+                                    callbacks=[record])
+    assert seen == [pytest.approx(e) for e in expected]
+    assert history.history["loss"] == pytest.approx([e[-1] for e in expected])
+
+
+def test_callbacks_run_before_history_and_the_progress_bar_and_get_keras_logs(capsys):
+    """Keras's order: the user's callbacks, History, then the progress bar, whose line shows what callbacks added
+    (ReduceLROnPlateau's learning_rate); on_train_begin gets {} and on_train_end the last epoch's logs; a callback
+    defining only Keras 2's on_batch_end is called for every batch."""
+    x = np.ones((20, 1), np.float32)
+    y = np.zeros(20, np.float32)
+    calls = []
+
+    class Legacy(glassnet.callbacks.Callback):
+        def on_batch_end(self, batch, logs=None):
+            calls.append(batch)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            print(f"user begins {epoch}")
+
+    ends = []
+    lam = LambdaCallback(on_train_begin=lambda logs: ends.append(("begin", logs)),
+                         on_train_end=lambda logs: ends.append(("end", logs)))
+    history = _constant_model().fit(x, y, batch_size=5, epochs=2, verbose=2, callbacks=[
+        Legacy(), lam, glassnet.callbacks.ReduceLROnPlateau(monitor="loss", patience=5)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "user begins 0" and out[1] == "Epoch 1/2"
+    assert out[2].endswith(" - loss: 0.0000e+00 - learning_rate: 0.0000e+00"), out[2]
+    assert calls == [0, 1, 2, 3] * 2
+    assert ends[0] == ("begin", {})
+    assert ends[1][0] == "end" and ends[1][1]["loss"] == history.history["loss"][-1]
+
+
+def test_validation_freq_takes_a_list_of_epochs():
+    x = np.ones((20, 1), np.float32)
+    y = np.zeros(20, np.float32)
+    seen = []
+    history = _constant_model().fit(x, y, epochs=4, verbose=0, validation_data=(x, y), validation_freq=[1, 3],
+                                    callbacks=[LambdaCallback(on_epoch_end=lambda e, logs: seen.append(
+                                        "val_loss" in logs))])
+    assert seen == [True, False, True, False] and len(history.history["val_loss"]) == 2
+    with pytest.raises(ValueError, match="each epoch in validation_freq"):
+        _constant_model().fit(x, y, epochs=2, verbose=0, validation_data=(x, y), validation_freq=[0, 2])
+
+
+def test_generators_and_sequences_are_refused_clearly_not_hung_on():
+    """A Sequence-style object (batches by __getitem__, never an IndexError) made NumPy index it forever: fit hung,
+    eating gigabytes. Generators got a message about text columns. [x] for a single-input model is x (Keras)."""
+    x = np.ones((16, 4), np.float32)
+    y = np.zeros(16, np.float32)
+
+    class Batches:
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]
+
+    def gen():
+        while True:
+            yield x, y
+
+    model = Sequential([Input((4,)), Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    import signal
+
+    def hung(*_):
+        raise AssertionError("fit() is still indexing the Sequence after 60 s")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)  # (a guard against the hang this test is about, not a time limit)
+    try:
+        with pytest.raises(TypeError, match=r"a Batches of batches \(a keras.utils.Sequence / PyDataset\).*takes arrays"):
+            model.fit(Batches(), epochs=1, verbose=0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    with pytest.raises(TypeError, match="a generator or iterator of batches"):
+        model.fit(gen(), steps_per_epoch=2, verbose=0)
+    with pytest.raises(TypeError, match="a generator or iterator of batches"):
+        model.fit(x, y, validation_data=gen(), verbose=0)
+    with pytest.raises(TypeError, match="a generator or iterator of batches"):
+        model.predict(gen(), verbose=0)
+    history = model.fit([x], y, epochs=1, verbose=0)
+    assert len(history.history["loss"]) == 1
+    np.testing.assert_array_equal(model.predict([x], verbose=0), model.predict(x, verbose=0))

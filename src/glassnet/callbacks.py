@@ -26,8 +26,10 @@ class Callback:
     def on_train_end(self, logs=None): pass
     def on_epoch_begin(self, epoch, logs=None): pass
     def on_epoch_end(self, epoch, logs=None): pass
-    def on_train_batch_begin(self, batch, logs=None): pass
-    def on_train_batch_end(self, batch, logs=None): pass
+    def on_batch_begin(self, batch, logs=None): pass  # Keras 2's names: the training batch hooks call them
+    def on_batch_end(self, batch, logs=None): pass
+    def on_train_batch_begin(self, batch, logs=None): self.on_batch_begin(batch, logs)
+    def on_train_batch_end(self, batch, logs=None): self.on_batch_end(batch, logs)
     def on_test_begin(self, logs=None): pass
     def on_test_end(self, logs=None): pass
     def on_test_batch_begin(self, batch, logs=None): pass
@@ -39,14 +41,21 @@ class Callback:
 
 
 def _overrides(cb, hook):
-    """True when ``cb`` defines ``hook`` itself (a method, or an instance attribute as LambdaCallback sets)."""
-    return hook in vars(cb) or getattr(type(cb), hook, None) is not getattr(Callback, hook)
+    """True when ``cb`` defines ``hook`` itself (a method, or an instance attribute as LambdaCallback sets); for the
+    training batch hooks, also when it defines Keras 2's ``on_batch_begin`` / ``on_batch_end`` they call."""
+    if hook in vars(cb) or getattr(type(cb), hook, None) is not getattr(Callback, hook):
+        return True
+    alias = _ALIASES.get(hook)
+    return alias is not None and _overrides(cb, alias)
+
+
+_ALIASES = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
 
 
 class CallbackList:
     """Dispatches each hook to every callback, skipping hooks nobody overrides (keeps steps cheap)."""
 
-    HOOKS = [name for name in vars(Callback) if name.startswith("on_")]
+    HOOKS = [name for name in vars(Callback) if name.startswith("on_") and name not in _ALIASES.values()]
 
     def __init__(self, callbacks, model, params):
         self.callbacks = list(callbacks)
@@ -367,6 +376,10 @@ class CSVLogger(Callback):
         logs = logs or {}
         if self._keys is None:
             self._keys = sorted(logs)
+            if self._keys and not any(k.startswith("val_") for k in self._keys):
+                # validation may come later (validation_freq > 1): its columns are there from the header on, as
+                # Keras 3's CSVLogger has them (NA until then)
+                self._keys += [f"val_{k}" for k in self._keys]
             self._writer = csv.DictWriter(self._file, fieldnames=["epoch"] + self._keys, delimiter=self.sep)
             if not self._header_written:
                 self._writer.writeheader()

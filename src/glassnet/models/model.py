@@ -528,7 +528,7 @@ class Model(Layer):
             if len(ys) > 1:
                 raise ValueError("class_weight works for single-output models; for several outputs pass "
                                  "sample_weight instead.")
-            sample_weight = _data.class_weight_to_sample_weight(ys[0], class_weight).astype(xs[0].dtype)
+            _data.class_weight_to_sample_weight(ys[0], class_weight)  # (checked now; applied to the training rows)
         if not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"fit() expects epochs to be a non-negative integer, got {epochs!r}.")
         batch_size = self._batch_size(batch_size, "fit")
@@ -536,6 +536,7 @@ class Model(Layer):
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                _data.as_array(validation_data, "validation_data", "fit")  # (names a generator or Sequence first)
                 raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight).")
             vx, vy, vw = (tuple(validation_data) + (None,))[:3]
             val = self._check_data(vx, vy, vw, "fit (validation_data)")
@@ -552,26 +553,31 @@ class Model(Layer):
                    None if sample_weight is None else sample_weight[split_at:])
             xs, ys = self._take(xs, slice(0, split_at)), self._take(ys, slice(0, split_at))
             sample_weight = None if sample_weight is None else sample_weight[:split_at]
+        if class_weight is not None:  # the training rows only: validation losses are not class-weighted (Keras)
+            sample_weight = _data.class_weight_to_sample_weight(ys[0], class_weight).astype(xs[0].dtype)
         if shuffle not in (True, False, "batch"):
             raise ValueError(f"shuffle must be True, False or 'batch', got {shuffle!r}.")
 
         self._prepare_training(xs)
         n = len(xs[0])
-        steps = math.ceil(n / batch_size)
+        batches = steps = math.ceil(n / batch_size)
         if steps_per_epoch is not None:
             steps = min(steps, self._positive_int(steps_per_epoch, "steps_per_epoch", "fit"))
-        validation_freq = self._positive_int(validation_freq, "validation_freq", "fit")
+        validates = self._validation_epochs(validation_freq)
         if validation_batch_size is not None:
             validation_batch_size = self._batch_size(validation_batch_size, "fit")
         self.history = _callbacks.History()
-        cbs = ([_callbacks.ProgbarLogger(verbose)] if verbose else []) + list(callbacks or []) + [self.history]
+        # Keras's order: the user's callbacks, then History, then the progress bar (whose epoch line then shows what
+        # the callbacks added to the logs, e.g. ReduceLROnPlateau's learning_rate)
+        cbs = list(callbacks or []) + [self.history] + ([_callbacks.ProgbarLogger(verbose)] if verbose else [])
         params = {"verbose": verbose, "epochs": epochs, "steps": steps}
         cb = _callbacks.CallbackList(cbs, self, params)
         self.stop_training = False
         if cb.on_train_begin:
-            cb.on_train_begin()
+            cb.on_train_begin({})
         if self.training_seed is None:
             self.training_seed = int(backend.rng().integers(2 ** 63))
+        logs = {}
         for epoch in range(initial_epoch, epochs):
             # Each epoch draws its shuffling and dropout masks from a generator keyed by
             # (training_seed, epoch), so fit(initial_epoch=k) after load_model replays epoch k exactly.
@@ -579,10 +585,19 @@ class Model(Layer):
             self.reset_metrics()
             if cb.on_epoch_begin:
                 cb.on_epoch_begin(epoch, {})
+            first, data_pass = 0, epoch
+            epoch_steps = steps
+            if steps < batches:  # steps_per_epoch: epochs go on through the data where the last one stopped
+                first, data_pass = _pass_position(epoch, steps, batches)
+                epoch_steps = min(steps, batches - first)  # a pass's end ends the epoch early (as Keras's iterator)
+                # each pass shuffled once, from its own generator: every epoch of the pass draws the same order
+                shuffler = np.random.default_rng([self.training_seed, data_pass, 1])
+            else:
+                shuffler = rng
             if shuffle is True:
-                order = rng.permutation(n)
+                order = shuffler.permutation(n)
             elif shuffle == "batch":
-                order = np.concatenate([start + rng.permutation(min(batch_size, n - start))
+                order = np.concatenate([start + shuffler.permutation(min(batch_size, n - start))
                                         for start in range(0, n, batch_size)])
             else:
                 order = None
@@ -594,9 +609,9 @@ class Model(Layer):
                 ews = None if sample_weight is None else sample_weight[order]
                 order = None
             with backend.using_rng(rng), self._split_session(min(batch_size, n)):  # two threads if it pays
-                self._run_epoch(exs, eys, ews, order, steps, batch_size, cb)
+                self._run_epoch(exs, eys, ews, order, epoch_steps, batch_size, cb, first)
             logs = self._logs()
-            if val is not None and (epoch + 1) % validation_freq == 0:
+            if val is not None and validates(epoch + 1):
                 val_logs = self._evaluate_arrays(*val, validation_batch_size or batch_size, steps=validation_steps,
                                                  cb=cb)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
@@ -606,14 +621,23 @@ class Model(Layer):
             if self.stop_training:
                 break
         if cb.on_train_end:
-            cb.on_train_end()
+            cb.on_train_end(logs)
         return self.history
 
-    def _run_epoch(self, xs, ys, ws, order, steps, batch_size, cb):
-        """One pass over the training arrays, batch by batch; batch k holds rows ``order[k·B:(k+1)·B]``
-        (gathered per batch: no shuffled copy of the whole data set), or rows k·B … when order is None."""
+    def _validation_epochs(self, validation_freq):
+        """``validation_freq`` as a test of the (1-based) epoch number: every N-th epoch, or the epochs listed."""
+        if isinstance(validation_freq, (list, tuple, set, range)):
+            listed = {self._positive_int(e, "each epoch in validation_freq", "fit") for e in validation_freq}
+            return listed.__contains__
+        every = self._positive_int(validation_freq, "validation_freq (an integer or a list of epochs)", "fit")
+        return lambda epoch: epoch % every == 0
+
+    def _run_epoch(self, xs, ys, ws, order, steps, batch_size, cb, first=0):
+        """``steps`` batches of the training arrays from batch ``first`` on; batch k holds rows
+        ``order[k·B:(k+1)·B]`` (gathered per batch: no shuffled copy of the whole data set), or rows k·B … when
+        order is None."""
         for step in range(steps):
-            sl = slice(step * batch_size, (step + 1) * batch_size)
+            sl = slice((first + step) * batch_size, (first + step + 1) * batch_size)
             if order is not None:
                 sl = order[sl]
             if cb.on_train_batch_begin:
@@ -634,7 +658,7 @@ class Model(Layer):
         if steps is not None:
             n_steps = min(n_steps, self._positive_int(steps, "steps", "evaluate"))
         if cb is not None and cb.on_test_begin:
-            cb.on_test_begin()
+            cb.on_test_begin({})
         with self._split_session(min(batch_size, len(xs[0]))):  # a convnet's front on two threads
             for step in range(n_steps):
                 if cb is not None and cb.on_test_batch_begin:
@@ -704,7 +728,7 @@ class Model(Layer):
             bar = Progbar(n_steps, verbose=verbose)
         cb = _callbacks.CallbackList(callbacks, self, {"verbose": verbose, "steps": n_steps}) if callbacks else None
         if cb is not None and cb.on_predict_begin:
-            cb.on_predict_begin()
+            cb.on_predict_begin({})
         outs = []
         with self._split_session(min(batch_size, len(xs[0]))):  # a convnet's front on two threads
             for step in range(n_steps):
@@ -718,7 +742,7 @@ class Model(Layer):
                 if cb is not None and cb.on_predict_batch_end:
                     cb.on_predict_batch_end(step, {"outputs": out})
         if cb is not None and cb.on_predict_end:
-            cb.on_predict_end()
+            cb.on_predict_end({})
         if len(outs) == 1:
             return outs[0]
         if isinstance(outs[0], list):
@@ -808,6 +832,18 @@ class Model(Layer):
         """
         from ..saving import save_model
         save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
+
+
+def _pass_position(epoch, steps, batches):
+    """(first batch, data pass) of ``epoch`` when epochs take ``steps`` < ``batches`` batches each and go on through
+    the data where the last stopped: an epoch that reaches a pass's end stops there, the next one starts a new pass
+    (Keras 3's epoch iterator). The same for every epoch whatever came before (fit(initial_epoch=k) replays it)."""
+    first = data_pass = 0
+    for _ in range(epoch):
+        first += min(steps, batches - first)
+        if first >= batches:
+            first, data_pass = 0, data_pass + 1
+    return first, data_pass
 
 
 class _Head:

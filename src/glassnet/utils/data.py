@@ -6,6 +6,9 @@ def as_array(value, what, where):
     """``value`` as a numeric ndarray, or a clear error for strings, objects, ragged lists or None."""
     if value is None:
         raise ValueError(f"{where}() needs `{what}`, got None.")
+    _refuse_batch_sources(value, what, where)
+    if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], np.ndarray):
+        value = value[0]  # [x] for a single-input model, as Keras takes it
     if isinstance(value, (dict, list, tuple)) and value and isinstance(
             value[0] if not isinstance(value, dict) else next(iter(value.values())), np.ndarray) and len(value) > 1:
         raise ValueError(f"{where}() got `{what}` as a {type(value).__name__} of {len(value)} arrays, but this model "
@@ -25,6 +28,24 @@ def as_array(value, what, where):
     if arr.shape[0] == 0:
         raise ValueError(f"`{what}` passed to {where}() is empty (shape {arr.shape}); pass at least one sample.")
     return arr
+
+
+def _refuse_batch_sources(value, what, where):
+    """Generators, iterators and keras.utils.Sequence/PyDataset-style objects (``__len__`` batches by
+    ``__getitem__``) give batches, not arrays: glassnet takes arrays. NumPy would take a Sequence for a nested list
+    and index it forever (it never raises IndexError): a hang eating memory. Array-likes (``__array__``) pass."""
+    if isinstance(value, (np.ndarray, list, tuple, dict, range, str, bytes)) or hasattr(value, "__array__") \
+            or hasattr(value, "__array_interface__"):
+        return
+    kind = None
+    if hasattr(value, "__next__"):
+        kind = "a generator or iterator of batches"
+    elif hasattr(value, "__getitem__") and hasattr(value, "__len__"):
+        kind = f"a {type(value).__name__} of batches (a keras.utils.Sequence / PyDataset)"
+    if kind:
+        raise TypeError(f"`{what}` passed to {where}() is {kind}; glassnet's {where}() takes arrays (NumPy arrays, "
+                        "lists, or dicts of them for named inputs). Load the batches into arrays first, e.g. "
+                        "x = np.concatenate([xb for xb, yb in batches]) and likewise y, then pass batch_size.")
 
 
 _FINITE_BLOCK = 1 << 16  # elements per block of all_finite: its boolean buffer stays in cache
