@@ -53,6 +53,10 @@ def test_sigkill_during_checkpoint_writes_never_leaves_a_partial_checkpoint(tmp_
     for attempt in range(8):
         proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), kind], stdout=subprocess.PIPE, env=env)
         assert proc.stdout.readline().strip() == b"ready"
+        if attempt == 0:  # the first checkpoint must exist before anything can be said about kills (a busy host
+            deadline = time.monotonic() + 60  # can take seconds to start training)
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
         time.sleep(rnd.uniform(0.3, 1.2))  # each checkpoint is 4-13 MB, rewritten after every batch
         if attempt % 2:  # every other time, aim for a write in progress: kill as soon as a temporary appears
             deadline = time.monotonic() + 10
