@@ -2,8 +2,12 @@
 import importlib
 import importlib.abc
 import importlib.util
+import os
 import sys
 import types
+
+# stand-in keras/tensorflow/tf_keras packages for processes a `glassnet run` script spawns (see _run_shim)
+SHIM_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_run_shim")
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -59,9 +63,6 @@ def install(spawned_too=False):
             del sys.modules[name]
     if spawned_too and SHIM_PATH not in sys.path:
         sys.path.insert(0, SHIM_PATH)
-
-
-SHIM_PATH = __import__("os").path.join(__import__("os").path.dirname(__file__), "_run_shim")
 
 
 def _become(name):

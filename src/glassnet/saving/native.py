@@ -33,9 +33,22 @@ def _new_file_mode(path):
     try:
         return os.stat(path).st_mode & 0o7777
     except OSError:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_umask()
+
+
+def _umask():
+    """The process's umask: read from /proc on Linux (setting it to read it back, the portable way, is not
+    thread-safe: a file another thread creates meanwhile would get the temporary mask)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def atomic_write(path, data):
