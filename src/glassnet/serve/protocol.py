@@ -288,10 +288,10 @@ def _cast_int(arr, spec, what):
         with np.errstate(invalid="ignore"):
             whole = np.isfinite(arr) & (arr == np.floor(arr))
         if not whole.all():
-            bad = arr[~whole].flat[0]
+            bad = arr[~whole].flat[0].item()
             raise ProtocolError(f"{what} contains {bad!r}; input {spec.name!r} takes {target.name} whole numbers "
                                 "(ids, counts). Send integers, e.g. 3, not 3.5.")
-    low, high = arr.min(), arr.max()
+    low, high = arr.min().item(), arr.max().item()
     if low < info.min or high > info.max:
         raise ProtocolError(f"{what} contains {high if high > info.max else low!r}, outside the range of "
                             f"{target.name} ({info.min} to {info.max}) that input {spec.name!r} takes.")
