@@ -1277,43 +1277,149 @@ def test_validation_freq_takes_a_list_of_epochs():
         _constant_model().fit(x, y, epochs=2, verbose=0, validation_data=(x, y), validation_freq=[0, 2])
 
 
-def test_generators_and_sequences_are_refused_clearly_not_hung_on():
-    """A Sequence-style object (batches by __getitem__, never an IndexError) made NumPy index it forever: fit hung,
-    eating gigabytes. Generators got a message about text columns. [x] for a single-input model is x (Keras)."""
-    x = np.ones((16, 4), np.float32)
-    y = np.zeros(16, np.float32)
+class _Batches:
+    """A keras.utils.Sequence-style object: len() batches of ``size`` rows, in order; counts on_epoch_end calls."""
 
-    class Batches:
+    def __init__(self, x, y, size, w=None):
+        self.x, self.y, self.w, self.size, self.ends, self.seen = x, y, w, size, 0, []
+
+    def __len__(self):
+        return -(-len(self.x) // self.size)
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        self.seen.append(i)
+        sl = slice(i * self.size, (i + 1) * self.size)
+        return (self.x[sl], self.y[sl]) if self.w is None else (self.x[sl], self.y[sl], self.w[sl])
+
+    def on_epoch_end(self):
+        self.ends += 1
+
+
+def _gen(x, y, size, forever=True):
+    while True:
+        for start in range(0, len(x), size):
+            yield x[start:start + size], y[start:start + size]
+        if not forever:
+            return
+
+
+def _twin_models(seed=5):
+    made = []
+    for _ in range(2):
+        glassnet.set_random_seed(seed)
+        model = Sequential([Input((4,)), Dense(3, activation="relu"), Dense(1, activation="sigmoid")])
+        model.compile(optimizer=SGD(learning_rate=0.1, momentum=0.9), loss="binary_crossentropy",
+                      metrics=["accuracy"])
+        made.append(model)
+    return made
+
+
+def _xy(n=40):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    return x, (x[:, 0] + x[:, 1] > 0).astype("float32")
+
+
+def test_fit_evaluate_predict_on_a_sequence_equal_the_same_batches_as_arrays():
+    """A keras.utils.Sequence / PyDataset-style object gives the batches: in order (shuffle=False) they are the
+    batches fit makes of the arrays, so weights, History, evaluate and predict are the same. Before, NumPy indexed
+    such an object forever (fit hung, eating gigabytes)."""
+    x, y = _xy()
+    a, b = _twin_models()
+    ha = a.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, validation_data=(x[:16], y[:16]))
+    seq = _Batches(x, y, 8)
+    hb = b.fit(seq, epochs=3, shuffle=False, verbose=0, validation_data=_Batches(x[:16], y[:16], 8))
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert ha.history == hb.history and seq.ends == 3
+    assert b.evaluate(_Batches(x, y, 8), verbose=0) == a.evaluate(x, y, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(b.predict(_Batches(x, y, 8), verbose=0), a.predict(x, batch_size=8, verbose=0))
+
+
+def test_fit_on_a_sequence_shuffles_its_batches_each_pass_and_applies_class_weights():
+    x, y = _xy()
+    a, b = _twin_models()
+    seq = _Batches(x, y, 8)
+    b.fit(seq, epochs=2, verbose=0)  # shuffle=True: every batch once per epoch, in a new order
+    assert sorted(seq.seen[1:6]) == list(range(5)) and sorted(seq.seen[6:11]) == list(range(5))  # ([0]: the peek)
+    assert seq.seen[1:6] != seq.seen[6:11]
+    weights = np.where(y == 1, 3.0, 1.0).astype("float32")
+    a.fit(_Batches(x, y, 8, weights), epochs=1, shuffle=False, verbose=0)
+    c = _twin_models()[0]
+    c.fit(_Batches(x, y, 8), epochs=1, shuffle=False, verbose=0, class_weight={0: 1.0, 1: 3.0})
+    for wa, wc in zip(a.get_weights(), c.get_weights()):
+        np.testing.assert_allclose(wa, wc, rtol=1e-6)
+
+
+def test_fit_on_a_generator_takes_steps_per_epoch_batches_and_stops_when_it_runs_out(capsys):
+    x, y = _xy()
+    a, b = _twin_models()
+    a.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    b.fit(_gen(x, y, 8), steps_per_epoch=5, epochs=2, verbose=0)  # (a generator is never shuffled)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert b.evaluate(_gen(x, y, 8), steps=5, verbose=0) == a.evaluate(x, y, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(b.predict((xb for xb, _ in _gen(x, y, 8)), steps=5, verbose=0),
+                                  a.predict(x, batch_size=8, verbose=0))
+    history = _twin_models()[0].fit(_gen(x, y, 8, forever=False), steps_per_epoch=3, epochs=5, verbose=0)
+    assert len(history.history["loss"]) == 2  # 5 batches in all: 3, then 2 and out
+    assert "ran out of batches in epoch 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda m, x, y: m.fit(_gen(x, y, 8), epochs=1, verbose=0), "has no length: pass steps_per_epoch="),
+    (lambda m, x, y: m.evaluate(_gen(x, y, 8), verbose=0), "has no length: pass steps="),
+    (lambda m, x, y: m.fit(_Batches(x, y, 8), y, verbose=0), "do not pass y or sample_weight"),
+    (lambda m, x, y: m.fit(_Batches(x, y, 8), validation_split=0.2, verbose=0), "validation_split needs arrays"),
+    (lambda m, x, y: m.fit(x, y, validation_data=_gen(x, y, 8), verbose=0), "pass validation_steps="),
+    (lambda m, x, y: m.train_on_batch(_gen(x, y, 8), y), "a generator or iterator of batches"),
+])
+def test_batch_sources_used_wrongly_get_clear_errors(call, message):
+    x, y = _xy()
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(_twin_models()[0], x, y)
+
+
+def test_a_one_array_list_is_that_array_for_a_single_input_model():
+    x, y = _xy()
+    a, b = _twin_models()
+    a.fit([x], y, epochs=1, shuffle=False, verbose=0)
+    b.fit(x, y, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(a.predict([x], verbose=0), b.predict(x, verbose=0))
+
+
+def test_a_keras_pydataset_subclass_trains_as_in_keras():
+    """keras.utils.PyDataset / Sequence as Keras tutorials subclass them (workers accepted, doing nothing)."""
+    from glassnet.keras.utils import PyDataset, Sequence
+    x, y = _xy()
+
+    class Data(PyDataset):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.epochs_ended = 0
+
         def __len__(self):
-            return 2
+            return 5
 
         def __getitem__(self, i):
             return x[i * 8:(i + 1) * 8], y[i * 8:(i + 1) * 8]
 
-    def gen():
-        while True:
-            yield x, y
+        def on_epoch_end(self):
+            self.epochs_ended += 1
 
-    model = Sequential([Input((4,)), Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-    import signal
+    a, b = _twin_models()
+    data = Data(workers=4, use_multiprocessing=True)
+    a.fit(data, epochs=2, shuffle=False, verbose=0)
+    b.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert data.epochs_ended == 2 and data.num_batches == 5 and Sequence is PyDataset
 
-    def hung(*_):
-        raise AssertionError("fit() is still indexing the Sequence after 60 s")
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(60)  # (a guard against the hang this test is about, not a time limit)
-    try:
-        with pytest.raises(TypeError, match=r"a Batches of batches \(a keras.utils.Sequence / PyDataset\).*takes arrays"):
-            model.fit(Batches(), epochs=1, verbose=0)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    with pytest.raises(TypeError, match="a generator or iterator of batches"):
-        model.fit(gen(), steps_per_epoch=2, verbose=0)
-    with pytest.raises(TypeError, match="a generator or iterator of batches"):
-        model.fit(x, y, validation_data=gen(), verbose=0)
-    with pytest.raises(TypeError, match="a generator or iterator of batches"):
-        model.predict(gen(), verbose=0)
-    history = model.fit([x], y, epochs=1, verbose=0)
-    assert len(history.history["loss"]) == 1
-    np.testing.assert_array_equal(model.predict([x], verbose=0), model.predict(x, verbose=0))
+    class NoLength(PyDataset):
+        def __getitem__(self, i):
+            return x[:8], y[:8]
+
+    with pytest.raises(ValueError, match="has no length .*must define __len__"):
+        a.fit(NoLength(), verbose=0)

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 from .. import callbacks as _callbacks
+from . import sources as _sources
 from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optimizers as _optimizers
@@ -520,6 +521,10 @@ class Model(Layer):
         if kwargs:
             raise TypeError(f"fit() got an unexpected keyword argument {next(iter(kwargs))!r}.")
         self._assert_compiled("fit")
+        if _sources.kind(x) is not None:  # a Sequence / PyDataset or a generator of batches
+            return self._fit_source(x, y, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
+                                    class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_steps,
+                                    validation_batch_size, validation_freq)
         xs, ys, sample_weight = self._check_data(x, y, sample_weight, "fit")
         if class_weight is not None:
             if sample_weight is not None:
@@ -535,11 +540,7 @@ class Model(Layer):
         verbose = self._verbose(verbose)
         val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                _data.as_array(validation_data, "validation_data", "fit")  # (names a generator or Sequence first)
-                raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight).")
-            vx, vy, vw = (tuple(validation_data) + (None,))[:3]
-            val = self._check_data(vx, vy, vw, "fit (validation_data)")
+            val = self._validation_source(validation_data, validation_steps)
         elif validation_split:
             if not 0 < validation_split < 1:
                 raise ValueError(f"validation_split must be in (0, 1), got {validation_split}.")
@@ -566,17 +567,7 @@ class Model(Layer):
         validates = self._validation_epochs(validation_freq)
         if validation_batch_size is not None:
             validation_batch_size = self._batch_size(validation_batch_size, "fit")
-        self.history = _callbacks.History()
-        # Keras's order: the user's callbacks, then History, then the progress bar (whose epoch line then shows what
-        # the callbacks added to the logs, e.g. ReduceLROnPlateau's learning_rate)
-        cbs = list(callbacks or []) + [self.history] + ([_callbacks.ProgbarLogger(verbose)] if verbose else [])
-        params = {"verbose": verbose, "epochs": epochs, "steps": steps}
-        cb = _callbacks.CallbackList(cbs, self, params)
-        self.stop_training = False
-        if cb.on_train_begin:
-            cb.on_train_begin({})
-        if self.training_seed is None:
-            self.training_seed = int(backend.rng().integers(2 ** 63))
+        cb = self._begin_fit(callbacks, verbose, epochs, steps)
         logs = {}
         for epoch in range(initial_epoch, epochs):
             # Each epoch draws its shuffling and dropout masks from a generator keyed by
@@ -588,7 +579,7 @@ class Model(Layer):
             first, data_pass = 0, epoch
             epoch_steps = steps
             if steps < batches:  # steps_per_epoch: epochs go on through the data where the last one stopped
-                first, data_pass = _pass_position(epoch, steps, batches)
+                first, data_pass = _sources.pass_position(epoch, steps, batches)
                 epoch_steps = min(steps, batches - first)  # a pass's end ends the epoch early (as Keras's iterator)
                 # each pass shuffled once, from its own generator: every epoch of the pass draws the same order
                 shuffler = np.random.default_rng([self.training_seed, data_pass, 1])
@@ -610,14 +601,114 @@ class Model(Layer):
                 order = None
             with backend.using_rng(rng), self._split_session(min(batch_size, n)):  # two threads if it pays
                 self._run_epoch(exs, eys, ews, order, epoch_steps, batch_size, cb, first)
-            logs = self._logs()
-            if val is not None and validates(epoch + 1):
-                val_logs = self._evaluate_arrays(*val, validation_batch_size or batch_size, steps=validation_steps,
-                                                 cb=cb)
-                logs.update({"val_" + k: v for k, v in val_logs.items()})
-            logs = dict(sorted(logs.items()))
-            if cb.on_epoch_end:
-                cb.on_epoch_end(epoch, logs)
+            logs = self._end_epoch(epoch, cb, val if validates(epoch + 1) else None,
+                                   validation_batch_size or batch_size, validation_steps)
+            if self.stop_training:
+                break
+        if cb.on_train_end:
+            cb.on_train_end(logs)
+        return self.history
+
+    def _validation_source(self, validation_data, validation_steps):
+        """``fit``'s validation data: checked arrays ``(xs, ys, sample_weight)``, or a Source of batches."""
+        if _sources.kind(validation_data) is not None:
+            steps = None if validation_steps is None else self._positive_int(validation_steps, "validation_steps",
+                                                                             "fit")
+            return _sources.Source(validation_data, steps, "validation_steps", "fit (validation_data)")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, sample_weight), or "
+                             "a generator / keras.utils.Sequence of such batches.")
+        vx, vy, vw = (tuple(validation_data) + (None,))[:3]
+        return self._check_data(vx, vy, vw, "fit (validation_data)")
+
+    def _begin_fit(self, callbacks, verbose, epochs, steps):
+        """History, the callbacks and on_train_begin, for either kind of training data."""
+        self.history = _callbacks.History()
+        # Keras's order: the user's callbacks, then History, then the progress bar (whose epoch line then shows what
+        # the callbacks added to the logs, e.g. ReduceLROnPlateau's learning_rate)
+        cbs = list(callbacks or []) + [self.history] + ([_callbacks.ProgbarLogger(verbose)] if verbose else [])
+        cb = _callbacks.CallbackList(cbs, self, {"verbose": verbose, "epochs": epochs, "steps": steps})
+        self.stop_training = False
+        if cb.on_train_begin:
+            cb.on_train_begin({})
+        if self.training_seed is None:
+            self.training_seed = int(backend.rng().integers(2 ** 63))
+        return cb
+
+    def _end_epoch(self, epoch, cb, val, batch_size, validation_steps):
+        """The epoch's logs, with ``val_`` ones when ``val`` (arrays or a Source) is given, to on_epoch_end."""
+        logs = self._logs()
+        if val is not None:
+            if isinstance(val, _sources.Source):
+                val_logs = self._evaluate_batches(self._source_batches(val, "fit (validation_data)"), val.steps,
+                                                  cb=cb)
+            else:
+                val_logs = self._evaluate_arrays(*val, batch_size, steps=validation_steps, cb=cb)
+            logs.update({"val_" + k: v for k, v in val_logs.items()})
+        logs = dict(sorted(logs.items()))
+        if cb.on_epoch_end:
+            cb.on_epoch_end(epoch, logs)
+        return logs
+
+    def _source_batches(self, source, where, epoch=0, shuffled_pass=None):
+        """``(step, (xs, ys, sample_weight))`` of a Source's epoch, each batch checked as fit checks arrays."""
+        for step, item in source.batches(epoch, shuffled_pass):
+            yield step, self._check_data(*_sources.unpack(item, where), where)
+
+    def _fit_source(self, x, y, epochs, verbose, callbacks, validation_split, validation_data, shuffle, class_weight,
+                    sample_weight, initial_epoch, steps_per_epoch, validation_steps, validation_batch_size,
+                    validation_freq):
+        """``fit`` on a keras.utils.Sequence / PyDataset or a generator of batches (models/sources.py)."""
+        if y is not None or sample_weight is not None:
+            raise ValueError("fit() got x as a generator or Sequence of batches: they carry the targets (and sample "
+                             "weights) themselves, as (x, y) or (x, y, sample_weight); do not pass y or sample_weight.")
+        if validation_split:
+            raise ValueError("validation_split needs arrays (a generator or Sequence cannot be split); pass "
+                             "validation_data instead.")
+        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"fit() expects epochs to be a non-negative integer, got {epochs!r}.")
+        if shuffle not in (True, False, "batch"):
+            raise ValueError(f"shuffle must be True, False or 'batch', got {shuffle!r}.")
+        verbose = self._verbose(verbose)
+        steps = None if steps_per_epoch is None else self._positive_int(steps_per_epoch, "steps_per_epoch", "fit")
+        source = _sources.Source(x, steps, "steps_per_epoch", "fit")
+        fx, fy, fw = _sources.unpack(source.peek(), "fit")
+        self._prepare_training(self._check_data(fx, fy, fw, "fit")[0])
+        val = None if validation_data is None else self._validation_source(validation_data, validation_steps)
+        validates = self._validation_epochs(validation_freq)
+        if validation_batch_size is not None:
+            validation_batch_size = self._batch_size(validation_batch_size, "fit")
+        cb = self._begin_fit(callbacks, verbose, epochs, source.steps)
+        seed = self.training_seed
+        shuffled = (lambda data_pass: np.random.default_rng([seed, data_pass, 1])) if shuffle is True else None
+        logs = {}
+        for epoch in range(initial_epoch, epochs):
+            rng = np.random.default_rng([seed, epoch])  # (dropout masks, as fit on arrays draws them)
+            self.reset_metrics()
+            if cb.on_epoch_begin:
+                cb.on_epoch_begin(epoch, {})
+            with backend.using_rng(rng):
+                for step, (xs, ys, sw) in self._source_batches(source, "fit", epoch, shuffled):
+                    if cb.on_train_batch_begin:
+                        cb.on_train_batch_begin(step, {})
+                    if class_weight is not None:
+                        if sw is not None:
+                            raise ValueError("fit(): a batch carries sample weights and class_weight is given too; "
+                                             "fold the class weights into the batches' sample weights.")
+                        sw = _data.class_weight_to_sample_weight(ys[0], class_weight).astype(xs[0].dtype)
+                    loss, preds, parts = self._train_batch(xs, ys, sw)
+                    self._track(loss, ys, preds, sw, len(xs[0]), parts)
+                    if cb.on_train_batch_end:
+                        cb.on_train_batch_end(step, self._logs())
+                    if self.stop_training:
+                        break
+            if source.exhausted:
+                print(f"glassnet: the generator ran out of batches in epoch {epoch + 1}; training stops (give it at "
+                      f"least steps_per_epoch x epochs = {source.steps * epochs} batches, e.g. by looping over the "
+                      "data forever).", file=sys.stderr)
+                self.stop_training = True
+            logs = self._end_epoch(epoch, cb, val if validates(epoch + 1) else None, validation_batch_size or 32,
+                                   validation_steps)
             if self.stop_training:
                 break
         if cb.on_train_end:
@@ -653,25 +744,32 @@ class Model(Layer):
 
     # --- evaluate / predict ---------------------------------------------------------------------
     def _evaluate_arrays(self, xs, ys, sw, batch_size, bar=None, steps=None, cb=None):
-        self.reset_metrics()
         n_steps = math.ceil(len(xs[0]) / batch_size)
         if steps is not None:
             n_steps = min(n_steps, self._positive_int(steps, "steps", "evaluate"))
+
+        def batches():
+            for step in range(n_steps):
+                sl = slice(step * batch_size, (step + 1) * batch_size)
+                yield step, (self._take(xs, sl), self._take(ys, sl), None if sw is None else sw[sl])
+
+        with self._split_session(min(batch_size, len(xs[0]))):  # a convnet's front on two threads
+            return self._evaluate_batches(batches(), n_steps, bar, cb)
+
+    def _evaluate_batches(self, batches, n_steps, bar=None, cb=None):
+        """Loss and metrics over ``batches`` (``(step, (xs, ys, sample_weight))``): the logs."""
+        self.reset_metrics()
         if cb is not None and cb.on_test_begin:
             cb.on_test_begin({})
-        with self._split_session(min(batch_size, len(xs[0]))):  # a convnet's front on two threads
-            for step in range(n_steps):
-                if cb is not None and cb.on_test_batch_begin:
-                    cb.on_test_batch_begin(step, {})
-                sl = slice(step * batch_size, (step + 1) * batch_size)
-                wb = None if sw is None else sw[sl]
-                xb, yb = self._take(xs, sl), self._take(ys, sl)
-                loss, preds, parts = self._test_batch(xb, yb, wb)
-                self._track(loss, yb, preds, wb, len(xb[0]), parts)
-                if bar is not None:
-                    bar.update(step + 1, self._logs(), finalize=step + 1 == n_steps)
-                if cb is not None and cb.on_test_batch_end:
-                    cb.on_test_batch_end(step, self._logs())
+        for step, (xb, yb, wb) in batches:
+            if cb is not None and cb.on_test_batch_begin:
+                cb.on_test_batch_begin(step, {})
+            loss, preds, parts = self._test_batch(xb, yb, wb)
+            self._track(loss, yb, preds, wb, len(xb[0]), parts)
+            if bar is not None:
+                bar.update(step + 1, self._logs(), finalize=step + 1 == n_steps)
+            if cb is not None and cb.on_test_batch_end:
+                cb.on_test_batch_end(step, self._logs())
         logs = self._logs()
         if cb is not None and cb.on_test_end:
             cb.on_test_end(logs)
@@ -694,22 +792,33 @@ class Model(Layer):
         if kwargs:
             raise TypeError(f"evaluate() got an unexpected keyword argument {next(iter(kwargs))!r}.")
         self._assert_compiled("evaluate")
+        if _sources.kind(x) is not None:  # a Sequence / PyDataset or a generator of batches
+            if y is not None or sample_weight is not None:
+                raise ValueError("evaluate() got x as a generator or Sequence of batches: they carry the targets "
+                                 "themselves, as (x, y) or (x, y, sample_weight); do not pass y or sample_weight.")
+            steps = None if steps is None else self._positive_int(steps, "steps", "evaluate")
+            source = _sources.Source(x, steps, "steps", "evaluate")
+            verbose = self._verbose(verbose)
+            bar = self._bar(source.steps, verbose)
+            cb = _callbacks.CallbackList(callbacks, self, {"verbose": verbose, "steps": source.steps}) \
+                if callbacks else None
+            logs = self._evaluate_batches(self._source_batches(source, "evaluate"), source.steps, bar, cb)
+            return logs if return_dict else self._ordered(logs)
         xs, ys, sample_weight = self._check_data(x, y, sample_weight, "evaluate")
         batch_size = self._batch_size(batch_size, "evaluate")
         verbose = self._verbose(verbose)
         n_steps = math.ceil(len(xs[0]) / batch_size)
         if steps is not None:
             n_steps = min(n_steps, self._positive_int(steps, "steps", "evaluate"))
-        bar = None
-        if verbose:
-            from ..utils.progbar import Progbar
-            bar = Progbar(n_steps, verbose=verbose)
+        bar = self._bar(n_steps, verbose)
         cb = _callbacks.CallbackList(callbacks, self, {"verbose": verbose, "steps": n_steps}) if callbacks else None
         logs = self._evaluate_arrays(xs, ys, sample_weight, batch_size, bar, n_steps, cb)
         return logs if return_dict else self._ordered(logs)
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """Outputs for x, computed in batches with dropout off (a float array, or a list for several outputs)."""
+        if type(x) is not np.ndarray and _sources.kind(x) is not None:  # batches from a Sequence or a generator
+            return self._predict_source(x, verbose, steps, callbacks)  # (x, or (x, y...)); (1-row latency: one test)
         xs = self._check_inputs(x, "predict")
         self._ensure_built(xs[0].shape)
         batch_size = self._batch_size(batch_size, "predict")
@@ -722,32 +831,57 @@ class Model(Layer):
         n_steps = math.ceil(len(xs[0]) / batch_size)
         if steps is not None:
             n_steps = min(n_steps, self._positive_int(steps, "steps", "predict"))
-        bar = None
-        if verbose:
-            from ..utils.progbar import Progbar
-            bar = Progbar(n_steps, verbose=verbose)
         cb = _callbacks.CallbackList(callbacks, self, {"verbose": verbose, "steps": n_steps}) if callbacks else None
+        batches = ((step, xs if n_steps == 1 else self._take(xs, slice(step * batch_size, (step + 1) * batch_size)))
+                   for step in range(n_steps))
+        with self._split_session(min(batch_size, len(xs[0]))):  # a convnet's front on two threads
+            return self._predict_batches(batches, n_steps, self._bar(n_steps, verbose), cb)
+
+    @staticmethod
+    def _bar(steps, verbose):
+        if not verbose:
+            return None
+        from ..utils.progbar import Progbar
+        return Progbar(steps, verbose=verbose)
+
+    def _predict_batches(self, batches, n_steps, bar, cb):
+        """The outputs for ``batches`` (``(step, checked inputs)``), joined."""
         if cb is not None and cb.on_predict_begin:
             cb.on_predict_begin({})
         outs = []
-        with self._split_session(min(batch_size, len(xs[0]))):  # a convnet's front on two threads
-            for step in range(n_steps):
-                if cb is not None and cb.on_predict_batch_begin:
-                    cb.on_predict_batch_begin(step, {})
-                batch = xs if n_steps == 1 else self._take(xs, slice(step * batch_size, (step + 1) * batch_size))
-                out = self.call(self._feed(batch), training=False)
-                outs.append(out)
-                if bar:
-                    bar.update(step + 1, finalize=step + 1 == n_steps)
-                if cb is not None and cb.on_predict_batch_end:
-                    cb.on_predict_batch_end(step, {"outputs": out})
+        for step, batch in batches:
+            if cb is not None and cb.on_predict_batch_begin:
+                cb.on_predict_batch_begin(step, {})
+            out = self.call(self._feed(batch), training=False)
+            outs.append(out)
+            if bar:
+                bar.update(step + 1, finalize=step + 1 == n_steps)
+            if cb is not None and cb.on_predict_batch_end:
+                cb.on_predict_batch_end(step, {"outputs": out})
         if cb is not None and cb.on_predict_end:
             cb.on_predict_end({})
+        if not outs:
+            raise ValueError("predict(): the generator yielded no batch.")
         if len(outs) == 1:
             return outs[0]
         if isinstance(outs[0], list):
             return [np.concatenate([o[i] for o in outs]) for i in range(len(outs[0]))]
         return np.concatenate(outs)
+
+    def _predict_source(self, x, verbose, steps, callbacks):
+        steps = None if steps is None else self._positive_int(steps, "steps", "predict")
+        source = _sources.Source(x, steps, "steps", "predict")
+        verbose = self._verbose(verbose)
+        cb = _callbacks.CallbackList(callbacks, self, {"verbose": verbose, "steps": source.steps}) \
+            if callbacks else None
+
+        def batches():
+            for step, item in source.batches():
+                xs = self._check_inputs(_sources.unpack(item, "predict")[0], "predict")
+                self._ensure_built(xs[0].shape)
+                yield step, xs
+
+        return self._predict_batches(batches(), source.steps, self._bar(source.steps, verbose), cb)
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False,
                        reset_metrics=True):
@@ -832,18 +966,6 @@ class Model(Layer):
         """
         from ..saving import save_model
         save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
-
-
-def _pass_position(epoch, steps, batches):
-    """(first batch, data pass) of ``epoch`` when epochs take ``steps`` < ``batches`` batches each and go on through
-    the data where the last stopped: an epoch that reaches a pass's end stops there, the next one starts a new pass
-    (Keras 3's epoch iterator). The same for every epoch whatever came before (fit(initial_epoch=k) replays it)."""
-    first = data_pass = 0
-    for _ in range(epoch):
-        first += min(steps, batches - first)
-        if first >= batches:
-            first, data_pass = 0, data_pass + 1
-    return first, data_pass
 
 
 class _Head:

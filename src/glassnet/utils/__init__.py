@@ -41,4 +41,34 @@ def normalize(x, axis=-1, order=2):
     return x / np.where(norm == 0, 1, norm)
 
 
-__all__ = ["set_random_seed", "to_categorical", "normalize", "set_legacy_notices"]
+class PyDataset:
+    """Base class of a dataset of batches (``keras.utils.PyDataset``; ``Sequence`` is its Keras 2 name): define
+    ``__len__`` (the number of batches) and ``__getitem__(i)`` (batch i: ``(x, y)``, ``(x, y, sample_weight)`` or,
+    for predict, ``x``); ``on_epoch_end()`` is called after every epoch of ``fit``. Pass an instance as ``x`` to
+    ``fit``, ``evaluate`` or ``predict`` (models/sources.py). ``workers``, ``use_multiprocessing`` and
+    ``max_queue_size`` are accepted for Keras code and do nothing: glassnet loads each batch in the training thread,
+    in order, so results do not depend on them."""
+
+    def __init__(self, workers=1, use_multiprocessing=False, max_queue_size=10):
+        self.workers, self.use_multiprocessing, self.max_queue_size = workers, use_multiprocessing, max_queue_size
+
+    def __len__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __len__ (the number of batches).")
+
+    def __getitem__(self, index):
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__(index), returning batch `index`.")
+
+    @property
+    def num_batches(self):
+        return len(self)
+
+    def on_epoch_begin(self):
+        pass
+
+    def on_epoch_end(self):
+        pass
+
+
+Sequence = PyDataset
+
+__all__ = ["set_random_seed", "to_categorical", "normalize", "set_legacy_notices", "PyDataset", "Sequence"]

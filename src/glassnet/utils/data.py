@@ -32,8 +32,9 @@ def as_array(value, what, where):
 
 def _refuse_batch_sources(value, what, where):
     """Generators, iterators and keras.utils.Sequence/PyDataset-style objects (``__len__`` batches by
-    ``__getitem__``) give batches, not arrays: glassnet takes arrays. NumPy would take a Sequence for a nested list
-    and index it forever (it never raises IndexError): a hang eating memory. Array-likes (``__array__``) pass."""
+    ``__getitem__``) give batches, not arrays: ``fit``, ``evaluate`` and ``predict`` take them as ``x``
+    (models/sources.py); anywhere else they are refused here — NumPy would take a Sequence for a nested list and
+    index it forever (it never raises IndexError): a hang eating memory. Array-likes (``__array__``) pass."""
     if isinstance(value, (np.ndarray, list, tuple, dict, range, str, bytes)) or hasattr(value, "__array__") \
             or hasattr(value, "__array_interface__"):
         return
@@ -43,9 +44,9 @@ def _refuse_batch_sources(value, what, where):
     elif hasattr(value, "__getitem__") and hasattr(value, "__len__"):
         kind = f"a {type(value).__name__} of batches (a keras.utils.Sequence / PyDataset)"
     if kind:
-        raise TypeError(f"`{what}` passed to {where}() is {kind}; glassnet's {where}() takes arrays (NumPy arrays, "
-                        "lists, or dicts of them for named inputs). Load the batches into arrays first, e.g. "
-                        "x = np.concatenate([xb for xb, yb in batches]) and likewise y, then pass batch_size.")
+        raise TypeError(f"`{what}` passed to {where}() is {kind}; {where}() takes arrays here (NumPy arrays, lists, "
+                        "or dicts of them for named inputs). fit, evaluate and predict take such batches as x; "
+                        "elsewhere load them into arrays, e.g. x = np.concatenate([xb for xb, yb in batches]).")
 
 
 _FINITE_BLOCK = 1 << 16  # elements per block of all_finite: its boolean buffer stays in cache
