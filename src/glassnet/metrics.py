@@ -309,6 +309,154 @@ class AUC(_Confusion):
                 "summation_method": self.summation_method, "from_logits": self.from_logits}
 
 
+def _two_dims(y_true, y_pred, who):
+    y_true, y_pred = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if y_true.ndim != 2 or y_pred.ndim != 2 or y_true.shape != y_pred.shape:
+        raise ValueError(f"{who} expects y_true and y_pred of one shape (batch_size, outputs), got "
+                         f"{y_true.shape} and {y_pred.shape}.")
+    return y_true, y_pred
+
+
+def _rows_weights(sample_weight, n):
+    """Per-row weights as a column (n, 1) (or None)."""
+    if sample_weight is None:
+        return None
+    w = _weights_like(sample_weight, 1)
+    return np.broadcast_to(w, (n,))[:, None]
+
+
+@register("metrics", "fbeta_score")
+class FBetaScore(Metric):
+    """F-beta score per class:  (1 + β²)·P·R / (β²·P + R), P = TP/(TP+FP), R = TP/(TP+FN) (each with ε in the
+    denominator, as Keras 3). A prediction is positive when it is the row's largest score (``threshold=None``;
+    an all-zero row has none) or above ``threshold``. ``average``: None (one score per class), 'micro' (from the
+    counts summed over classes), 'macro' (their mean) or 'weighted' (weighted by each class's true count)."""
+
+    def __init__(self, average=None, beta=1.0, threshold=None, name="fbeta_score", dtype=None):
+        if average not in (None, "micro", "macro", "weighted"):
+            raise ValueError(f"average must be None, 'micro', 'macro' or 'weighted', got {average!r}.")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta <= 0:
+            raise ValueError(f"beta must be a number > 0, got {beta!r}.")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                      or not 0 < threshold <= 1):
+            raise ValueError(f"threshold must be None or a number with 0 < threshold <= 1, got {threshold!r}.")
+        self.average, self.beta, self.threshold = average, float(beta), threshold
+        super().__init__(name=name, dtype=dtype)
+
+    def reset_state(self):
+        self.tp = self.fp = self.fn = self.support = 0.0
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = _two_dims(y_true, y_pred, type(self).__name__)
+        if self.threshold is None:
+            predicted = (y_pred >= y_pred.max(axis=-1, keepdims=True)) & (np.abs(y_pred) > 1e-9)
+        else:
+            predicted = y_pred > self.threshold
+        predicted = predicted.astype(np.float64)
+        w = _rows_weights(sample_weight, len(y_true))
+        axis = None if self.average == "micro" else 0
+
+        def total(values):
+            return (values if w is None else values * w).sum(axis=axis)
+        self.tp = self.tp + total(predicted * y_true)
+        self.fp = self.fp + total(predicted * (1 - y_true))
+        self.fn = self.fn + total((1 - predicted) * y_true)
+        self.support = self.support + total(y_true)
+
+    def result(self):
+        eps = backend.epsilon()
+        precision = np.asarray(self.tp / (self.tp + self.fp + eps))
+        recall = np.asarray(self.tp / (self.tp + self.fn + eps))
+        b2 = self.beta ** 2
+        score = (1 + b2) * precision * recall / (b2 * precision + recall + eps)
+        if self.average == "weighted":
+            support = np.asarray(self.support, np.float64)
+            return float(np.sum(score * support / (support.sum() + eps)))
+        if self.average is not None:
+            return float(np.mean(score))
+        return score
+
+    @property
+    def variables_count(self):
+        return 4
+
+    def get_config(self):
+        return {"name": self.name, "average": self.average, "beta": self.beta, "threshold": self.threshold}
+
+
+@register("metrics", "f1_score")
+class F1Score(FBetaScore):
+    """F1 score: the F-beta score with β = 1 (the harmonic mean of precision and recall), per class or averaged."""
+
+    def __init__(self, average=None, threshold=None, name="f1_score", dtype=None):
+        super().__init__(average=average, beta=1.0, threshold=threshold, name=name, dtype=dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["beta"]
+        return config
+
+
+@register("metrics", "r2_score")
+class R2Score(Metric):
+    """Coefficient of determination per output:  1 − Σw(y − p)² / Σw(y − ȳ)², ȳ the weighted mean of y over every
+    batch so far (0 where y never varies); ``class_aggregation`` 'uniform_average' (the mean over outputs),
+    'variance_weighted_average' (weighted by Σw(y − ȳ)²) or None (one score per output); ``num_regressors`` p > 0
+    gives the adjusted score 1 − (1 − R²)(n − 1)/(n − p − 1), n the number of values seen (as Keras 3 counts)."""
+
+    def __init__(self, class_aggregation="uniform_average", num_regressors=0, name="r2_score", dtype=None):
+        if class_aggregation not in (None, "uniform_average", "variance_weighted_average"):
+            raise ValueError("class_aggregation must be None, 'uniform_average' or 'variance_weighted_average', got "
+                             f"{class_aggregation!r}.")
+        if isinstance(num_regressors, bool) or not isinstance(num_regressors, int) or num_regressors < 0:
+            raise ValueError(f"num_regressors must be a whole number >= 0, got {num_regressors!r}.")
+        self.class_aggregation, self.num_regressors = class_aggregation, num_regressors
+        super().__init__(name=name, dtype=dtype)
+
+    def reset_state(self):
+        self.sum = self.squares = self.residual = self.weight = 0.0
+        self.values = 0
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = _losses.squeeze_or_expand_to_same_rank(np.asarray(y_true, np.float64),
+                                                                 np.asarray(y_pred, np.float64))
+        y_true, y_pred = _two_dims(y_true, y_pred, "R2Score")
+        w = np.ones_like(y_true) if sample_weight is None else np.broadcast_to(
+            _weights_like(sample_weight, 2) if np.ndim(sample_weight) != 1 else
+            np.asarray(sample_weight, np.float64)[:, None], y_true.shape)
+        self.sum = self.sum + (w * y_true).sum(axis=0)
+        self.squares = self.squares + (w * y_true * y_true).sum(axis=0)
+        self.residual = self.residual + (w * (y_true - y_pred) ** 2).sum(axis=0)
+        self.weight = self.weight + w.sum(axis=0)
+        self.values += y_true.size
+
+    def result(self):
+        if np.ndim(self.sum) == 0:
+            return 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            total = self.squares - self.sum * (self.sum / self.weight)
+            scores = 1 - self.residual / total
+        scores = np.where(np.isinf(scores), 0.0, scores)
+        if self.class_aggregation == "uniform_average":
+            r2 = float(np.mean(scores))
+        elif self.class_aggregation == "variance_weighted_average":
+            r2 = float(np.sum(total * scores) / np.sum(total))
+        else:
+            r2 = scores
+        n, p = self.values, self.num_regressors
+        if p and p < n - 1:
+            r2 = 1 - (1 - r2) * (n - 1) / (n - p - 1)
+        return r2
+
+    @property
+    def variables_count(self):
+        return 5
+
+    def get_config(self):
+        return {"name": self.name, "class_aggregation": self.class_aggregation,
+                "num_regressors": self.num_regressors}
+
+
 def accuracy_for_shapes(name, y_true, y_pred):
     """Keras 3's rule for the string 'accuracy'/'acc': chosen from shapes only (never from the loss)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)

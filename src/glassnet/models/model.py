@@ -1015,4 +1015,5 @@ class _Head:
         if self.multi and self.loss is not None:
             logs[self.loss_name] = self.loss_total / self.count if self.count else 0.0
         for m, _ in self.metrics or []:
-            logs[self.metric_name(m)] = float(m.result())
+            value = m.result()  # (a per-class metric's array stays an array, as in Keras's logs)
+            logs[self.metric_name(m)] = float(value) if np.ndim(value) == 0 else np.asarray(value)

@@ -10,6 +10,8 @@ import re
 import sys
 import time
 
+import numpy as np
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -18,6 +20,8 @@ def _style(code, text):
 
 
 def format_value(v):
+    if np.ndim(v):  # a per-class metric (F1Score(average=None), Precision(thresholds=[...])): its mean, as Keras
+        v = float(np.mean(v))
     return f" {v:.4f}" if abs(v) > 1e-3 else f" {v:.4e}"
 
 
