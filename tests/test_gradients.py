@@ -496,7 +496,7 @@ def test_dense_activity_regularizer_gradient(activation, regularizer):
     layer, x = dense_case(activation, True, rng, activity_regularizer=regularizer)
     y, backward = layer.forward(x, training=True)
     assert np.min(np.abs(y)) > 1e-3  # L1's kink at y = 0
-    assert layer.last_activity_loss == pytest.approx(regularizer(y), rel=1e-14)
+    assert layer.last_activity_loss == pytest.approx(regularizer(y) / len(y), rel=1e-14)  # per example (Keras)
     dy = rng.normal(size=y.shape)
     zero_grads(layer.weights)
     dx = backward(dy)
@@ -557,13 +557,18 @@ def test_evaluate_and_val_loss_include_the_activity_penalty(nested):
     x, y = rng.normal(size=(6, 5)), rng.normal(size=(6, 2))
     W1, b1, W2, b2 = model.get_weights()
     h = np.tanh(x @ W1 + b1)
-    expected = np.mean((h @ W2 + b2 - y) ** 2) + 0.01 * np.sum(W1 ** 2) + 0.05 * np.sum(np.abs(h))
+    # the activity penalty is divided by the batch size, as Keras 3 does (the loss does not grow with the batch)
+    expected = np.mean((h @ W2 + b2 - y) ** 2) + 0.01 * np.sum(W1 ** 2) + 0.05 * np.sum(np.abs(h)) / len(x)
     model.compile(optimizer=SGD(learning_rate=0.0), loss="mse")
     assert model.evaluate(x, y, batch_size=6, verbose=0) == pytest.approx(expected, rel=1e-12)
     assert model.test_on_batch(x, y) == pytest.approx(expected, rel=1e-12)
     history = model.fit(x, y, batch_size=6, epochs=1, verbose=0, validation_data=(x, y)).history
     assert history["loss"][0] == pytest.approx(expected, rel=1e-12)
     assert history["val_loss"][0] == pytest.approx(expected, rel=1e-12)
+    # batches of 3: each batch's penalty per its own 3 examples, the epoch a mean over the batches
+    halves = [np.mean((h[s] @ W2 + b2 - y[s]) ** 2) + 0.01 * np.sum(W1 ** 2) + 0.05 * np.sum(np.abs(h[s])) / 3
+              for s in (slice(0, 3), slice(3, 6))]
+    assert model.evaluate(x, y, batch_size=3, verbose=0) == pytest.approx(np.mean(halves), rel=1e-12)
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid", "softmax", "elu", "hard_sigmoid", "log_softmax"])

@@ -1423,3 +1423,21 @@ def test_a_keras_pydataset_subclass_trains_as_in_keras():
 
     with pytest.raises(ValueError, match="has no length .*must define __len__"):
         a.fit(NoLength(), verbose=0)
+
+
+def test_sequence_lists_are_batches_and_empty_generators_are_errors_not_zeros(capsys):
+    """A PyDataset's [x, y] is (x, y) (Keras converts its lists); a generator that yields nothing is an error in
+    evaluate (it gave loss 0.0), and one that runs out exactly at an epoch's end adds no epoch of zeros."""
+    x, y = _xy()
+
+    class Lists(_Batches):
+        def __getitem__(self, i):
+            return list(super().__getitem__(i))
+
+    a, b = _twin_models()
+    assert a.evaluate(Lists(x, y, 8), verbose=0) == b.evaluate(x, y, batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match="yielded no batch"):
+        a.evaluate((batch for batch in []), steps=2, verbose=0)
+    history = a.fit(_gen(x, y, 8, forever=False), steps_per_epoch=5, epochs=3, verbose=0)
+    assert len(history.history["loss"]) == 1 and min(history.history["loss"]) > 0
+    assert "ran out of batches in epoch 2" in capsys.readouterr().err

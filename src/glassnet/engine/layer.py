@@ -179,12 +179,15 @@ class Layer:
 
     def _activity_gradient(self, y):
         """Record the activity penalty of the output ``y`` (added to the loss by the model) and return its
-        gradient ∂penalty/∂y for the backward pass, or None when the layer has no activity regularizer."""
+        gradient ∂penalty/∂y for the backward pass, or None when the layer has no activity regularizer. The
+        penalty is the regularizer's value divided by the batch size (Keras 3 and tf.keras do the same), so the
+        loss does not grow with the batch."""
         activity = self.activity_regularizer
         if activity is None:
             return None
-        self.last_activity_loss = activity(y)
-        return activity.gradient(y)
+        scale = 1.0 / y.shape[0] if y.ndim and y.shape[0] else 1.0
+        self.last_activity_loss = activity(y) * scale
+        return activity.gradient(y) * scale
 
     def compute_mask(self, x, mask=None):
         """The mask of this layer's output: None, the incoming mask (``supports_masking``), or a new one.

@@ -687,8 +687,10 @@ class Model(Layer):
             self.reset_metrics()
             if cb.on_epoch_begin:
                 cb.on_epoch_begin(epoch, {})
+            seen = 0
             with backend.using_rng(rng):
                 for step, (xs, ys, sw) in self._source_batches(source, "fit", epoch, shuffled):
+                    seen += 1
                     if cb.on_train_batch_begin:
                         cb.on_train_batch_begin(step, {})
                     if class_weight is not None:
@@ -707,6 +709,8 @@ class Model(Layer):
                       f"least steps_per_epoch x epochs = {source.steps * epochs} batches, e.g. by looping over the "
                       "data forever).", file=sys.stderr)
                 self.stop_training = True
+                if not seen:  # nothing trained in this epoch: no epoch to report (its metrics would read 0)
+                    break
             logs = self._end_epoch(epoch, cb, val if validates(epoch + 1) else None, validation_batch_size or 32,
                                    validation_steps)
             if self.stop_training:
@@ -761,7 +765,9 @@ class Model(Layer):
         self.reset_metrics()
         if cb is not None and cb.on_test_begin:
             cb.on_test_begin({})
+        seen = 0
         for step, (xb, yb, wb) in batches:
+            seen += 1
             if cb is not None and cb.on_test_batch_begin:
                 cb.on_test_batch_begin(step, {})
             loss, preds, parts = self._test_batch(xb, yb, wb)
@@ -770,6 +776,8 @@ class Model(Layer):
                 bar.update(step + 1, self._logs(), finalize=step + 1 == n_steps)
             if cb is not None and cb.on_test_batch_end:
                 cb.on_test_batch_end(step, self._logs())
+        if not seen:
+            raise ValueError("evaluate(): the generator yielded no batch; it must yield at least one.")
         logs = self._logs()
         if cb is not None and cb.on_test_end:
             cb.on_test_end(logs)

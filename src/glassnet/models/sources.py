@@ -27,8 +27,8 @@ def kind(value):
 
 
 def unpack(item, where):
-    """``(x, y, sample_weight)`` of one batch: a tuple ``(x, y)`` or ``(x, y, w)``, or ``x`` alone (a list or dict
-    is several inputs, not ``(x, y)``, as in Keras)."""
+    """``(x, y, sample_weight)`` of one batch: a tuple ``(x, y)`` or ``(x, y, w)``, or ``x`` alone (from a generator a
+    list or dict is several inputs, not ``(x, y)``, as in Keras; a Sequence's lists are made tuples first)."""
     if isinstance(item, tuple):
         if len(item) in (2, 3):
             return item[0], item[1], item[2] if len(item) == 3 else None
@@ -107,6 +107,7 @@ class Source:
             n = min(self.steps, self.length - first)
         order = np.arange(self.length) if shuffled_pass is None else shuffled_pass(data_pass).permutation(self.length)
         for step in range(n):
-            yield step, self.source[int(order[first + step])]
+            item = self.source[int(order[first + step])]
+            yield step, tuple(item) if isinstance(item, list) else item  # ([x, y] from a PyDataset: (x, y), as Keras)
         if hasattr(self.source, "on_epoch_end"):
             self.source.on_epoch_end()

@@ -58,11 +58,16 @@ def atomic_write(path, data):
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     mode = _new_file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    # created as ".<name>.<random>.part", locked, then named ".tmp": remove_stale_temporaries only ever sees a
+    # ".tmp" that is locked while its writer lives, and leaves locked ones alone
+    fd, part = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".part", dir=folder)
+    tmp = part
     try:
         with os.fdopen(fd, "wb") as f:
-            # locked until renamed (or this process dies): remove_stale_temporaries leaves a live write alone
-            locked = _lock(f.fileno()) is True
+            locked = _lock(f.fileno()) is True  # (held until the file is renamed over path, or this process dies)
+            if locked:  # (without flock, e.g. on Windows, which cannot rename an open file, it stays ".part")
+                tmp = part[:-len(".part")] + ".tmp"
+                os.rename(part, tmp)
             os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
@@ -72,8 +77,9 @@ def atomic_write(path, data):
         if not locked:  # (no flock here, e.g. Windows, which cannot rename an open file)
             os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for leftover in {part, tmp}:
+            if os.path.exists(leftover):
+                os.remove(leftover)
         raise
     try:
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -101,19 +107,24 @@ def _lock(fd, blocking=True):
     return True
 
 
+PART_AFTER_S = 60.0  # a ".part" file this old belongs to no live write (its writer renames it within microseconds)
+
+
 def remove_stale_temporaries(path):
     """Delete ``.<name>.*.tmp`` files that atomic_write left behind when its process was killed mid-write.
 
     ``path`` may be a pattern with ``{epoch}``-style fields; those match a formatted number (``3``, ``0.4127``,
     ``nan``), so another save's temporary in the same folder (``.final.glassnet.*.tmp``) is left alone, and so is
-    a temporary that a live process is writing (atomic_write holds a lock on it while it writes).
+    a temporary that a live process is writing (atomic_write holds a lock on it while it writes). A ``.part`` file
+    (a write killed between creating its file and locking it: microseconds) goes once it is ``PART_AFTER_S`` old.
     """
     import re
+    import time
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     parts = re.split(r"(\{[^}]*\})", os.path.basename(path))
     name = "".join("[-+0-9.eEnaifNAIF]+" if part.startswith("{") else re.escape(part) for part in parts)
-    pattern = re.compile(r"\." + name + r"\.[^/]+\.tmp")
+    pattern = re.compile(r"\." + name + r"\.[^/]+\.(tmp|part)")
     try:
         entries = os.listdir(folder)
     except OSError:
@@ -126,7 +137,8 @@ def remove_stale_temporaries(path):
             except OSError:
                 continue
             try:
-                if _lock(fd, blocking=False) is not False:  # (without flock, every match is taken as stale)
+                fresh = entry.endswith(".part") and time.time() - os.fstat(fd).st_mtime < PART_AFTER_S
+                if not fresh and _lock(fd, blocking=False) is not False:  # (no flock: every match is stale)
                     os.remove(stale)
             except OSError:
                 pass
