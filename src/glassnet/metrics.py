@@ -421,9 +421,8 @@ class R2Score(Metric):
         y_true, y_pred = _losses.squeeze_or_expand_to_same_rank(np.asarray(y_true, np.float64),
                                                                  np.asarray(y_pred, np.float64))
         y_true, y_pred = _two_dims(y_true, y_pred, "R2Score")
-        w = np.ones_like(y_true) if sample_weight is None else np.broadcast_to(
-            _weights_like(sample_weight, 2) if np.ndim(sample_weight) != 1 else
-            np.asarray(sample_weight, np.float64)[:, None], y_true.shape)
+        w = np.ones_like(y_true) if sample_weight is None else np.broadcast_to(_weights_like(sample_weight, 2),
+                                                                              y_true.shape)
         self.sum = self.sum + (w * y_true).sum(axis=0)
         self.squares = self.squares + (w * y_true * y_true).sum(axis=0)
         self.residual = self.residual + (w * (y_true - y_pred) ** 2).sum(axis=0)
