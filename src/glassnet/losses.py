@@ -152,6 +152,78 @@ def _cce_grad(y_true, y_pred, dv, from_logits=False, label_smoothing=0.0, axis=-
     return dv * (dq - np.add.reduce(dq * q, axis=axis, keepdims=True)) / s  # through q = p / Σp
 
 
+def _focal_power(base, gamma):
+    """(base^γ, d(base^γ)/d(base)), the derivative 0 where γ = 0 (no focusing) rather than 0·base^−1."""
+    if gamma == 0:
+        return np.ones_like(base), np.zeros_like(base)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return base ** gamma, gamma * base ** (gamma - 1)
+
+
+def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False,
+                              label_smoothing=0.0, axis=-1):
+    """mean of w·(1 − pₜ)^γ·bce(y, p), pₜ = y·p + (1 − y)(1 − p) (p = σ(z) from logits), bce with p clipped to
+    [ε, 1 − ε], w = α·y + (1 − α)(1 − y) with apply_class_balancing (else 1): Keras 3's formula, which
+    down-weights the examples the model already gets right."""
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    p = _sigmoid(y_pred) if from_logits else y_pred
+    eps = backend.epsilon()
+    pc = np.clip(p, eps, 1 - eps)
+    bce = -(y_true * np.log(pc) + (1 - y_true) * np.log(1 - pc))
+    focal = _focal_power(1 - (y_true * p + (1 - y_true) * (1 - p)), gamma)[0] * bce
+    if apply_class_balancing:
+        focal = (y_true * alpha + (1 - y_true) * (1 - alpha)) * focal
+    return np.mean(focal, axis=axis)
+
+
+def _binary_focal_grad(y_true, y_pred, dv, apply_class_balancing=False, alpha=0.25, gamma=2.0, from_logits=False,
+                       label_smoothing=0.0, axis=-1):
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    p = _sigmoid(y_pred) if from_logits else y_pred
+    eps = backend.epsilon()
+    pc, flows = _clip(p, eps, 1 - eps)
+    bce = -(y_true * np.log(pc) + (1 - y_true) * np.log(1 - pc))
+    factor, dfactor = _focal_power(1 - (y_true * p + (1 - y_true) * (1 - p)), gamma)
+    # d/dp of factor·bce, with d(1 − pₜ)/dp = 1 − 2y and dbce/dp = −y/p + (1 − y)/(1 − p) inside the clip
+    d = dfactor * (1 - 2 * y_true) * bce + factor * flows * (-(y_true / pc) + (1 - y_true) / (1 - pc))
+    if apply_class_balancing:
+        d = (y_true * alpha + (1 - y_true) * (1 - alpha)) * d
+    if from_logits:
+        d = d * p * (1 - p)
+    return np.expand_dims(dv, axis) * d / _k(y_pred, axis)
+
+
+def categorical_focal_crossentropy(y_true, y_pred, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                                   axis=-1):
+    """−Σ α·(1 − q)^γ·y·log q, q = p / Σp clipped to [ε, 1 − ε] (p = softmax(z) from logits): Keras 3's formula."""
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / y_pred.shape[-1]
+    p = _softmax(y_pred, axis) if from_logits else y_pred
+    eps = backend.epsilon()
+    q = np.clip(p / np.sum(p, axis=axis, keepdims=True), eps, 1 - eps)
+    return -np.sum(alpha * _focal_power(1 - q, gamma)[0] * y_true * np.log(q), axis=axis)
+
+
+def _categorical_focal_grad(y_true, y_pred, dv, alpha=0.25, gamma=2.0, from_logits=False, label_smoothing=0.0,
+                            axis=-1):
+    if label_smoothing:
+        y_true = y_true * (1.0 - label_smoothing) + label_smoothing / y_pred.shape[-1]
+    p = _softmax(y_pred, axis) if from_logits else y_pred
+    eps = backend.epsilon()
+    s = np.sum(p, axis=axis, keepdims=True)
+    q = p / s
+    qc, flows = _clip(q, eps, 1 - eps)
+    factor, dfactor = _focal_power(1 - qc, gamma)
+    # d/dq of −α(1 − q)^γ·y·log q inside the clip, then through q = p / Σp (and p = softmax(z))
+    dq = -alpha * y_true * (factor / qc - dfactor * np.log(qc)) * flows
+    dp = (dq - np.sum(dq * q, axis=axis, keepdims=True)) / s
+    if from_logits:
+        dp = p * (dp - np.sum(dp * p, axis=axis, keepdims=True))
+    return np.expand_dims(dv, axis) * dp
+
+
 def _one_hot_labels(y_true, y_pred, axis=-1):
     labels = np.asarray(y_true)
     if labels.ndim == y_pred.ndim and labels.shape[-1] == 1:
@@ -521,6 +593,12 @@ SparseCategoricalCrossentropy = _loss_class("SparseCategoricalCrossentropy", spa
                                             _scce_grad, "sparse_categorical_crossentropy", sparse=True,
                                             dense_form=(_one_hot_labels, categorical_crossentropy, _cce_grad),
                                             fast_form=_sparse_cce_compiled, from_logits=False, axis=-1)
+BinaryFocalCrossentropy = _loss_class("BinaryFocalCrossentropy", binary_focal_crossentropy, _binary_focal_grad,
+                                      "binary_focal_crossentropy", apply_class_balancing=False, alpha=0.25, gamma=2.0,
+                                      from_logits=False, label_smoothing=0.0, axis=-1)
+CategoricalFocalCrossentropy = _loss_class("CategoricalFocalCrossentropy", categorical_focal_crossentropy,
+                                           _categorical_focal_grad, "categorical_focal_crossentropy", alpha=0.25,
+                                           gamma=2.0, from_logits=False, label_smoothing=0.0, axis=-1)
 Hinge = _loss_class("Hinge", hinge, _hinge_grad, "hinge")
 SquaredHinge = _loss_class("SquaredHinge", squared_hinge, _squared_hinge_grad, "squared_hinge")
 CategoricalHinge = _loss_class("CategoricalHinge", categorical_hinge, _categorical_hinge_grad, "categorical_hinge")
@@ -539,7 +617,7 @@ kld = KLD = kullback_leibler_divergence = kl_divergence
 logcosh = log_cosh
 
 NAMES = ("mse", "mae", "mape", "msle", "binary_crossentropy", "categorical_crossentropy",
-         "sparse_categorical_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "huber", "log_cosh",
+         "sparse_categorical_crossentropy", "binary_focal_crossentropy", "categorical_focal_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "huber", "log_cosh",
          "kl_divergence", "poisson", "cosine_similarity")
 
 
