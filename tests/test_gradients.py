@@ -197,8 +197,10 @@ def loss_case(name, rng, shape=(N, K)):
         d = rng.choice([-1.0, 1.0], shape) * np.where(rng.random(shape) < 0.5, rng.uniform(0.1, 0.8, shape),
                                                       rng.uniform(1.2, 3.0, shape))
         return y, y + d
-    if name == "binary_crossentropy":
+    if name in ("binary_crossentropy", "binary_focal_crossentropy"):
         return rng.integers(0, 2, shape).astype(np.float64), rng.uniform(0.05, 0.95, shape)
+    if name == "categorical_focal_crossentropy":
+        return one_hot(labels, shape[-1]), rng.uniform(0.1, 1.0, shape)
     if name == "categorical_crossentropy":
         return one_hot(labels, shape[-1]), rng.uniform(0.1, 1.0, shape)
     if name == "sparse_categorical_crossentropy":

@@ -617,8 +617,9 @@ kld = KLD = kullback_leibler_divergence = kl_divergence
 logcosh = log_cosh
 
 NAMES = ("mse", "mae", "mape", "msle", "binary_crossentropy", "categorical_crossentropy",
-         "sparse_categorical_crossentropy", "binary_focal_crossentropy", "categorical_focal_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "huber", "log_cosh",
-         "kl_divergence", "poisson", "cosine_similarity")
+         "sparse_categorical_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "huber", "log_cosh",
+         "kl_divergence", "poisson", "cosine_similarity", "binary_focal_crossentropy",
+         "categorical_focal_crossentropy")
 
 
 def get(identifier):
