@@ -317,14 +317,6 @@ def _two_dims(y_true, y_pred, who):
     return y_true, y_pred
 
 
-def _rows_weights(sample_weight, n):
-    """Per-row weights as a column (n, 1) (or None)."""
-    if sample_weight is None:
-        return None
-    w = _weights_like(sample_weight, 1)
-    return np.broadcast_to(w, (n,))[:, None]
-
-
 @register("metrics", "fbeta_score")
 class FBetaScore(Metric):
     """F-beta score per class:  (1 + β²)·P·R / (β²·P + R), P = TP/(TP+FP), R = TP/(TP+FN) (each with ε in the
@@ -353,7 +345,7 @@ class FBetaScore(Metric):
         else:
             predicted = y_pred > self.threshold
         predicted = predicted.astype(np.float64)
-        w = _rows_weights(sample_weight, len(y_true))
+        w = None if sample_weight is None else _weights_like(sample_weight, 2)  # rows' weights as a column
         axis = None if self.average == "micro" else 0
 
         def total(values):

@@ -298,7 +298,11 @@ class Model(Layer):
                       "state (momentum, moments) restarts from zero.", file=sys.stderr)
             opt.build(trainable)
         self._regularized = [w for w in self.weights if w.regularizer is not None]
-        self._activity = [layer for layer in self._all_layers() if layer.activity_regularizer is not None]
+        self._activity = self._activity_layers()
+
+    def _activity_layers(self):
+        """The layers (nested models' too) whose outputs carry an activity penalty."""
+        return [layer for layer in self._all_layers() if layer.activity_regularizer is not None]
 
     def _all_layers(self):
         out = []
@@ -373,7 +377,7 @@ class Model(Layer):
         return total, preds, parts
 
     def _test_batch(self, xs, ys, sw):
-        activity = [layer for layer in self._all_layers() if layer.activity_regularizer is not None]
+        activity = self._activity_layers()
         if activity:  # their penalties are part of the loss, as in training: forward records them, call does not
             out = self.forward(self._feed(xs), training=False)[0]
         else:
@@ -534,8 +538,7 @@ class Model(Layer):
                 raise ValueError("class_weight works for single-output models; for several outputs pass "
                                  "sample_weight instead.")
             _data.class_weight_to_sample_weight(ys[0], class_weight)  # (checked now; applied to the training rows)
-        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"fit() expects epochs to be a non-negative integer, got {epochs!r}.")
+        _check_epochs(epochs)
         batch_size = self._batch_size(batch_size, "fit")
         verbose = self._verbose(verbose)
         val = None
@@ -556,8 +559,7 @@ class Model(Layer):
             sample_weight = None if sample_weight is None else sample_weight[:split_at]
         if class_weight is not None:  # the training rows only: validation losses are not class-weighted (Keras)
             sample_weight = _data.class_weight_to_sample_weight(ys[0], class_weight).astype(xs[0].dtype)
-        if shuffle not in (True, False, "batch"):
-            raise ValueError(f"shuffle must be True, False or 'batch', got {shuffle!r}.")
+        _check_shuffle(shuffle)
 
         self._prepare_training(xs)
         n = len(xs[0])
@@ -659,16 +661,12 @@ class Model(Layer):
                     sample_weight, initial_epoch, steps_per_epoch, validation_steps, validation_batch_size,
                     validation_freq):
         """``fit`` on a keras.utils.Sequence / PyDataset or a generator of batches (models/sources.py)."""
-        if y is not None or sample_weight is not None:
-            raise ValueError("fit() got x as a generator or Sequence of batches: they carry the targets (and sample "
-                             "weights) themselves, as (x, y) or (x, y, sample_weight); do not pass y or sample_weight.")
+        _sources.refuse_targets(y, sample_weight, "fit")
         if validation_split:
             raise ValueError("validation_split needs arrays (a generator or Sequence cannot be split); pass "
                              "validation_data instead.")
-        if not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"fit() expects epochs to be a non-negative integer, got {epochs!r}.")
-        if shuffle not in (True, False, "batch"):
-            raise ValueError(f"shuffle must be True, False or 'batch', got {shuffle!r}.")
+        _check_epochs(epochs)
+        _check_shuffle(shuffle)
         verbose = self._verbose(verbose)
         steps = None if steps_per_epoch is None else self._positive_int(steps_per_epoch, "steps_per_epoch", "fit")
         source = _sources.Source(x, steps, "steps_per_epoch", "fit")
@@ -801,9 +799,7 @@ class Model(Layer):
             raise TypeError(f"evaluate() got an unexpected keyword argument {next(iter(kwargs))!r}.")
         self._assert_compiled("evaluate")
         if _sources.kind(x) is not None:  # a Sequence / PyDataset or a generator of batches
-            if y is not None or sample_weight is not None:
-                raise ValueError("evaluate() got x as a generator or Sequence of batches: they carry the targets "
-                                 "themselves, as (x, y) or (x, y, sample_weight); do not pass y or sample_weight.")
+            _sources.refuse_targets(y, sample_weight, "evaluate")
             steps = None if steps is None else self._positive_int(steps, "steps", "evaluate")
             source = _sources.Source(x, steps, "steps", "evaluate")
             verbose = self._verbose(verbose)
@@ -974,6 +970,16 @@ class Model(Layer):
         """
         from ..saving import save_model
         save_model(self, filepath, overwrite=overwrite, include_optimizer=include_optimizer)
+
+
+def _check_epochs(epochs):
+    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"fit() expects epochs to be a non-negative integer, got {epochs!r}.")
+
+
+def _check_shuffle(shuffle):
+    if shuffle not in (True, False, "batch"):
+        raise ValueError(f"shuffle must be True, False or 'batch', got {shuffle!r}.")
 
 
 class _Head:

@@ -26,6 +26,13 @@ def kind(value):
     return None
 
 
+def refuse_targets(y, sample_weight, where):
+    """Batches carry their own targets: ``y`` or ``sample_weight`` beside them is a mistake."""
+    if y is not None or sample_weight is not None:
+        raise ValueError(f"{where}() got x as a generator or Sequence of batches: they carry the targets (and sample "
+                         "weights) themselves, as (x, y) or (x, y, sample_weight); do not pass y or sample_weight.")
+
+
 def unpack(item, where):
     """``(x, y, sample_weight)`` of one batch: a tuple ``(x, y)`` or ``(x, y, w)``, or ``x`` alone (from a generator a
     list or dict is several inputs, not ``(x, y)``, as in Keras; a Sequence's lists are made tuples first)."""
