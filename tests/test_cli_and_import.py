@@ -45,14 +45,19 @@ def test_version_says_whether_convnet_batches_split():
     assert "; batch split off (GLASSNET_BATCH_SPLIT=0); " in version(GLASSNET_BATCH_SPLIT="0")
     one_thread = version(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     assert "; batch split off (BLAS limited to one thread); " in one_thread
-    assert version(GLASSNET_ROW_SPLIT="0").endswith("; row split off (GLASSNET_ROW_SPLIT=0))")
+    assert "; row split off (GLASSNET_ROW_SPLIT=0); " in version(GLASSNET_ROW_SPLIT="0")
+    assert version(GLASSNET_BLAS_POOL="0").endswith("; optimizer updates on one core (GLASSNET_BLAS_POOL=0))")
     if parallel.blas_threads() is not None and min(parallel.blas_threads(), parallel._cores()) == 2:
         assert "; convnet batches split over 2 threads; " in version()  # this machine: two cores
-        from glassnet.engine import compiled, gemv
+        from glassnet.engine import blas_pool, compiled, gemv
         if compiled.available() and gemv._load():
-            assert version().endswith("; 1-row dense products on 2 cores)")
-            assert one_thread.endswith("; row split off (BLAS limited to one thread))")
-            assert version(GLASSNET_COMPILED="0").endswith("; row split off (compiled kernels off))")
+            assert "; 1-row dense products on 2 cores; " in version()
+            assert "; row split off (BLAS limited to one thread); " in one_thread
+            assert "; row split off (compiled kernels off); " in version(GLASSNET_COMPILED="0")
+        if compiled.available() and blas_pool._unusable() is None:
+            assert version().endswith("; large optimizer updates on 2 BLAS threads)")
+            assert one_thread.endswith("; optimizer updates on one core (one core, or BLAS limited to one thread))")
+            assert version(GLASSNET_COMPILED="0").endswith("; optimizer updates on one core (compiled kernels off))")
 
 
 def test_tutorial_job_trains_saves_and_plots(tmp_path):

@@ -214,7 +214,7 @@ def version_text():
     convnet batches split over two threads (engine.parallel)."""
     import numpy as np
     from . import __version__
-    from .engine import compiled, gemv, parallel
+    from .engine import blas_pool, compiled, gemv, parallel
     if compiled.enabled():
         import numba
         kernels = f"compiled kernels on (numba {numba.__version__})"
@@ -222,7 +222,8 @@ def version_text():
         kernels = "compiled kernels off (GLASSNET_COMPILED=0)"
     else:
         kernels = "NumPy path only (pip install 'glassnet[fast]' adds the compiled kernels)"
-    return f"glassnet {__version__} (numpy {np.__version__}; {kernels}; {parallel.status()}; {gemv.status()})"
+    return (f"glassnet {__version__} (numpy {np.__version__}; {kernels}; {parallel.status()}; {gemv.status()}; "
+            f"{blas_pool.status()})")
 
 
 class _Version(argparse.Action):

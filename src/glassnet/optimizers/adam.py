@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from ..engine import compiled
+from ..engine import blas_pool, compiled
 from ..engine.registry import register
 from ..utils.legacy import legacy_notice
 from .base import Optimizer, flush_threshold
@@ -48,8 +48,10 @@ class Adam(Optimizer):
             return False
         f = w.dtype.type  # every scalar as the rule's NumPy code rounds it (NEP 50: Python floats are weak)
         alpha = lr * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
-        k.adam_step(w, g, slots["m"], slots["v"], f(1 - self.beta_1), f(1 - self.beta_2), f(alpha),
-                    f(self.epsilon), flush, f(flush_threshold(w.dtype)))
+        args = (w, g, slots["m"], slots["v"], f(1 - self.beta_1), f(1 - self.beta_2), f(alpha), f(self.epsilon),
+                flush, f(flush_threshold(w.dtype)))
+        if not blas_pool.adam_step(*args):  # large vectors: on BLAS's threads (engine/blas_pool.py)
+            k.adam_step(*args)
         return True
 
     def get_config(self):

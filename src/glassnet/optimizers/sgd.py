@@ -1,7 +1,7 @@
 """Stochastic gradient descent with momentum and Nesterov momentum (Keras 2 = Keras 3 rules)."""
 import numpy as np
 
-from ..engine import compiled
+from ..engine import blas_pool, compiled
 from ..engine.registry import register
 from .base import Optimizer, flush_threshold
 
@@ -48,8 +48,9 @@ class SGD(Optimizer):
         if k is None:
             return False
         f = w.dtype.type
-        k.sgd_momentum_step(w, g, slots["momentum"], lr, f(self.momentum), self.nesterov, flush,
-                            f(flush_threshold(w.dtype)))
+        args = (w, g, slots["momentum"], lr, f(self.momentum), self.nesterov, flush, f(flush_threshold(w.dtype)))
+        if not blas_pool.sgd_momentum_step(*args):  # large vectors: on BLAS's threads (engine/blas_pool.py)
+            k.sgd_momentum_step(*args)
         return True
 
     def get_config(self):

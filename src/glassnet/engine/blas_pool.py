@@ -1,0 +1,208 @@
+"""Large optimizer updates on OpenBLAS's own threads (``glassnet[fast]``; Linux x86-64, NumPy's OpenBLAS).
+
+A fused optimizer step (Adam, SGD with momentum: ``engine.compiled``) over a medium network's parameters is
+bound by memory: Adam reads four vectors and writes three, ~395 µs for the 668k parameters of a
+784-512-512-10 MLP on one core here. A second core halves that, but not through a thread of our own: right
+after the step's GEMMs OpenBLAS's worker threads busy-wait on the other cores for ~0.1 s, so a thread of ours
+shares a core with one of them and runs at half speed (Adam split with a Python thread pool: 446 µs, the
+half on the contended core 395 µs; with numba's parallel loops W2's epoch went 1.27 → 1.33 s). So the work is
+handed to those very threads: OpenBLAS exports ``blas_level1_thread``, with which its level-1 routines
+(``srot``...) spread a loop over its thread pool, calling a C function on each thread — the calling thread
+included. ``_numba_pool.callback`` is that function: each call claims chunks of ``CHUNK`` elements with an
+atomic counter and runs the one-thread kernel on each. A worker that is spinning takes its first chunk at
+once; one that is asleep is woken by OpenBLAS and joins late, while the caller goes on claiming chunks, so
+nothing waits for it. Measured here (one W2 step's Adam after its GEMMs): 402 → 241 µs.
+
+The result is the one-thread kernel's bit for bit (elementwise rules: each element is computed by the same
+operations whichever thread takes its chunk); tests/test_blas_pool.py checks it, and that both threads ran.
+
+Used when every one of these holds, else the one-thread kernel runs:
+- the vectors have at least ``MIN_ELEMENTS`` elements, and the compiled kernels would run on them
+  (``compiled.kernels_for``: numba installed, not switched off, no strict ``np.errstate``);
+- Linux on x86-64 (the calling convention above), NumPy's BLAS is OpenBLAS 0.3.x with its own pthreads pool
+  (not an OpenMP build) and exports ``blas_level1_thread``, which a first small job (checked against the
+  one-thread kernel) shows working;
+- two cores or more, and BLAS allowed two threads or more: ``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1``,
+  ``threadpoolctl.threadpool_limits(1)`` — and a convnet's split epoch (``engine.parallel``), which sets
+  BLAS to one thread — keep the update on one core. It uses as many threads as BLAS is allowed.
+
+Off: ``GLASSNET_BLAS_POOL=0`` in the environment, ``set_enabled(False)`` or ``use_blas_pool(False)``.
+"""
+import ctypes
+import os
+import platform
+import re
+import sys
+
+import numpy as np
+
+from . import compiled, parallel
+from .backend import Switch
+
+MIN_ELEMENTS = 1 << 18  # Adam after a GEMM here: 262k elements 156 → 129 µs; 131k 82 → 87 µs (no gain below)
+CHUNK = 1 << 15  # elements claimed at a time (4 vectors × 128 KB of float32 stay in a core's L2 cache)
+MODE = 2  # blas_level1_thread's mode: a real (not complex) job, without BLAS_PTHREAD (the legacy calling form)
+
+# A job is an int64 vector: a counter of chunks taken, the chunk count and size, the vectors' length, the rule,
+# its flags, a count of the threads that ran it, up to four vectors' addresses, and the address of a float64
+# vector of the rule's scalars — Adam: (1 − β₁, 1 − β₂, α, ε, tiny); SGD: (lr, μ, -, -, tiny).
+NEXT, CHUNKS, CHUNK_SIZE, SIZE, KIND, FLUSH, NESTEROV, CALLS, A0, A1, A2, A3, SCALARS = range(13)
+JOB_SIZE, N_SCALARS = 16, 8
+ADAM, SGD_MOMENTUM = 1, 2
+
+_LINUX_X86_64 = sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")
+_switch = Switch("GLASSNET_BLAS_POOL")
+_pool = None  # (blas_level1_thread, the callback's address, the kernels) once set up; False when unusable
+_why = None  # why not, when _pool is False
+_cores = None
+
+
+def enabled():
+    """True unless switched off (``GLASSNET_BLAS_POOL=0``, ``set_enabled(False)``)."""
+    return _switch.on
+
+
+def set_enabled(flag):
+    """Hand large optimizer updates to OpenBLAS's threads (``True``, where possible) or not (``False``)."""
+    _switch.set(flag)
+
+
+def use_blas_pool(flag):
+    """Within the block, large optimizer updates go to OpenBLAS's threads (``True``) or not (``False``)."""
+    return _switch.use(flag)
+
+
+def status():
+    """One line for ``glassnet --version``: whether large optimizer updates use BLAS's threads, and if not, why."""
+    if not _switch.on:
+        return "optimizer updates on one core (GLASSNET_BLAS_POOL=0)"
+    if not compiled.available():
+        return "optimizer updates on one core (needs numba: pip install 'glassnet[fast]')"
+    if not compiled._switch.on:
+        return "optimizer updates on one core (compiled kernels off)"
+    threads = _threads()
+    if threads < 2:
+        return "optimizer updates on one core (one core, or BLAS limited to one thread)"
+    if not _setup():
+        return f"optimizer updates on one core ({_why})"
+    return f"large optimizer updates on {threads} BLAS threads"
+
+
+def adam_step(w, g, m, v, c1, c2, alpha, eps, flush, tiny):
+    """``_numba_kernels.adam_step`` on OpenBLAS's threads; True if it ran there, False if the caller must run
+    it (the arguments are those of the kernel, scalars already of the vectors' dtype)."""
+    return _run(ADAM, (w, g, m, v), (c1, c2, alpha, eps, tiny), flush, False)
+
+
+def sgd_momentum_step(w, g, v, lr, mu, nesterov, flush, tiny):
+    """``_numba_kernels.sgd_momentum_step`` on OpenBLAS's threads; True if it ran there (see ``adam_step``)."""
+    return _run(SGD_MOMENTUM, (w, g, v, v), (lr, mu, 0.0, 0.0, tiny), flush, nesterov)
+
+
+def _threads():
+    global _cores
+    if _cores is None:
+        _cores = parallel._cores()
+    threads = parallel.blas_threads()
+    return 0 if threads is None else min(threads, _cores)
+
+
+def _run(kind, arrays, scalars, flush, nesterov, chunk=CHUNK):
+    if not _switch.on or arrays[0].size < MIN_ELEMENTS or _pool is False:
+        return False
+    threads = _threads()  # (first: a BLAS limited to one thread may have no worker thread to give a job)
+    if threads < 2 or compiled.kernels_for(*arrays, min_elements=0) is None or not _setup():
+        return False
+    _submit(kind, arrays, scalars, flush, nesterov, threads, chunk)
+    return True
+
+
+def _submit(kind, arrays, scalars, flush, nesterov, threads, chunk):
+    """Run one job on ``threads`` of OpenBLAS's threads (the caller's among them); returns the job vector."""
+    level1, callback = _pool
+    job = np.zeros(JOB_SIZE, np.int64)
+    s = np.zeros(N_SCALARS, np.float64)
+    s[:len(scalars)] = scalars  # float32 scalars widen exactly; the callback narrows them back
+    n = arrays[0].size
+    job[CHUNKS], job[CHUNK_SIZE], job[SIZE], job[KIND] = -(-n // chunk), chunk, n, kind
+    job[FLUSH], job[NESTEROV] = bool(flush), bool(nesterov)
+    job[A0:A0 + 4] = [a.__array_interface__["data"][0] for a in arrays]
+    job[SCALARS] = s.__array_interface__["data"][0]
+    address = job.__array_interface__["data"][0]
+    # blas_level1_thread(mode, m, n, k, alpha, a, lda, b, ldb, c, ldc, function, threads): m = one unit per
+    # thread; n tells the callback the dtype; a (= b = c) is the job; lda = ldb = 0, so every thread gets it as is.
+    level1(MODE, threads, 1 if arrays[0].dtype == np.float64 else 0, 0, s.__array_interface__["data"][0], address, 0,
+           address, 0, address, 0, callback, threads)
+    return job
+
+
+def _setup():
+    """Find OpenBLAS's ``blas_level1_thread`` and check it on a small job, once per process."""
+    global _pool, _why
+    if _pool is not None:
+        return bool(_pool)
+    _pool, _why = False, _unusable()
+    if _why is not None:
+        return False
+    controller = _numpy_openblas(parallel._blas_controllers())
+    try:
+        from . import _numba_pool as k
+        level1 = ctypes.CDLL(controller.filepath).blas_level1_thread
+        level1.restype = ctypes.c_int
+        level1.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                           ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                           ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+        _pool = (level1, k.callback.address)
+        ok = _smoke_test()
+    except Exception as e:  # numba cannot build the callback, or the library lacks the symbol
+        ok, _why = False, f"BLAS thread pool unusable: {type(e).__name__}: {e}"
+    if not ok:
+        _pool = False
+        _why = _why or "BLAS thread pool check failed"
+    return bool(_pool)
+
+
+def _unusable():
+    """Why OpenBLAS's pool cannot take jobs here (None if it can)."""
+    if not _LINUX_X86_64:
+        return "Linux on x86-64 only"
+    if not compiled.available():
+        return "needs numba"
+    blas = parallel._blas_controllers()
+    if not blas:
+        return "needs threadpoolctl and a BLAS it knows"
+    openblas = _numpy_openblas(blas)
+    if openblas is None:
+        return "NumPy's BLAS is not OpenBLAS"
+    if getattr(openblas, "threading_layer", None) != "pthreads":
+        return "OpenBLAS not built with its own threads (pthreads)"
+    version = re.match(r"(\d+)\.(\d+)\.(\d+)", openblas.version or "")
+    if not version or not ((0, 3, 10) <= tuple(map(int, version.groups())) < (0, 4, 0)):
+        return f"OpenBLAS {openblas.version} not known to take jobs (0.3.10 or later 0.3.x)"
+    return None
+
+
+def _numpy_openblas(blas):
+    """The threadpoolctl controller of the OpenBLAS that NumPy's matmul calls: the one shipped inside NumPy's
+    wheel (``numpy.libs``; SciPy's, also loaded once SciPy is imported, is another copy), else the only BLAS
+    loaded if it is OpenBLAS (a NumPy built against the system's). None otherwise."""
+    numpy_dir = os.path.dirname(os.path.abspath(np.__file__))
+    inside = [c for c in blas if c.internal_api == "openblas"
+              and os.path.abspath(c.filepath).startswith((numpy_dir + os.sep, numpy_dir + ".libs" + os.sep))]
+    if len(inside) == 1:
+        return inside[0]
+    return blas[0] if len(blas) == 1 and not inside and blas[0].internal_api == "openblas" else None
+
+
+def _smoke_test():
+    """A small Adam job (11 chunks) on two threads equals the one-thread kernel's result, bit for bit, and
+    both threads ran it."""
+    rng = np.random.default_rng(0)
+    w, g, m, v = (rng.standard_normal(2800).astype(np.float32) for _ in range(4))
+    v = np.abs(v)
+    args = tuple(np.float32(a) for a in (0.1, 0.001, 0.01, 1e-7))
+    expect = [a.copy() for a in (w, g, m, v)]
+    compiled._load().adam_step(*expect, *args, True, np.float32(1e-30))
+    job = _submit(ADAM, (w, g, m, v), args + (np.float32(1e-30),), True, False, 2, 256)
+    return bool(job[CALLS] == 2 and job[NEXT] == 11
+                and all(np.array_equal(a, b) for a, b in zip((w, g, m, v), expect)))
