@@ -13,8 +13,15 @@ from numba import carray, cfunc, njit, types
 
 from . import _numba_kernels as k
 from ._numba_gemv import _address, cas, load
-from .blas_pool import (A0, A1, A2, A3, ADAM, CALLS, CHUNK_SIZE, CHUNKS, FLUSH, JOB_SIZE, KIND, N_SCALARS,
-                        NESTEROV, NEXT, SCALARS, SGD_MOMENTUM, SIZE)
+
+# A job is an int64 vector: a counter of chunks taken, the chunk count and size, the vectors' length, the rule,
+# its flags, a count of the threads called and of those that took a chunk, up to four vectors' addresses, and the
+# address of a float64 vector of the rule's scalars — Adam: (1 − β₁, 1 − β₂, α, ε, tiny); SGD: (lr, μ, -, -, tiny).
+# (Defined here, with the code that reads them, so that changing them recompiles it: numba's disk cache is
+# keyed on this file.)
+NEXT, CHUNKS, CHUNK_SIZE, SIZE, KIND, FLUSH, NESTEROV, CALLS, WORKED, A0, A1, A2, A3, SCALARS = range(14)
+JOB_SIZE, N_SCALARS = 16, 8
+ADAM, SGD_MOMENTUM = 1, 2
 
 _jit = njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
@@ -24,12 +31,16 @@ def _work(job, a0, a1, a2, a3, s0, s1, s2, s3, s4):
     """Claim chunks of the job until none is left; run its rule's one-thread kernel on each."""
     chunks, chunk, n = job[CHUNKS], job[CHUNK_SIZE], job[SIZE]
     kind, flush, nesterov = job[KIND], job[FLUSH] != 0, job[NESTEROV] != 0
+    worked = False
     while True:
         i = load(job, NEXT)
         if i >= chunks:
+            if worked:
+                _increment(job, WORKED)
             return
         if not cas(job, NEXT, i, i + 1):
             continue
+        worked = True
         lo = i * chunk
         hi = min(lo + chunk, n)
         if kind == ADAM:
@@ -48,10 +59,10 @@ def _run(job, dtype):
 
 
 @_jit
-def _count_call(job):
+def _increment(job, field):
     while True:
-        c = load(job, CALLS)
-        if cas(job, CALLS, c, c + 1):
+        c = load(job, field)
+        if cas(job, field, c, c + 1):
             return
 
 
@@ -59,7 +70,7 @@ def _count_call(job):
 def callback(m, n, k_, job_address):
     """What each OpenBLAS thread runs: ``n`` says the vectors' dtype (1: float64, else float32)."""
     job = carray(job_address, JOB_SIZE, np.int64)
-    _count_call(job)
+    _increment(job, CALLS)
     if n == 1:
         _run(job, np.float64)
     else:

@@ -9,22 +9,29 @@ half on the contended core 395 µs; with numba's parallel loops W2's epoch went 
 handed to those very threads: OpenBLAS exports ``blas_level1_thread``, with which its level-1 routines
 (``srot``...) spread a loop over its thread pool, calling a C function on each thread — the calling thread
 included. ``_numba_pool.callback`` is that function: each call claims chunks of ``CHUNK`` elements with an
-atomic counter and runs the one-thread kernel on each. A worker that is spinning takes its first chunk at
-once; one that is asleep is woken by OpenBLAS and joins late, while the caller goes on claiming chunks, so
-nothing waits for it. Measured here (one W2 step's Adam after its GEMMs): 402 → 241 µs.
+atomic counter and runs the one-thread kernel on each. A worker that is spinning — as in training, where the
+update follows the step's GEMMs — takes its first chunk at once. One that is asleep (BLAS idle for ~0.1 s)
+is woken by OpenBLAS, and the call returns only once it has run, even if the caller has taken every chunk
+meanwhile: such a call costs a wake-up more than the one-thread kernel. Measured here (Adam after a W2 step's
+GEMMs, medians of 200): 668k parameters 394–397 → 262–270 µs, 524k 316–327 → 229–237, 393k 244–255 → 194–201,
+262k 166–169 → 152–155.
 
 The result is the one-thread kernel's bit for bit (elementwise rules: each element is computed by the same
-operations whichever thread takes its chunk); tests/test_blas_pool.py checks it, and that both threads ran.
+operations whichever thread takes its chunk, and OpenBLAS gives its threads the caller's floating-point
+control word, flush-to-zero and rounding included — checked here with flush-to-zero set); tests/test_blas_pool.py
+checks it, and that the threads shared the chunks.
 
 Used when every one of these holds, else the one-thread kernel runs:
-- the vectors have at least ``MIN_ELEMENTS`` elements, and the compiled kernels would run on them
-  (``compiled.kernels_for``: numba installed, not switched off, no strict ``np.errstate``);
+- the vectors have at least ``MIN_ELEMENTS`` elements, the compiled kernels would run on them
+  (``compiled.kernels_for``: numba installed, not switched off, no strict ``np.errstate``), and the vectors
+  the rule writes are writeable;
 - Linux on x86-64 (the calling convention above), NumPy's BLAS is OpenBLAS 0.3.x with its own pthreads pool
   (not an OpenMP build) and exports ``blas_level1_thread``, which a first small job (checked against the
   one-thread kernel) shows working;
 - two cores or more, and BLAS allowed two threads or more: ``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1``,
   ``threadpoolctl.threadpool_limits(1)`` — and a convnet's split epoch (``engine.parallel``), which sets
-  BLAS to one thread — keep the update on one core. It uses as many threads as BLAS is allowed.
+  BLAS to one thread — keep the update on one core. It uses as many threads as BLAS is allowed, at most one
+  per chunk (every thread given a job is waited for, whether or not a chunk is left for it).
 
 Off: ``GLASSNET_BLAS_POOL=0`` in the environment, ``set_enabled(False)`` or ``use_blas_pool(False)``.
 """
@@ -33,27 +40,23 @@ import os
 import platform
 import re
 import sys
+import threading
 
 import numpy as np
 
 from . import compiled, parallel
 from .backend import Switch
 
-MIN_ELEMENTS = 1 << 18  # Adam after a GEMM here: 262k elements 156 → 129 µs; 131k 82 → 87 µs (no gain below)
+MIN_ELEMENTS = 3 << 17  # 393k: from here the hand-over clearly pays (-20%); at 262k it saved 8%, at 131k nothing
 CHUNK = 1 << 15  # elements claimed at a time (4 vectors × 128 KB of float32 stay in a core's L2 cache)
 MODE = 2  # blas_level1_thread's mode: a real (not complex) job, without BLAS_PTHREAD (the legacy calling form)
 
-# A job is an int64 vector: a counter of chunks taken, the chunk count and size, the vectors' length, the rule,
-# its flags, a count of the threads that ran it, up to four vectors' addresses, and the address of a float64
-# vector of the rule's scalars — Adam: (1 − β₁, 1 − β₂, α, ε, tiny); SGD: (lr, μ, -, -, tiny).
-NEXT, CHUNKS, CHUNK_SIZE, SIZE, KIND, FLUSH, NESTEROV, CALLS, A0, A1, A2, A3, SCALARS = range(13)
-JOB_SIZE, N_SCALARS = 16, 8
-ADAM, SGD_MOMENTUM = 1, 2
 
 _LINUX_X86_64 = sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64")
 _switch = Switch("GLASSNET_BLAS_POOL")
-_pool = None  # (blas_level1_thread, the callback's address, the kernels) once set up; False when unusable
+_pool = None  # (blas_level1_thread, the callback's address, the job layout module) once checked; False: unusable
 _why = None  # why not, when _pool is False
+_setup_lock = threading.Lock()
 _cores = None
 
 
@@ -80,6 +83,8 @@ def status():
         return "optimizer updates on one core (needs numba: pip install 'glassnet[fast]')"
     if not compiled._switch.on:
         return "optimizer updates on one core (compiled kernels off)"
+    if parallel.blas_threads() is None:
+        return "optimizer updates on one core (needs threadpoolctl and a BLAS it knows)"
     threads = _threads()
     if threads < 2:
         return "optimizer updates on one core (one core, or BLAS limited to one thread)"
@@ -91,12 +96,12 @@ def status():
 def adam_step(w, g, m, v, c1, c2, alpha, eps, flush, tiny):
     """``_numba_kernels.adam_step`` on OpenBLAS's threads; True if it ran there, False if the caller must run
     it (the arguments are those of the kernel, scalars already of the vectors' dtype)."""
-    return _run(ADAM, (w, g, m, v), (c1, c2, alpha, eps, tiny), flush, False)
+    return _run("ADAM", (w, g, m, v), (c1, c2, alpha, eps, tiny), flush, False)
 
 
 def sgd_momentum_step(w, g, v, lr, mu, nesterov, flush, tiny):
     """``_numba_kernels.sgd_momentum_step`` on OpenBLAS's threads; True if it ran there (see ``adam_step``)."""
-    return _run(SGD_MOMENTUM, (w, g, v, v), (lr, mu, 0.0, 0.0, tiny), flush, nesterov)
+    return _run("SGD_MOMENTUM", (w, g, v, v), (lr, mu, 0.0, 0.0, tiny), flush, nesterov)
 
 
 def _threads():
@@ -113,21 +118,26 @@ def _run(kind, arrays, scalars, flush, nesterov, chunk=CHUNK):
     threads = _threads()  # (first: a BLAS limited to one thread may have no worker thread to give a job)
     if threads < 2 or compiled.kernels_for(*arrays, min_elements=0) is None or not _setup():
         return False
-    _submit(kind, arrays, scalars, flush, nesterov, threads, chunk)
+    if not (arrays[0].flags.writeable and all(a.flags.writeable for a in arrays[2:])):
+        return False  # (the kernel writes through raw addresses: a read-only memory map would crash)
+    _submit(_pool, kind, arrays, scalars, flush, nesterov, threads, chunk)
     return True
 
 
-def _submit(kind, arrays, scalars, flush, nesterov, threads, chunk):
-    """Run one job on ``threads`` of OpenBLAS's threads (the caller's among them); returns the job vector."""
-    level1, callback = _pool
-    job = np.zeros(JOB_SIZE, np.int64)
-    s = np.zeros(N_SCALARS, np.float64)
+def _submit(pool, kind, arrays, scalars, flush, nesterov, threads, chunk):
+    """Run one job on up to ``threads`` of OpenBLAS's threads (the caller's among them, at most one per chunk);
+    returns the job vector (``_numba_pool``'s layout)."""
+    level1, callback, k = pool
+    job = np.zeros(k.JOB_SIZE, np.int64)
+    s = np.zeros(k.N_SCALARS, np.float64)
     s[:len(scalars)] = scalars  # float32 scalars widen exactly; the callback narrows them back
     n = arrays[0].size
-    job[CHUNKS], job[CHUNK_SIZE], job[SIZE], job[KIND] = -(-n // chunk), chunk, n, kind
-    job[FLUSH], job[NESTEROV] = bool(flush), bool(nesterov)
-    job[A0:A0 + 4] = [a.__array_interface__["data"][0] for a in arrays]
-    job[SCALARS] = s.__array_interface__["data"][0]
+    chunks = -(-n // chunk)
+    threads = min(threads, chunks)
+    job[k.CHUNKS], job[k.CHUNK_SIZE], job[k.SIZE], job[k.KIND] = chunks, chunk, n, getattr(k, kind)
+    job[k.FLUSH], job[k.NESTEROV] = bool(flush), bool(nesterov)
+    job[k.A0:k.A0 + 4] = [a.__array_interface__["data"][0] for a in arrays]
+    job[k.SCALARS] = s.__array_interface__["data"][0]
     address = job.__array_interface__["data"][0]
     # blas_level1_thread(mode, m, n, k, alpha, a, lda, b, ldb, c, ldc, function, threads): m = one unit per
     # thread; n tells the callback the dtype; a (= b = c) is the job; lda = ldb = 0, so every thread gets it as is.
@@ -137,28 +147,32 @@ def _submit(kind, arrays, scalars, flush, nesterov, threads, chunk):
 
 
 def _setup():
-    """Find OpenBLAS's ``blas_level1_thread`` and check it on a small job, once per process."""
+    """Find OpenBLAS's ``blas_level1_thread`` and check it on small jobs, once per process (the pool is published
+    only once checked: a concurrent caller meanwhile waits for the check)."""
     global _pool, _why
     if _pool is not None:
         return bool(_pool)
-    _pool, _why = False, _unusable()
-    if _why is not None:
-        return False
-    controller = _numpy_openblas(parallel._blas_controllers())
-    try:
-        from . import _numba_pool as k
-        level1 = ctypes.CDLL(controller.filepath).blas_level1_thread
-        level1.restype = ctypes.c_int
-        level1.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-                           ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                           ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
-        _pool = (level1, k.callback.address)
-        ok = _smoke_test()
-    except Exception as e:  # numba cannot build the callback, or the library lacks the symbol
-        ok, _why = False, f"BLAS thread pool unusable: {type(e).__name__}: {e}"
-    if not ok:
-        _pool = False
-        _why = _why or "BLAS thread pool check failed"
+    with _setup_lock:
+        if _pool is not None:
+            return bool(_pool)
+        why = _unusable()
+        pool = None
+        if why is None:
+            controller = _numpy_openblas(parallel._blas_controllers())
+            try:
+                from . import _numba_pool as k
+                level1 = ctypes.CDLL(controller.filepath).blas_level1_thread
+                level1.restype = ctypes.c_int
+                level1.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
+                                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int]
+                pool = (level1, k.callback.address, k)
+                if not _smoke_test(pool):
+                    pool, why = None, "BLAS thread pool check failed"
+            except Exception as e:  # numba cannot build the callback, or the library lacks the symbol
+                pool, why = None, f"BLAS thread pool unusable: {type(e).__name__}: {e}"
+        _why = why
+        _pool = pool or False
     return bool(_pool)
 
 
@@ -187,22 +201,42 @@ def _numpy_openblas(blas):
     wheel (``numpy.libs``; SciPy's, also loaded once SciPy is imported, is another copy), else the only BLAS
     loaded if it is OpenBLAS (a NumPy built against the system's). None otherwise."""
     numpy_dir = os.path.dirname(os.path.abspath(np.__file__))
-    inside = [c for c in blas if c.internal_api == "openblas"
-              and os.path.abspath(c.filepath).startswith((numpy_dir + os.sep, numpy_dir + ".libs" + os.sep))]
+    openblas = [c for c in blas if c.internal_api == "openblas"]
+    inside = [c for c in openblas
+              if os.path.abspath(c.filepath).startswith((numpy_dir + os.sep, numpy_dir + ".libs" + os.sep))]
     if len(inside) == 1:
         return inside[0]
-    return blas[0] if len(blas) == 1 and not inside and blas[0].internal_api == "openblas" else None
+    lib_dir = _numpy_blas_lib_dir()  # a NumPy linked against a system OpenBLAS says where it is
+    linked = [c for c in openblas if lib_dir and os.path.dirname(os.path.realpath(c.filepath)) ==
+              os.path.realpath(lib_dir)]
+    return linked[0] if len(linked) == 1 else None
 
 
-def _smoke_test():
-    """A small Adam job (11 chunks) on two threads equals the one-thread kernel's result, bit for bit, and
-    both threads ran it."""
+def _numpy_blas_lib_dir():
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return blas.get("lib directory") if blas.get("found") else None
+    except Exception:  # an older NumPy, or one that does not say
+        return None
+
+
+def _smoke_test(pool):
+    """Small jobs (11 chunks) of each rule on two threads equal the one-thread kernels' results bit for bit, and
+    both threads were called (a wrong calling form or a stale compiled callback shows here)."""
+    k = pool[2]
+    kernels = compiled._load()
     rng = np.random.default_rng(0)
-    w, g, m, v = (rng.standard_normal(2800).astype(np.float32) for _ in range(4))
-    v = np.abs(v)
-    args = tuple(np.float32(a) for a in (0.1, 0.001, 0.01, 1e-7))
-    expect = [a.copy() for a in (w, g, m, v)]
-    compiled._load().adam_step(*expect, *args, True, np.float32(1e-30))
-    job = _submit(ADAM, (w, g, m, v), args + (np.float32(1e-30),), True, False, 2, 256)
-    return bool(job[CALLS] == 2 and job[NEXT] == 11
-                and all(np.array_equal(a, b) for a, b in zip((w, g, m, v), expect)))
+    for kind, kernel, count, scalars in (("ADAM", kernels.adam_step, 4, (0.1, 0.001, 0.01, 1e-7, 1e-30)),
+                                         ("SGD_MOMENTUM", kernels.sgd_momentum_step, 3, (0.01, 0.9, 0, 0, 1e-30))):
+        arrays = [rng.standard_normal(2800).astype(np.float32) for _ in range(count)]
+        arrays[-1] = np.abs(arrays[-1])
+        f = [np.float32(a) for a in scalars]
+        expect = [a.copy() for a in arrays]
+        if kind == "ADAM":
+            kernel(*expect, *f[:4], True, f[4])
+        else:
+            kernel(*expect, f[0], f[1], True, True, f[4])
+        job = _submit(pool, kind, tuple(arrays) + (arrays[-1],) * (4 - count), f, True, kind != "ADAM", 2, 256)
+        if not (job[k.CALLS] == 2 and job[k.NEXT] == 11 and all(map(np.array_equal, arrays, expect))):
+            return False
+    return True
