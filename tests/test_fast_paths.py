@@ -731,3 +731,21 @@ def test_binary_accuracy_with_an_array_threshold_takes_the_general_path():
     m.update_state(y, p)
     reference = metrics.binary_accuracy(y.tolist(), p.tolist(), threshold=np.array([0.2, 0.8]))
     assert m.total == float(np.sum(reference)) and m.count == np.size(reference)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_sigmoid_on_few_values_equals_the_in_place_form(dtype):
+    """Up to activations._SMALL values _sigmoid allocates instead of working in place (cheaper there): the same
+    operations, so the same bits and dtype on either side of the threshold, NaN and ±inf included."""
+    from glassnet import activations
+    rng = np.random.default_rng(0)
+    for n in (1, 8, activations._SMALL - 1, activations._SMALL, activations._SMALL + 1, 4096):
+        x = (rng.standard_normal(n) * 12).astype(dtype)
+        x[:min(n, 3)] = [np.nan, np.inf, -np.inf][:min(n, 3)]
+        want = np.tanh(x * 0.5)
+        want += 1
+        want *= 0.5
+        got = activations._sigmoid(x)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert activations.sigmoid(np.array([[0.0]], np.float32)).dtype == np.float32

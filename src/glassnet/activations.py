@@ -68,9 +68,14 @@ def _define(name, fn, grad, *aliases, fn_inplace=None):
 def _sigmoid(x):
     # σ(x) = 1 / (1 + e^−x) = ½(1 + tanh(x/2)): the tanh form never overflows
     y = np.tanh(x * 0.5)
+    if y.size <= _SMALL:  # the same operations; on a few values NumPy's in-place ops with a Python scalar
+        return (y + 1) * 0.5  # cost ~2x its allocating ones (a 1-row predict: 2.6 -> 1.8 µs)
     y += 1
     y *= 0.5
     return y
+
+
+_SMALL = 256  # values up to which a new array is cheaper than an in-place op with a scalar (see _sigmoid)
 
 
 def _erf(x):
