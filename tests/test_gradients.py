@@ -212,6 +212,8 @@ def loss_case(name, rng, shape=(N, K)):
         return y, y * (1.0 - signed_uniform(rng, 0.2, 1.0, shape))
     if name == "categorical_hinge":
         return categorical_hinge_case(rng, labels, shape)
+    if name in ("dice", "tversky"):  # soft masks: one value for the whole batch (axis=None)
+        return (rng.random(shape) > 0.5).astype(np.float64), rng.uniform(0.05, 0.95, shape)
     raise KeyError(name)
 
 

@@ -224,6 +224,54 @@ def _categorical_focal_grad(y_true, y_pred, dv, alpha=0.25, gamma=2.0, from_logi
     return np.expand_dims(dv, axis) * dp
 
 
+def _overlap_axes(y_pred, axis):
+    """``axis`` as a tuple of non-negative axes (None: all of them, one value for the whole batch)."""
+    if axis is None:
+        return tuple(range(y_pred.ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(int(a) % y_pred.ndim for a in axes)
+
+
+def _overlap_sums(y_true, y_pred, axis):
+    axes = _overlap_axes(y_pred, axis)
+    return axes, (lambda a: np.sum(a, axis=axes, keepdims=True))
+
+
+def dice(y_true, y_pred, axis=None):
+    """1 − 2·Σ y·p / (Σ y + Σ p + ε), the sums over ``axis`` (None: the whole batch, one value): Keras 3's Dice,
+    for segmentation masks and other overlaps."""
+    axes, total = _overlap_sums(y_true, y_pred, axis)
+    value = 1 - 2.0 * total(y_true * y_pred) / (total(y_true) + total(y_pred) + backend.epsilon())
+    return np.squeeze(value, axis=axes)
+
+
+def _dice_grad(y_true, y_pred, dv, axis=None):
+    axes, total = _overlap_sums(y_true, y_pred, axis)
+    inter, denom = total(y_true * y_pred), total(y_true) + total(y_pred) + backend.epsilon()
+    # d/dp of 1 − 2I/S, with dI/dp = y and dS/dp = 1
+    return np.expand_dims(dv, axes) * (2.0 * inter / (denom * denom) - 2.0 * y_true / denom)
+
+
+def tversky(y_true, y_pred, alpha=0.5, beta=0.5, axis=None):
+    """1 − I / (I + α·Σ(1 − p)·y + β·Σ p·(1 − y) + ε), I = Σ y·p, the sums over ``axis`` (None: the whole batch):
+    Keras 3's Tversky (α and β weigh its two kinds of error as Keras names them: α the "false positives" term
+    (1 − p)·y, β the "false negatives" term p·(1 − y)); α = β = 0.5 is Dice."""
+    axes, total = _overlap_sums(y_true, y_pred, axis)
+    inter = total(y_true * y_pred)
+    value = 1 - inter / (inter + total((1 - y_pred) * y_true) * alpha + total(y_pred * (1 - y_true)) * beta
+                         + backend.epsilon())
+    return np.squeeze(value, axis=axes)
+
+
+def _tversky_grad(y_true, y_pred, dv, alpha=0.5, beta=0.5, axis=None):
+    axes, total = _overlap_sums(y_true, y_pred, axis)
+    inter = total(y_true * y_pred)
+    denom = inter + total((1 - y_pred) * y_true) * alpha + total(y_pred * (1 - y_true)) * beta + backend.epsilon()
+    d_denom = y_true - alpha * y_true + beta * (1 - y_true)  # dD/dp element by element
+    # d/dp of 1 − I/D = −(y·D − I·dD/dp) / D²
+    return np.expand_dims(dv, axes) * ((inter * d_denom - y_true * denom) / (denom * denom))
+
+
 def _one_hot_labels(y_true, y_pred, axis=-1):
     labels = np.asarray(y_true)
     if labels.ndim == y_pred.ndim and labels.shape[-1] == 1:
@@ -453,6 +501,8 @@ class Loss:
         if sample_weight is None:
             return None
         w = np.asarray(sample_weight, dtype=values.dtype)
+        if values.ndim == 0:  # one value for the whole batch (Dice, Tversky with axis=None): as Keras, each weight
+            return w          # weighs a copy of it, and the mean divides by the number of weights
         while w.ndim < values.ndim:
             w = w[..., None]
         while w.ndim > values.ndim and w.shape[-1] == 1:
@@ -494,10 +544,12 @@ class Loss:
             raise ValueError(f"Loss '{self.name}' has reduction={self.reduction!r}, which gives one value per "
                              "sample; training needs a scalar. Use reduction='sum_over_batch_size'.")
         total = float(weighted.sum())
-        divisor = 1.0 if self.reduction == "sum" else self._divisor(values, w)
+        divisor = 1.0 if self.reduction == "sum" else self._divisor(weighted, w)
         if not divisor:
             divisor = 1.0
         dv = np.full(values.shape, 1.0 / divisor, dtype=y_pred.dtype) if w is None else w / divisor
+        if dv.shape != values.shape:  # weights of a whole-batch value: d(Σ wᵢ·v)/dv = Σ wᵢ
+            dv = np.asarray(dv.sum(), dtype=dv.dtype)
         return total / divisor, self.grad(y_true, y_pred, dv).reshape(shape).astype(y_pred.dtype, copy=False)
 
     def get_config(self):
@@ -608,6 +660,8 @@ KLDivergence = _loss_class("KLDivergence", kl_divergence, _kl_grad, "kl_divergen
                            ("kld", "KLD", "kullback_leibler_divergence"))
 Poisson = _loss_class("Poisson", poisson, _poisson_grad, "poisson")
 CosineSimilarity = _loss_class("CosineSimilarity", cosine_similarity, _cosine_grad, "cosine_similarity", axis=-1)
+Dice = _loss_class("Dice", dice, _dice_grad, "dice", axis=None)
+Tversky = _loss_class("Tversky", tversky, _tversky_grad, "tversky", alpha=0.5, beta=0.5, axis=None)
 
 mse = MSE = mean_squared_error
 mae = MAE = mean_absolute_error
@@ -619,7 +673,7 @@ logcosh = log_cosh
 NAMES = ("mse", "mae", "mape", "msle", "binary_crossentropy", "categorical_crossentropy",
          "sparse_categorical_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "huber", "log_cosh",
          "kl_divergence", "poisson", "cosine_similarity", "binary_focal_crossentropy",
-         "categorical_focal_crossentropy")
+         "categorical_focal_crossentropy", "dice", "tversky")
 
 
 def get(identifier):
