@@ -3,6 +3,8 @@
 ``update_state(y_true, y_pred, sample_weight=None)`` adds a batch, ``result()`` gives the value so
 far, ``reset_state()`` starts over. Accuracy-like metrics are per-sample 0/1 values averaged.
 """
+import warnings
+
 import numpy as np
 
 from . import losses as _losses
@@ -448,6 +450,155 @@ class R2Score(Metric):
                 "num_regressors": self.num_regressors}
 
 
+def _class_count(value, what):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a whole number >= 1, got {value!r}.")
+    return int(value)
+
+
+@register("metrics", "iou")
+class IoU(Metric):
+    """Intersection over union per class, TP / (TP + FP + FN), from a confusion matrix summed over every batch so
+    far; the mean over the ``target_class_ids`` that occurred (Keras 3's IoU; semantic segmentation). Labels and
+    predictions are class ids (``sparse_y_true`` / ``sparse_y_pred``; with False, the argmax over ``axis``); ids
+    outside [0, num_classes) and ``ignore_class`` (a "void" label such as 255) are left out. As in Keras, the
+    default integer dtype truncates float ids and sample weights (pass ``dtype="float32"`` for fractional weights)."""
+
+    def __init__(self, num_classes, target_class_ids, name=None, dtype=None, ignore_class=None, sparse_y_true=True,
+                 sparse_y_pred=True, axis=-1):
+        self.num_classes = _class_count(num_classes, "num_classes")
+        ids = list(target_class_ids)
+        if not ids or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0 for i in ids):
+            raise ValueError(f"target_class_ids must be class ids (whole numbers >= 0), got {target_class_ids!r}.")
+        if max(ids) >= self.num_classes:
+            raise ValueError(f"Target class id {max(ids)} is out of range, which is [0, {self.num_classes}).")
+        self.target_class_ids = [int(i) for i in ids]
+        self.ignore_class, self.sparse_y_true, self.sparse_y_pred, self.axis = (
+            ignore_class, bool(sparse_y_true), bool(sparse_y_pred), axis)
+        if dtype is not None and np.dtype(backend.standardize_dtype(dtype)).kind not in "iuf":
+            raise ValueError(f"dtype must be an integer or float dtype, got {dtype!r}.")
+        super().__init__(name=name, dtype=dtype)
+
+    def _integer(self):
+        return self.dtype is None or np.dtype(backend.standardize_dtype(self.dtype)).kind in "iu"
+
+    def reset_state(self):
+        self.total_cm = np.zeros((self.num_classes, self.num_classes), np.int64 if self._integer() else np.float64)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        if not self.sparse_y_true:
+            y_true = np.argmax(y_true, axis=self.axis)
+        if not self.sparse_y_pred:
+            y_pred = np.argmax(y_pred, axis=self.axis)
+        kind = np.int64 if self._integer() else np.float64
+        y_true, y_pred = y_true.astype(kind).reshape(-1), y_pred.astype(kind).reshape(-1)
+        if y_true.shape != y_pred.shape:
+            raise ValueError(f"{type(self).__name__}: y_true has {y_true.size} class ids and y_pred {y_pred.size}; "
+                             "give one predicted id (or score vector, with sparse_y_pred=False) per label.")
+        if sample_weight is None:
+            w = np.ones(y_true.shape, kind)
+        else:
+            w = np.asarray(sample_weight)
+            if kind is np.int64 and w.dtype.kind == "f" and np.any(w != np.trunc(w)):
+                warnings.warn(f"{type(self).__name__}: fractional sample weights are truncated to whole numbers "
+                              "under the default integer dtype (as in Keras); pass dtype='float32' to keep them.",
+                              stacklevel=2)
+            w = w.astype(kind).reshape(-1) if w.ndim > 1 else w.astype(kind)
+            if w.ndim and w.size != y_true.size:
+                raise ValueError(f"{type(self).__name__}: sample_weight has {w.size} values for {y_true.size} labels; "
+                                 "give one weight per label (the shape of y_true) or a single number.")
+            w = np.broadcast_to(w, y_true.shape)
+        n = self.num_classes
+        keep = (y_true >= 0) & (y_true < n) & (y_pred >= 0) & (y_pred < n)
+        if self.ignore_class is not None:
+            keep &= y_true != self.ignore_class
+        cells = np.where(keep, y_true, 0).astype(np.int64) * n + np.where(keep, y_pred, 0).astype(np.int64)
+        counts = np.bincount(cells, weights=np.where(keep, w, 0).astype(np.float64), minlength=n * n)
+        self.total_cm = self.total_cm + counts.reshape(n, n).astype(self.total_cm.dtype)
+
+    def result(self):
+        cm = self.total_cm.astype(np.float64)
+        tp = np.diag(cm)
+        union = (cm.sum(axis=0) + cm.sum(axis=1) - tp)[self.target_class_ids]
+        tp = tp[self.target_class_ids]
+        valid = union > 1e-9  # classes never seen nor predicted do not count
+        iou = np.where(valid, tp / (union + backend.epsilon()), 0.0)
+        return float(iou.sum() / (valid.sum() + backend.epsilon()))
+
+    @property
+    def variables_count(self):
+        return 1
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, "num_classes": self.num_classes,
+                "target_class_ids": self.target_class_ids, "ignore_class": self.ignore_class,
+                "sparse_y_true": self.sparse_y_true, "sparse_y_pred": self.sparse_y_pred, "axis": self.axis}
+
+
+@register("metrics", "binary_iou")
+class BinaryIoU(IoU):
+    """IoU of a binary mask: a prediction is class 1 when its score is >= ``threshold``; the mean over
+    ``target_class_ids`` (both classes by default; (1,) for the foreground's alone)."""
+
+    def __init__(self, target_class_ids=(0, 1), threshold=0.5, name=None, dtype=None):
+        super().__init__(num_classes=2, target_class_ids=target_class_ids, name=name, dtype=dtype)
+        self.threshold = threshold
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        predicted = (np.asarray(y_pred, np.float32) >= self.threshold).astype(np.int64)
+        super().update_state(y_true, predicted, sample_weight)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, "target_class_ids": self.target_class_ids,
+                "threshold": self.threshold}
+
+
+@register("metrics", "mean_iou")
+class MeanIoU(IoU):
+    """The mean of the IoUs of every class (that occurred), from class ids."""
+
+    def __init__(self, num_classes, name=None, dtype=None, ignore_class=None, sparse_y_true=True,
+                 sparse_y_pred=True, axis=-1):
+        super().__init__(num_classes, list(range(_class_count(num_classes, "num_classes"))), name=name,
+                         dtype=dtype, ignore_class=ignore_class, sparse_y_true=sparse_y_true,
+                         sparse_y_pred=sparse_y_pred, axis=axis)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["target_class_ids"]
+        return config
+
+
+@register("metrics", "one_hot_iou")
+class OneHotIoU(IoU):
+    """IoU with one-hot labels and score vectors (argmax over ``axis``) for the ``target_class_ids``."""
+
+    def __init__(self, num_classes, target_class_ids, name=None, dtype=None, ignore_class=None, sparse_y_pred=False,
+                 axis=-1):
+        super().__init__(num_classes, target_class_ids, name=name, dtype=dtype, ignore_class=ignore_class,
+                         sparse_y_true=False, sparse_y_pred=sparse_y_pred, axis=axis)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["sparse_y_true"]
+        return config
+
+
+@register("metrics", "one_hot_mean_iou")
+class OneHotMeanIoU(MeanIoU):
+    """MeanIoU with one-hot labels and score vectors (argmax over ``axis``)."""
+
+    def __init__(self, num_classes, name=None, dtype=None, ignore_class=None, sparse_y_pred=False, axis=-1):
+        super().__init__(num_classes, name=name, dtype=dtype, ignore_class=ignore_class, sparse_y_true=False,
+                         sparse_y_pred=sparse_y_pred, axis=axis)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["sparse_y_true"]
+        return config
+
+
 def accuracy_for_shapes(name, y_true, y_pred):
     """Keras 3's rule for the string 'accuracy'/'acc': chosen from shapes only (never from the loss)."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -458,16 +609,28 @@ def accuracy_for_shapes(name, y_true, y_pred):
     return CategoricalAccuracy(name=name)
 
 
+def _without_arguments(cls, kwargs):
+    """``cls(**kwargs)``, or a ValueError naming what the metric needs when it cannot be made without arguments."""
+    import inspect
+    needed = [p.name for p in inspect.signature(cls.__init__).parameters.values()
+              if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"]
+    if needed:
+        raise ValueError(f"The metric {cls.__name__} needs {', '.join(needed)}: pass an instance, e.g. "
+                         f"metrics=[glassnet.metrics.{cls.__name__}({', '.join(n + '=...' for n in needed)})], "
+                         "not its name or class.")
+    return cls(**kwargs)
+
+
 def get(identifier):
     """A Metric from a name, a class, an instance, a config dict, or a per-sample function."""
     if isinstance(identifier, Metric):
         return identifier
     if isinstance(identifier, type) and issubclass(identifier, Metric):
-        return identifier()
+        return _without_arguments(identifier, {})
     if isinstance(identifier, str):
         cls = table("metrics").get(identifier)
         if cls is not None:
-            return cls(name=identifier)
+            return _without_arguments(cls, {"name": identifier})
         loss_cls = table("loss_functions").get(identifier)
         if loss_cls is not None:
             fn = next(k for k, v in table("loss_functions").items() if v is loss_cls and callable(k))
