@@ -133,7 +133,7 @@ def test_respects_blas_thread_limits_and_switches(submits):
         assert blas_pool.adam_step(w, g, m, v, *args) is False
     assert submits == []
     assert blas_pool.adam_step(w, g, m, v, *args) is True and submits == [threads_for(N)]
-    assert blas_pool.status() == f"large optimizer updates on {blas_pool._threads()} BLAS threads"
+    assert blas_pool.status() == f"large optimizer updates on up to {blas_pool._threads()} BLAS threads"
 
 
 def test_environment_switch_and_version_line():
@@ -143,7 +143,8 @@ def test_environment_switch_and_version_line():
     assert out.stdout.strip() == "optimizer updates on one core (GLASSNET_BLAS_POOL=0)", out.stderr
     out = subprocess.run([sys.executable, "-m", "glassnet", "--version"], capture_output=True, text=True,
                          timeout=120)
-    assert re.search(r"; large optimizer updates on \d+ BLAS threads\)$", out.stdout.strip()), out.stdout + out.stderr
+    assert re.search(r"; large optimizer updates on up to \d+ BLAS threads\)$", out.stdout.strip()), \
+        out.stdout + out.stderr
 
 
 def test_picks_numpys_openblas_beside_scipys():
@@ -190,11 +191,15 @@ def test_read_only_vectors_stay_on_one_thread(submits):
 
 
 def test_no_job_before_the_check_has_passed(monkeypatch):
-    """A caller arriving while the first-use check runs waits for it, and gets the one-thread kernel if it fails."""
+    """A caller arriving while the first-use check runs waits for it (the check runs once), and gets the
+    one-thread kernel if it fails."""
     monkeypatch.setattr(blas_pool, "_pool", None)
+    monkeypatch.setattr(blas_pool, "_why", None)
     started, release = threading.Event(), threading.Event()
+    checks = []
 
     def slow_failing_check(pool):
+        checks.append(pool)
         started.set()
         release.wait(30)
         return False
@@ -215,8 +220,61 @@ def test_no_job_before_the_check_has_passed(monkeypatch):
     release.set()
     first.join(30)
     second.join(30)
-    assert results == [False] and submitted == [] and blas_pool._pool is False
+    assert results == [False] and submitted == [] and blas_pool._pool is False and len(checks) == 1
     assert "check failed" in blas_pool._why
+
+
+def test_the_first_use_check_catches_a_kernel_that_differs(monkeypatch):
+    """A compiled callback whose copy of a kernel is not the current one (numba's cache is keyed on one file) is
+    caught on any rule, dtype or flag: here the one-thread SGD kernel changes for float64 without Nesterov only."""
+    kernels = compiled._load()
+    real = kernels.sgd_momentum_step
+
+    class Changed:
+        def __getattr__(self, name):
+            return getattr(kernels, name)
+
+        @staticmethod
+        def sgd_momentum_step(w, g, v, lr, mu, nesterov, flush, tiny):
+            real(w, g, v, lr, mu, nesterov, flush, tiny)
+            if w.dtype == np.float64 and not nesterov:
+                w += v * 1e-9
+    monkeypatch.setattr(compiled, "_load", lambda: Changed())
+    monkeypatch.setattr(blas_pool, "_pool", None)
+    monkeypatch.setattr(blas_pool, "_why", None)
+    assert blas_pool._setup() is False and "check failed" in blas_pool._why
+
+
+def _adam_after_fork_during_setup(conn):
+    try:
+        w, g, m, v = vectors(N, np.float32, 4)
+        f = np.float32
+        conn.send(blas_pool.adam_step(w, g, m, v, f(0.1), f(0.001), f(0.01), f(1e-7), False, f(0)))
+    except BaseException as exc:
+        conn.send(repr(exc))
+    conn.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_another_thread_runs_the_check(monkeypatch):
+    """The setup lock held by another thread at fork time (its first-use check running) does not block the child."""
+    monkeypatch.setattr(blas_pool, "_pool", None)
+    assert blas_pool._setup_lock.acquire(timeout=30)  # as a thread inside _setup would hold it
+    try:
+        context = multiprocessing.get_context("fork")
+        parent, child = context.Pipe()
+        process = context.Process(target=_adam_after_fork_during_setup, args=(child,))
+        process.start()
+        child.close()
+        try:
+            assert parent.poll(60), "the forked child is stuck on the setup lock"
+            assert parent.recv() is True
+        finally:
+            process.join(60)
+            if process.is_alive():
+                process.kill()
+    finally:
+        blas_pool._setup_lock.release()
 
 
 def mlp(seed=3):

@@ -55,7 +55,7 @@ def test_version_says_whether_convnet_batches_split():
             assert "; row split off (BLAS limited to one thread); " in one_thread
             assert "; row split off (compiled kernels off); " in version(GLASSNET_COMPILED="0")
         if compiled.available() and blas_pool._unusable() is None:
-            assert version().endswith("; large optimizer updates on 2 BLAS threads)")
+            assert version().endswith("; large optimizer updates on up to 2 BLAS threads)")
             assert one_thread.endswith("; optimizer updates on one core (one core, or BLAS limited to one thread))")
             assert version(GLASSNET_COMPILED="0").endswith("; optimizer updates on one core (compiled kernels off))")
 

@@ -26,8 +26,8 @@ Used when every one of these holds, else the one-thread kernel runs:
   (``compiled.kernels_for``: numba installed, not switched off, no strict ``np.errstate``), and the vectors
   the rule writes are writeable;
 - Linux on x86-64 (the calling convention above), NumPy's BLAS is OpenBLAS 0.3.x with its own pthreads pool
-  (not an OpenMP build) and exports ``blas_level1_thread``, which a first small job (checked against the
-  one-thread kernel) shows working;
+  (not an OpenMP build) and exports ``blas_level1_thread``, which small first jobs of every rule, dtype and flag
+  (checked against the one-thread kernels) show working;
 - two cores or more, and BLAS allowed two threads or more: ``OMP_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1``,
   ``threadpoolctl.threadpool_limits(1)`` — and a convnet's split epoch (``engine.parallel``), which sets
   BLAS to one thread — keep the update on one core. It uses as many threads as BLAS is allowed, at most one
@@ -90,7 +90,7 @@ def status():
         return "optimizer updates on one core (one core, or BLAS limited to one thread)"
     if not _setup():
         return f"optimizer updates on one core ({_why})"
-    return f"large optimizer updates on {threads} BLAS threads"
+    return f"large optimizer updates on up to {threads} BLAS threads"
 
 
 def adam_step(w, g, m, v, c1, c2, alpha, eps, flush, tiny):
@@ -198,8 +198,9 @@ def _unusable():
 
 def _numpy_openblas(blas):
     """The threadpoolctl controller of the OpenBLAS that NumPy's matmul calls: the one shipped inside NumPy's
-    wheel (``numpy.libs``; SciPy's, also loaded once SciPy is imported, is another copy), else the only BLAS
-    loaded if it is OpenBLAS (a NumPy built against the system's). None otherwise."""
+    wheel (``numpy.libs``; SciPy's, also loaded once SciPy is imported, is another copy), else the one in the
+    library directory NumPy's build configuration names (a NumPy built against the system's OpenBLAS). None
+    otherwise (then the feature is off)."""
     numpy_dir = os.path.dirname(os.path.abspath(np.__file__))
     openblas = [c for c in blas if c.internal_api == "openblas"]
     inside = [c for c in openblas
@@ -207,8 +208,11 @@ def _numpy_openblas(blas):
     if len(inside) == 1:
         return inside[0]
     lib_dir = _numpy_blas_lib_dir()  # a NumPy linked against a system OpenBLAS says where it is
-    linked = [c for c in openblas if lib_dir and os.path.dirname(os.path.realpath(c.filepath)) ==
-              os.path.realpath(lib_dir)]
+    if not lib_dir:
+        return None
+    roots = {os.path.abspath(lib_dir) + os.sep, os.path.realpath(lib_dir) + os.sep}
+    linked = [c for c in openblas if any(os.path.abspath(c.filepath).startswith(r)
+                                         or os.path.realpath(c.filepath).startswith(r) for r in roots)]
     return linked[0] if len(linked) == 1 else None
 
 
@@ -221,22 +225,45 @@ def _numpy_blas_lib_dir():
 
 
 def _smoke_test(pool):
-    """Small jobs (11 chunks) of each rule on two threads equal the one-thread kernels' results bit for bit, and
-    both threads were called (a wrong calling form or a stale compiled callback shows here)."""
+    """Small jobs (11 chunks) of every rule, dtype and flag on two threads equal the one-thread kernels' results
+    bit for bit, and both threads were called. A wrong calling form shows here, and so does a stale compiled
+    callback: numba's disk cache for ``_numba_pool`` is keyed on that file alone, so after an edit of
+    ``_numba_kernels`` (an editable install, a branch switch) its cached copy of a kernel may be an old one —
+    every branch of every kernel is run once, on values some of which the flush zeroes."""
     k = pool[2]
     kernels = compiled._load()
     rng = np.random.default_rng(0)
-    for kind, kernel, count, scalars in (("ADAM", kernels.adam_step, 4, (0.1, 0.001, 0.01, 1e-7, 1e-30)),
-                                         ("SGD_MOMENTUM", kernels.sgd_momentum_step, 3, (0.01, 0.9, 0, 0, 1e-30))):
-        arrays = [rng.standard_normal(2800).astype(np.float32) for _ in range(count)]
-        arrays[-1] = np.abs(arrays[-1])
-        f = [np.float32(a) for a in scalars]
-        expect = [a.copy() for a in arrays]
-        if kind == "ADAM":
-            kernel(*expect, *f[:4], True, f[4])
-        else:
-            kernel(*expect, f[0], f[1], True, True, f[4])
-        job = _submit(pool, kind, tuple(arrays) + (arrays[-1],) * (4 - count), f, True, kind != "ADAM", 2, 256)
-        if not (job[k.CALLS] == 2 and job[k.NEXT] == 11 and all(map(np.array_equal, arrays, expect))):
-            return False
+    for dtype in (np.float32, np.float64):
+        tiny = dtype(np.finfo(dtype).tiny * 2.0 ** 24)
+        for kind, count, flags in (("ADAM", 4, [(flush, False) for flush in (False, True)]),
+                                   ("SGD_MOMENTUM", 3, [(flush, nesterov) for flush in (False, True)
+                                                        for nesterov in (False, True)])):
+            for flush, nesterov in flags:
+                arrays = [rng.standard_normal(2800).astype(dtype) for _ in range(count)]
+                arrays[-1] = np.abs(arrays[-1])
+                arrays[-1][::5] = tiny * 0.25  # with no gradient there: below the flush threshold after the step
+                arrays[1][::5] = 0
+                expect = [a.copy() for a in arrays]
+                if kind == "ADAM":
+                    scalars = [dtype(a) for a in (0.1, 0.001, 0.01, 1e-7)] + [tiny]
+                    kernels.adam_step(*expect, *scalars[:4], flush, tiny)
+                else:
+                    scalars = [dtype(0.01), dtype(0.9), dtype(0), dtype(0), tiny]
+                    kernels.sgd_momentum_step(*expect, scalars[0], scalars[1], nesterov, flush, tiny)
+                job = _submit(pool, kind, tuple(arrays) + (arrays[-1],) * (4 - count), scalars, flush, nesterov, 2,
+                              256)
+                if not (job[k.CALLS] == 2 and job[k.NEXT] == 11 and all(map(np.array_equal, arrays, expect))):
+                    return False
     return True
+
+
+def _after_fork_in_child():
+    """A child forked while another thread held the setup lock (during the first-use check) must not wait for
+    it forever; its CPU affinity may differ, too. (OpenBLAS starts its own threads anew in the child.)"""
+    global _setup_lock, _cores
+    _setup_lock = threading.Lock()
+    _cores = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
