@@ -641,10 +641,62 @@ BinaryCrossentropy = _loss_class("BinaryCrossentropy", binary_crossentropy, _bce
 CategoricalCrossentropy = _loss_class("CategoricalCrossentropy", categorical_crossentropy, _cce_grad,
                                       "categorical_crossentropy", fast_form=_cce_compiled, from_logits=False,
                                       label_smoothing=0.0, axis=-1)
-SparseCategoricalCrossentropy = _loss_class("SparseCategoricalCrossentropy", sparse_categorical_crossentropy,
-                                            _scce_grad, "sparse_categorical_crossentropy", sparse=True,
-                                            dense_form=(_one_hot_labels, categorical_crossentropy, _cce_grad),
-                                            fast_form=_sparse_cce_compiled, from_logits=False, axis=-1)
+_SparseCategoricalCrossentropy = _loss_class("SparseCategoricalCrossentropy", sparse_categorical_crossentropy,
+                                             _scce_grad, "sparse_categorical_crossentropy", sparse=True,
+                                             dense_form=(_one_hot_labels, categorical_crossentropy, _cce_grad),
+                                             fast_form=_sparse_cce_compiled, from_logits=False, axis=-1)
+
+
+@register("losses")
+class SparseCategoricalCrossentropy(_SparseCategoricalCrossentropy):
+    """−log p[y] for integer labels y (softmax of logits with ``from_logits``). ``ignore_class`` (e.g. a "void"
+    label 255 in segmentation maps) leaves its labels out as Keras 3 does: their values are 0, and the mean is
+    over the other labels only (with "sum_over_batch_size"; "sum" and "mean_with_sample_weight" just drop them)."""
+
+    def __init__(self, from_logits=False, ignore_class=None, reduction="sum_over_batch_size", axis=-1,
+                 name="sparse_categorical_crossentropy", dtype=None):
+        if ignore_class is not None and (isinstance(ignore_class, bool)
+                                         or not isinstance(ignore_class, (int, np.integer))):
+            raise ValueError(f"ignore_class must be a class id (a whole number) or None, got {ignore_class!r}.")
+        super().__init__(from_logits=from_logits, axis=axis, reduction=reduction, name=name, dtype=dtype)
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+
+    def _without_ignored(self, y_true, y_pred, sample_weight):
+        """(labels with the ignored ones set to 0, sample weights with Keras 3's mask folded in)."""
+        labels, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        axis = self.options["axis"]
+        if labels.ndim == y_pred.ndim and labels.shape[axis] == 1:
+            labels = np.squeeze(labels, axis=axis)
+        valid = labels != self.ignore_class
+        dtype = y_pred.dtype if y_pred.dtype.kind == "f" else np.dtype(backend.floatx())
+        if self.reduction in ("sum_over_batch_size", "mean"):  # the valid labels' mean: each weighs total / valid
+            count = int(valid.sum())
+            mask = np.where(valid, valid.size / count if count else 0.0, 0.0).astype(dtype)
+        else:
+            mask = valid.astype(dtype)
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype)
+            while w.ndim > mask.ndim and w.shape[-1] == 1:
+                w = w[..., 0]
+            mask = w.reshape(w.shape + (1,) * (mask.ndim - w.ndim)) * mask  # one weight per sample, or per label
+        return np.where(valid, labels, 0), mask
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if self.ignore_class is not None:
+            y_true, sample_weight = self._without_ignored(y_true, y_pred, sample_weight)
+        return super().__call__(y_true, y_pred, sample_weight)
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None):
+        if self.ignore_class is not None:
+            y_true, sample_weight = self._without_ignored(y_true, y_pred, sample_weight)
+        return super().value_and_grad(y_true, y_pred, sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "ignore_class": self.ignore_class}
+
+
+for _alias in ("sparse_categorical_crossentropy", sparse_categorical_crossentropy):
+    table("loss_functions")[_alias] = SparseCategoricalCrossentropy
 BinaryFocalCrossentropy = _loss_class("BinaryFocalCrossentropy", binary_focal_crossentropy, _binary_focal_grad,
                                       "binary_focal_crossentropy", apply_class_balancing=False, alpha=0.25, gamma=2.0,
                                       from_logits=False, label_smoothing=0.0, axis=-1)
