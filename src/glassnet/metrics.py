@@ -253,7 +253,10 @@ class Recall(_Confusion):
 
 @register("metrics", "auc")
 class AUC(_Confusion):
-    """Area under the ROC or PR curve by a Riemann sum over ``num_thresholds`` thresholds (Keras's method)."""
+    """Area under the ROC or PR curve by a Riemann sum over ``num_thresholds`` thresholds (Keras's method).
+    ``multi_label=True``: one curve per label (column) of 2-D data, and the mean of their areas (weighted by
+    ``label_weights`` when given); otherwise the labels are flattened into one curve, each label's entries
+    weighted by ``label_weights`` when given."""
 
     def __init__(self, num_thresholds=200, curve="ROC", summation_method="interpolation", name=None, dtype=None,
                  thresholds=None, multi_label=False, num_labels=None, label_weights=None, from_logits=False):
@@ -262,28 +265,70 @@ class AUC(_Confusion):
         if summation_method not in ("interpolation", "minoring", "majoring"):
             raise ValueError("AUC summation_method must be 'interpolation', 'minoring' or 'majoring', got "
                              f"{summation_method!r}.")
-        if multi_label:
-            raise ValueError("AUC(multi_label=True) is not supported by glassnet; use one AUC(class_id=...)-style "
-                             "metric per label or multi_label=False (labels are flattened).")
+        if num_labels is not None and not multi_label:
+            raise ValueError("`num_labels` is needed only when `multi_label` is True.")
+        if num_labels is not None:
+            num_labels = _class_count(num_labels, "num_labels")
+        if label_weights is not None:
+            label_weights = np.asarray(label_weights, np.float64)
+            if label_weights.ndim != 1 or not np.isfinite(label_weights).all() or (label_weights < 0).any():
+                raise ValueError("label_weights must be a list of non-negative numbers, one per label, got "
+                                 f"{label_weights.tolist()!r}.")
         self.curve, self.summation_method, self.from_logits = curve.upper(), summation_method, from_logits
+        self.multi_label, self.num_labels, self.label_weights = bool(multi_label), num_labels, label_weights
         self.num_thresholds = num_thresholds
+        self._given_thresholds = None if thresholds is None else sorted(float(t) for t in thresholds)
         if thresholds is None:
             eps = backend.epsilon()
             inner = [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)]
             thresholds = [0.0 - eps] + inner + [1.0 + eps]
         else:
-            thresholds = [0.0 - backend.epsilon()] + sorted(thresholds) + [1.0 + backend.epsilon()]
+            thresholds = [0.0 - backend.epsilon()] + self._given_thresholds + [1.0 + backend.epsilon()]
             self.num_thresholds = len(thresholds)
         super().__init__(thresholds=thresholds, name=name or "auc", dtype=dtype)
+
+    def reset_state(self):
+        if not getattr(self, "multi_label", False):
+            super().reset_state()
+        elif self.num_labels is None:  # one curve per label: sized at the first batch
+            self.tp = self.fp = self.tn = self.fn = None
+        else:
+            shape = (len(self.thresholds), self.num_labels)
+            self.tp, self.fp, self.tn, self.fn = (np.zeros(shape) for _ in range(4))
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         if self.from_logits:
             y_pred = 1.0 / (1.0 + np.exp(-np.asarray(y_pred, np.float64)))
         else:  # scores outside [0, 1] (a linear output) count as 0 or 1, as Keras clips them
             y_pred = np.clip(np.asarray(y_pred, np.float64), 0.0, 1.0)
-        super().update_state(y_true, y_pred, sample_weight)
+        if not self.multi_label:
+            if self.label_weights is not None:  # each label's entries weighted before the labels are flattened
+                w = 1.0 if sample_weight is None else _weights_like(sample_weight, y_pred.ndim)
+                sample_weight = np.broadcast_to(w * self.label_weights, y_pred.shape)
+            super().update_state(y_true, y_pred, sample_weight)
+            return
+        y_true, y_pred = self._select(y_true, y_pred)
+        if y_pred.ndim != 2:
+            raise ValueError(f"AUC(multi_label=True) needs y_pred of rank 2 (samples, labels), got shape "
+                             f"{y_pred.shape}.")
+        if self.tp is None:
+            self.num_labels = y_pred.shape[1]
+            self.reset_state()
+        if y_pred.shape[1] != self.tp.shape[1]:
+            raise ValueError(f"AUC(multi_label=True) was built for {self.tp.shape[1]} labels; this batch has "
+                             f"{y_pred.shape[1]}.")
+        w = np.ones_like(y_pred) if sample_weight is None else np.broadcast_to(
+            _weights_like(sample_weight, 2), y_pred.shape)
+        pos = y_true != 0
+        above = y_pred[:, :, None] > self.thresholds[None, None, :]  # (samples, labels, thresholds)
+        self.tp += np.einsum("nl,nlt->tl", w * pos, above)
+        self.fp += np.einsum("nl,nlt->tl", w * ~pos, above)
+        self.fn += np.einsum("nl,nlt->tl", w * pos, ~above)
+        self.tn += np.einsum("nl,nlt->tl", w * ~pos, ~above)
 
     def result(self):
+        if self.tp is None:
+            return 0.0
         tp, fp, tn, fn = self.tp, self.fp, self.tn, self.fn
         if self.curve == "PR" and self.summation_method == "interpolation":
             dtp = tp[:-1] - tp[1:]
@@ -292,23 +337,34 @@ class AUC(_Confusion):
             slope = _div(dtp, np.maximum(dp, 0))
             intercept = tp[1:] - slope * p[1:]
             ratio = np.where((p[:-1] > 0) & (p[1:] > 0), _div(p[:-1], np.maximum(p[1:], 0)), 1.0)
-            return float(np.sum(_div(slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[1:] + fn[1:], 0))))
-        recall = _div(tp, tp + fn)
-        if self.curve == "ROC":
-            x, y = _div(fp, fp + tn), recall
+            terms = _div(slope * (dtp + intercept * np.log(ratio)), np.maximum(tp[1:] + fn[1:], 0))
         else:
-            x, y = recall, _div(tp, tp + fp)
-        if self.summation_method == "interpolation":
-            heights = (y[:-1] + y[1:]) / 2
-        elif self.summation_method == "minoring":
-            heights = np.minimum(y[:-1], y[1:])
-        else:
-            heights = np.maximum(y[:-1], y[1:])
-        return float(np.sum((x[:-1] - x[1:]) * heights))
+            recall = _div(tp, tp + fn)
+            if self.curve == "ROC":
+                x, y = _div(fp, fp + tn), recall
+            else:
+                x, y = recall, _div(tp, tp + fp)
+            if self.summation_method == "interpolation":
+                heights = (y[:-1] + y[1:]) / 2
+            elif self.summation_method == "minoring":
+                heights = np.minimum(y[:-1], y[1:])
+            else:
+                heights = np.maximum(y[:-1], y[1:])
+            terms = (x[:-1] - x[1:]) * heights
+        if not self.multi_label:
+            return float(np.sum(terms))
+        by_label = terms.sum(axis=0)
+        if self.label_weights is None:
+            return float(np.mean(by_label))
+        total = float(self.label_weights.sum())
+        return float(np.sum(by_label * self.label_weights) / total) if total else 0.0
 
     def get_config(self):
         return {"name": self.name, "num_thresholds": self.num_thresholds, "curve": self.curve,
-                "summation_method": self.summation_method, "from_logits": self.from_logits}
+                "summation_method": self.summation_method, "from_logits": self.from_logits,
+                "thresholds": self._given_thresholds, "multi_label": self.multi_label,
+                "num_labels": self.num_labels if self.multi_label else None,
+                "label_weights": None if self.label_weights is None else self.label_weights.tolist()}
 
 
 def _two_dims(y_true, y_pred, who):
