@@ -389,12 +389,22 @@ def test_batch_size_must_be_positive_integer(data, batch_size):
         assert "batch_size" in str(err.value) and "positive integer" in str(err.value)
 
 
-def test_class_weight_missing_a_class(data):
+def test_class_weight_missing_a_class_weighs_it_1(data):
+    """As Keras 3 (Keras 2 refused): a class the dict does not name weighs 1.0, so {1: 3.0} equals {0: 1.0, 1: 3.0}."""
+    from glassnet.utils.data import class_weight_to_sample_weight
     x, y = data
-    model = make_model()
-    with pytest.raises(ValueError) as err:
-        model.fit(x, y, class_weight={0: 1.0}, verbose=0)
-    assert "class_weight" in str(err.value) and "[1]" in str(err.value)
+    np.testing.assert_array_equal(class_weight_to_sample_weight(y, {1: 3.0}),
+                                  class_weight_to_sample_weight(y, {0: 1.0, 1: 3.0}))
+    np.testing.assert_array_equal(class_weight_to_sample_weight(np.eye(3)[[0, 2, 1, 2]], {2: 0.5}), [1, 0.5, 1, 0.5])
+    weights = []
+    for class_weight in ({1: 3.0}, {0: 1.0, 1: 3.0}):
+        from glassnet import set_random_seed
+        set_random_seed(0)
+        model = make_model()
+        model.fit(x, y, class_weight=class_weight, epochs=2, shuffle=False, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_class_weight_and_sample_weight_together(data):

@@ -104,13 +104,11 @@ def check_input_shape(arr, expected, where, model_name):
 
 
 def class_weight_to_sample_weight(y, class_weight):
-    """Per-sample weights from {class: weight}; the class is argmax(y) for one-hot y, else int(y)."""
+    """Per-sample weights from {class: weight}; the class is argmax(y) for one-hot y, else round(y). A class the
+    dict does not name weighs 1.0, as in Keras 3 (``class_weight={1: 5.0}`` up-weights class 1 alone; Keras 2
+    refused such a dict)."""
     y = np.asarray(y)
     classes = np.argmax(y, axis=-1) if y.ndim > 1 and y.shape[-1] > 1 else np.round(y.reshape(len(y), -1)[:, 0])
     classes = classes.astype(np.int64)
-    missing = sorted(set(np.unique(classes).tolist()) - set(int(k) for k in class_weight))
-    if missing:
-        raise ValueError(f"class_weight has no entry for class(es) {missing} found in y; give a weight for every "
-                         f"class, e.g. {{0: 1.0, 1: 2.0}}.")
     lookup = {int(k): float(v) for k, v in class_weight.items()}
-    return np.array([lookup[c] for c in classes.tolist()], dtype=np.float64)
+    return np.array([lookup.get(c, 1.0) for c in classes.tolist()], dtype=np.float64)
