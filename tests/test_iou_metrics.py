@@ -100,3 +100,16 @@ def test_in_fit_and_configs():
     with pytest.raises(ValueError, match="MeanIoU needs num_classes"):
         model.compile(optimizer="adam", loss="mse", metrics=["mean_iou"])
         model.fit(x, y, epochs=1, verbose=0)
+
+
+def test_get_builds_a_registered_metric_that_requires_only_its_name():
+    """metrics.get passes the name it was given: a custom metric whose only required argument is name is built."""
+    class Hits(M.Mean):
+        def __init__(self, name, dtype=None):
+            super().__init__(name=name, dtype=dtype)
+    from glassnet.engine.registry import table
+    table("metrics")["Hits"] = Hits
+    try:
+        assert M.get("Hits").name == "Hits"
+    finally:
+        del table("metrics")["Hits"]

@@ -87,3 +87,38 @@ def test_trains_a_mask_model_and_round_trips():
     assert config["alpha"] == 0.3 and config["beta"] == 0.7 and tuple(config["axis"]) == (1, 2)
     assert L.Tversky.from_config(config).get_config() == config
     assert L.Dice.from_config(L.Dice(axis=(1, 2, 3)).get_config()).options["axis"] == (1, 2, 3)
+
+
+def test_keras_argument_order_axis_checks_and_not_a_metric():
+    assert (L.Dice("sum", "my_dice").reduction, L.Dice("sum", "my_dice").name) == ("sum", "my_dice")  # Keras's order
+    t = L.Tversky(0.3, 0.7, "sum", "t", (1, 2))
+    assert (t.options["alpha"], t.options["beta"], t.reduction, t.name, t.options["axis"]) == (0.3, 0.7, "sum", "t",
+                                                                                               (1, 2))
+    assert L.MeanSquaredError("sum").reduction == "sum" and L.Huber(2.0, "sum", "h").name == "h"
+    with pytest.raises(TypeError, match="at most 3 positional arguments"):
+        L.MeanSquaredError("sum", "n", None, 1)
+    for axis in (4, -5, (1, 7)):
+        with pytest.raises(ValueError, match="does not fit predictions of shape"):
+            L.Dice(axis=axis)(Y, P)
+    with pytest.raises(ValueError, match="need arrays"):
+        L.dice(np.float64(1.0), np.float64(0.5))
+    from glassnet import metrics as M
+    for name in ("dice", "tversky"):  # one value per batch: not a metric (Keras refuses the names too)
+        with pytest.raises(ValueError, match="cannot be a metric"):
+            M.get(name)
+
+
+def test_numpy_numbers_in_configs_save(tmp_path):
+    """Options given as NumPy numbers (Keras turns them into Python numbers) survive both file formats."""
+    from glassnet import metrics as M
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 4)).astype("float32")
+    y = (x[:, :1] > 0.5).astype("float32")
+    model = glassnet.Sequential([glassnet.Input((4,)), glassnet.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss=L.Tversky(alpha=np.float32(0.3), axis=np.int64(-1)),
+                  metrics=[M.BinaryIoU(threshold=np.float32(0.4))])
+    model.fit(x, y, epochs=1, verbose=0)
+    for ext in ("glassnet", "keras"):
+        model.save(tmp_path / f"m.{ext}")
+        again = glassnet.models.load_model(tmp_path / f"m.{ext}")
+        assert again.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)

@@ -226,9 +226,15 @@ def _categorical_focal_grad(y_true, y_pred, dv, alpha=0.25, gamma=2.0, from_logi
 
 def _overlap_axes(y_pred, axis):
     """``axis`` as a tuple of non-negative axes (None: all of them, one value for the whole batch)."""
+    if y_pred.ndim == 0:
+        raise ValueError("Dice and Tversky need arrays (a batch of masks or scores), got a single number.")
     if axis is None:
         return tuple(range(y_pred.ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not -y_pred.ndim <= a < y_pred.ndim:
+            raise ValueError(f"axis {axis!r} does not fit predictions of shape {y_pred.shape}: give axes between "
+                             f"{-y_pred.ndim} and {y_pred.ndim - 1}, e.g. axis=(1, 2, 3) for one value per mask.")
     return tuple(int(a) % y_pred.ndim for a in axes)
 
 
@@ -606,6 +612,13 @@ def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False,
     params = list(defaults)
 
     def __init__(self, *args, reduction="sum_over_batch_size", name=default_name, dtype=None, **kwargs):
+        order = params + ["reduction", "name", "dtype"]  # Keras 3's order: the options, then these three
+        if len(args) > len(order):
+            raise TypeError(f"{class_name} takes at most {len(order)} positional arguments ({', '.join(order)}); "
+                            f"got {len(args)}.")
+        extra = dict(zip(order[len(params):], args[len(params):]))
+        reduction, name, dtype = (extra.get("reduction", reduction), extra.get("name", name),
+                                  extra.get("dtype", dtype))
         options = dict(defaults)
         for key, value in zip(params, args):
             options[key] = value
@@ -712,8 +725,30 @@ KLDivergence = _loss_class("KLDivergence", kl_divergence, _kl_grad, "kl_divergen
                            ("kld", "KLD", "kullback_leibler_divergence"))
 Poisson = _loss_class("Poisson", poisson, _poisson_grad, "poisson")
 CosineSimilarity = _loss_class("CosineSimilarity", cosine_similarity, _cosine_grad, "cosine_similarity", axis=-1)
-Dice = _loss_class("Dice", dice, _dice_grad, "dice", axis=None)
-Tversky = _loss_class("Tversky", tversky, _tversky_grad, "tversky", alpha=0.5, beta=0.5, axis=None)
+_Dice = _loss_class("Dice", dice, _dice_grad, "dice", axis=None)
+_Tversky = _loss_class("Tversky", tversky, _tversky_grad, "tversky", alpha=0.5, beta=0.5, axis=None)
+
+
+@register("losses")
+class Dice(_Dice):
+    __doc__ = dice.__doc__
+    per_sample = False  # (with axis=None, one value for the whole batch: not a metric)
+
+    def __init__(self, reduction="sum_over_batch_size", name="dice", axis=None, dtype=None):  # Keras 3's order
+        super().__init__(axis=axis, reduction=reduction, name=name, dtype=dtype)
+
+
+@register("losses")
+class Tversky(_Tversky):
+    __doc__ = tversky.__doc__
+    per_sample = False
+
+    def __init__(self, alpha=0.5, beta=0.5, reduction="sum_over_batch_size", name="tversky", axis=None, dtype=None):
+        super().__init__(alpha=alpha, beta=beta, axis=axis, reduction=reduction, name=name, dtype=dtype)
+
+
+for _alias, _cls in (("dice", Dice), (dice, Dice), ("tversky", Tversky), (tversky, Tversky)):
+    table("loss_functions")[_alias] = _cls
 
 mse = MSE = mean_squared_error
 mae = MAE = mean_absolute_error

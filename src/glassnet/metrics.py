@@ -669,11 +669,11 @@ def _without_arguments(cls, kwargs):
     """``cls(**kwargs)``, or a ValueError naming what the metric needs when it cannot be made without arguments."""
     import inspect
     needed = [p.name for p in inspect.signature(cls.__init__).parameters.values()
-              if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"]
+              if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+              and p.name != "self" and p.name not in kwargs]
     if needed:
         raise ValueError(f"The metric {cls.__name__} needs {', '.join(needed)}: pass an instance, e.g. "
-                         f"metrics=[glassnet.metrics.{cls.__name__}({', '.join(n + '=...' for n in needed)})], "
-                         "not its name or class.")
+                         f"metrics=[{cls.__name__}({', '.join(n + '=...' for n in needed)})], not its name or class.")
     return cls(**kwargs)
 
 
@@ -688,6 +688,9 @@ def get(identifier):
         if cls is not None:
             return _without_arguments(cls, {"name": identifier})
         loss_cls = table("loss_functions").get(identifier)
+        if loss_cls is not None and not getattr(loss_cls, "per_sample", True):
+            raise ValueError(f"{identifier!r} gives one value for a whole batch, not one per sample, so it cannot be "
+                             "a metric (as in Keras); use it as the loss, whose value fit reports as 'loss'.")
         if loss_cls is not None:
             fn = next(k for k, v in table("loss_functions").items() if v is loss_cls and callable(k))
             return MeanMetricWrapper(fn, name=identifier, **getattr(loss_cls(), "options", {}))

@@ -631,7 +631,7 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("metadata.json", json.dumps(metadata))
-        zf.writestr("config.json", json.dumps(config))
+        zf.writestr("config.json", json.dumps(config, default=native.json_plain))
         zf.writestr("model.weights.h5", weights)
     native.atomic_write(filepath, buf.getvalue())
 

@@ -27,6 +27,17 @@ MEMBERS = {"config.json": 16 * 1024 * 1024, "model.weights.safetensors": 8 * 102
            "optimizer.safetensors": 16 * 1024 ** 3}
 
 
+
+def json_plain(value):
+    """``json.dumps``'s fallback for configs: a NumPy number or array as the Python number or list it holds
+    (``Dice(axis=np.int64(-1))``, ``BinaryIoU(threshold=np.float32(0.4))``), as Keras does; anything else is
+    refused as json would."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
 def _new_file_mode(path):
     """The permissions a saved file gets: the replaced file's, else what ``open()`` would give (0666 less the
     umask) — not mkstemp's 0600, which would lock a shared model folder's readers out."""
@@ -298,7 +309,7 @@ def save_model(model, filepath, overwrite=True, include_optimizer=True):
               "training": {"seed": getattr(model, "training_seed", None)}}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        zf.writestr("config.json", json.dumps(config, indent=1))
+        zf.writestr("config.json", json.dumps(config, indent=1, default=json_plain))
         zf.writestr("model.weights.safetensors", safetensors.dumps(_weight_tensors(model)))
         opt = model.optimizer if include_optimizer else None
         if opt is not None and opt.built:
