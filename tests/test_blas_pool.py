@@ -1,5 +1,4 @@
 """engine.blas_pool: large optimizer updates on OpenBLAS's own threads equal the one-thread kernels bit for bit."""
-import multiprocessing
 import os
 import re
 import subprocess
@@ -12,6 +11,8 @@ import pytest
 import glassnet
 from glassnet.engine import blas_pool, compiled, parallel
 from glassnet.layers import Dense
+
+from fork_util import run_in_fork
 
 pytestmark = pytest.mark.skipif(
     not (compiled.available() and blas_pool._LINUX_X86_64 and parallel._cores() >= 2
@@ -245,14 +246,10 @@ def test_the_first_use_check_catches_a_kernel_that_differs(monkeypatch):
     assert blas_pool._setup() is False and "check failed" in blas_pool._why
 
 
-def _adam_after_fork_during_setup(conn):
-    try:
-        w, g, m, v = vectors(N, np.float32, 4)
-        f = np.float32
-        conn.send(blas_pool.adam_step(w, g, m, v, f(0.1), f(0.001), f(0.01), f(1e-7), False, f(0)))
-    except BaseException as exc:
-        conn.send(repr(exc))
-    conn.close()
+def _adam_in_child():
+    w, g, m, v = vectors(N, np.float32, 4)
+    f = np.float32
+    return blas_pool.adam_step(w, g, m, v, f(0.1), f(0.001), f(0.01), f(1e-7), False, f(0)), w
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
@@ -261,18 +258,7 @@ def test_fork_while_another_thread_runs_the_check(monkeypatch):
     monkeypatch.setattr(blas_pool, "_pool", None)
     assert blas_pool._setup_lock.acquire(timeout=30)  # as a thread inside _setup would hold it
     try:
-        context = multiprocessing.get_context("fork")
-        parent, child = context.Pipe()
-        process = context.Process(target=_adam_after_fork_during_setup, args=(child,))
-        process.start()
-        child.close()
-        try:
-            assert parent.poll(60), "the forked child is stuck on the setup lock"
-            assert parent.recv() is True
-        finally:
-            process.join(60)
-            if process.is_alive():
-                process.kill()
+        assert run_in_fork(_adam_in_child)[0] is True
     finally:
         blas_pool._setup_lock.release()
 
@@ -303,34 +289,11 @@ def test_fit_equals_fit_without_the_pool(optimizer, submits):
         np.testing.assert_array_equal(a, b)
 
 
-def _adam_in_child(conn):
-    try:
-        w, g, m, v = vectors(N, np.float32, 4)
-        f = np.float32
-        ran = blas_pool.adam_step(w, g, m, v, f(0.1), f(0.001), f(0.01), f(1e-7), False, f(0))
-        conn.send((ran, w))
-    except BaseException as exc:
-        conn.send((None, repr(exc)))
-    conn.close()
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child():
     """OpenBLAS starts its threads anew in a forked child; a job there runs and gives the parent's result."""
-    w, g, m, v = vectors(N, np.float32, 4)
-    f = np.float32
-    assert blas_pool.adam_step(w, g, m, v, f(0.1), f(0.001), f(0.01), f(1e-7), False, f(0))
-    context = multiprocessing.get_context("fork")
-    parent, child = context.Pipe()
-    process = context.Process(target=_adam_in_child, args=(child,))
-    process.start()
-    child.close()
-    try:
-        assert parent.poll(60), "the forked child gave no answer"
-        ran, w_child = parent.recv()
-    finally:
-        process.join(60)
-        if process.is_alive():
-            process.kill()
-    assert ran is True, w_child
+    ran, w = _adam_in_child()
+    assert ran is True
+    ran_child, w_child = run_in_fork(_adam_in_child)
+    assert ran_child is True
     np.testing.assert_array_equal(w_child, w)

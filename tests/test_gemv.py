@@ -1,5 +1,4 @@
 """engine.gemv: one row through large dense layers on two cores, against the NumPy path and float64 math."""
-import multiprocessing
 import os
 import threading
 import time
@@ -11,6 +10,8 @@ import glassnet
 from glassnet import activations
 from glassnet.engine import compiled, gemv, parallel
 from glassnet.layers import Dense, Dropout
+
+from fork_util import run_in_fork
 
 needs_two_cores = pytest.mark.skipif(
     not (compiled.available() and gemv._load() and (parallel.blas_threads() or 0) >= 2 and parallel._cores() >= 2),
@@ -276,34 +277,18 @@ def test_stop_and_restart():
     assert gemv._thread.is_alive()
 
 
-def _predict_in_child(conn):
-    try:
-        model = mlp()
-        y = predict_until_helped(model, row(WIDE[0]))  # only a helper thread of the child's own can take part
-        conn.send((y, gemv._thread is not None and gemv._thread.is_alive()))
-    except BaseException as exc:  # (pytest.fail raises a BaseException)
-        conn.send((None, repr(exc)))
-    conn.close()
+def _predict_in_child():
+    model = mlp()
+    y = predict_until_helped(model, row(WIDE[0]))  # only a helper thread of the child's own can take part
+    return y, gemv._thread is not None and gemv._thread.is_alive()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_starts_its_own_helper():
     model = mlp()
     y = predict_until_helped(model, row(WIDE[0]))  # the parent's helper runs
-    context = multiprocessing.get_context("fork")
-    parent, child = context.Pipe()
-    process = context.Process(target=_predict_in_child, args=(child,))
-    process.start()
-    child.close()  # (so that a child dying without an answer ends the wait below)
-    try:
-        assert parent.poll(60), "the forked child gave no answer"
-        y_child, started = parent.recv()
-    finally:
-        process.join(60)
-        if process.is_alive():
-            process.kill()
-    assert y_child is not None, started
-    assert process.exitcode == 0 and started is True
+    y_child, started = run_in_fork(_predict_in_child)
+    assert started is True
     np.testing.assert_array_equal(y_child, y)
     assert helper_claimed() or predict_until_helped(model, row(WIDE[0])) is not None  # the parent's still helps
 
