@@ -608,31 +608,34 @@ class LossFunctionWrapper(Loss):
 
 
 def _loss_class(class_name, fn, grad_fn, default_name, aliases=(), sparse=False, dense_form=None, fast_form=None,
-                **defaults):
+                positional=None, per_sample=True, **defaults):
+    """A LossFunctionWrapper class for ``fn``: its options ``defaults`` as keyword arguments, positional arguments
+    in Keras 3's order (``positional``; by default the options, then reduction, name, dtype), registered by name.
+    ``per_sample=False``: the loss gives one value for a whole batch, so it cannot be a metric."""
     params = list(defaults)
+    order = list(positional or params + ["reduction", "name", "dtype"])
+    accepted = params + ["reduction", "name", "dtype"]
 
-    def __init__(self, *args, reduction="sum_over_batch_size", name=default_name, dtype=None, **kwargs):
-        order = params + ["reduction", "name", "dtype"]  # Keras 3's order: the options, then these three
+    def __init__(self, *args, **kwargs):
         if len(args) > len(order):
             raise TypeError(f"{class_name} takes at most {len(order)} positional arguments ({', '.join(order)}); "
                             f"got {len(args)}.")
-        extra = dict(zip(order[len(params):], args[len(params):]))
-        reduction, name, dtype = (extra.get("reduction", reduction), extra.get("name", name),
-                                  extra.get("dtype", dtype))
-        options = dict(defaults)
-        for key, value in zip(params, args):
-            options[key] = value
-        unknown = set(kwargs) - set(params)
+        for key, value in zip(order, args):
+            if key in kwargs:
+                raise TypeError(f"{class_name} got multiple values for argument {key!r}.")
+            kwargs[key] = value
+        unknown = set(kwargs) - set(accepted)
         if unknown:
-            raise TypeError(f"{class_name} got unexpected arguments {sorted(unknown)}; it accepts "
-                            f"{params + ['reduction', 'name', 'dtype']}.")
-        options.update(kwargs)
-        LossFunctionWrapper.__init__(self, fn, grad_fn, name=name, reduction=reduction, dtype=dtype, **options)
+            raise TypeError(f"{class_name} got unexpected arguments {sorted(unknown)}; it accepts {accepted}.")
+        reduction = kwargs.pop("reduction", "sum_over_batch_size")
+        name, dtype = kwargs.pop("name", default_name), kwargs.pop("dtype", None)
+        LossFunctionWrapper.__init__(self, fn, grad_fn, name=name, reduction=reduction, dtype=dtype,
+                                     **{**defaults, **kwargs})
 
     cls = type(class_name, (LossFunctionWrapper,), {"__init__": __init__, "__doc__": fn.__doc__,
                                                     "sparse_labels": sparse, "dense_form": dense_form,
                                                     "fast_form": fast_form and staticmethod(fast_form),
-                                                    "__module__": __name__})
+                                                    "per_sample": per_sample, "__module__": __name__})
     register("losses")(cls)
     tab = table("loss_functions")
     for alias in (fn.__name__,) + tuple(aliases):
@@ -725,30 +728,11 @@ KLDivergence = _loss_class("KLDivergence", kl_divergence, _kl_grad, "kl_divergen
                            ("kld", "KLD", "kullback_leibler_divergence"))
 Poisson = _loss_class("Poisson", poisson, _poisson_grad, "poisson")
 CosineSimilarity = _loss_class("CosineSimilarity", cosine_similarity, _cosine_grad, "cosine_similarity", axis=-1)
-_Dice = _loss_class("Dice", dice, _dice_grad, "dice", axis=None)
-_Tversky = _loss_class("Tversky", tversky, _tversky_grad, "tversky", alpha=0.5, beta=0.5, axis=None)
-
-
-@register("losses")
-class Dice(_Dice):
-    __doc__ = dice.__doc__
-    per_sample = False  # (with axis=None, one value for the whole batch: not a metric)
-
-    def __init__(self, reduction="sum_over_batch_size", name="dice", axis=None, dtype=None):  # Keras 3's order
-        super().__init__(axis=axis, reduction=reduction, name=name, dtype=dtype)
-
-
-@register("losses")
-class Tversky(_Tversky):
-    __doc__ = tversky.__doc__
-    per_sample = False
-
-    def __init__(self, alpha=0.5, beta=0.5, reduction="sum_over_batch_size", name="tversky", axis=None, dtype=None):
-        super().__init__(alpha=alpha, beta=beta, axis=axis, reduction=reduction, name=name, dtype=dtype)
-
-
-for _alias, _cls in (("dice", Dice), (dice, Dice), ("tversky", Tversky), (tversky, Tversky)):
-    table("loss_functions")[_alias] = _cls
+Dice = _loss_class("Dice", dice, _dice_grad, "dice", positional=("reduction", "name", "axis", "dtype"),
+                   per_sample=False, axis=None)
+Tversky = _loss_class("Tversky", tversky, _tversky_grad, "tversky",
+                      positional=("alpha", "beta", "reduction", "name", "axis", "dtype"), per_sample=False, alpha=0.5,
+                      beta=0.5, axis=None)
 
 mse = MSE = mean_squared_error
 mae = MAE = mean_absolute_error
