@@ -705,8 +705,11 @@ def test_mse_fused_steps_aside_for_what_it_does_not_cover():
     assert value == pytest.approx(1.0) and grad[2, 0] == 0 and grad[1, 0] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("labels_1d", [False, True], ids=["labels_n_1", "labels_n"])
 @pytest.mark.parametrize("threshold", [0.5, 0.3])
-def test_binary_accuracy_count_equals_the_per_sample_means(threshold):
+def test_binary_accuracy_count_equals_the_per_sample_means(threshold, labels_1d, monkeypatch):
+    """The counting fast path (labels of the output's shape, or 1-D labels against an (n, 1) output as the
+    tutorial has) adds up what the general path does."""
     from glassnet import metrics
     rng = np.random.default_rng(5)
     fast, general = metrics.BinaryAccuracy(threshold=threshold), metrics.BinaryAccuracy(threshold=threshold)
@@ -715,9 +718,18 @@ def test_binary_accuracy_count_equals_the_per_sample_means(threshold):
         p = rng.random((n, 1)).astype(np.float32)
         p[0, 0] = np.nan  # counts as a miss both ways
         y = (rng.random((n, 1)) > 0.5).astype(np.float32)
+        if labels_1d:
+            y = y[:, 0]
+        aligned = []  # the general path aligns the shapes first; the fast path does not
+        align = metrics._losses.squeeze_or_expand_to_same_rank
+        monkeypatch.setattr(metrics._losses, "squeeze_or_expand_to_same_rank",
+                            lambda *a: aligned.append(1) or align(*a))
         fast.update_state(y, p)
+        assert aligned == []
         general.update_state(y.tolist(), p.tolist())  # lists: the general path
-        hits += int(metrics.binary_accuracy(y, p, threshold=threshold).sum())
+        assert aligned == [1]
+        monkeypatch.undo()
+        hits += int(metrics.binary_accuracy(y.reshape(n, 1), p, threshold=threshold).sum())
         assert fast.total == general.total == hits
     assert fast.count == general.count == 40
     assert fast.result() == general.result()
