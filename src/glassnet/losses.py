@@ -690,11 +690,8 @@ class SparseCategoricalCrossentropy(_SparseCategoricalCrossentropy):
             mask = np.where(valid, valid.size / count if count else 0.0, 0.0).astype(dtype)
         else:
             mask = valid.astype(dtype)
-        if sample_weight is not None:
-            w = np.asarray(sample_weight, dtype)
-            while w.ndim > mask.ndim and w.shape[-1] == 1:
-                w = w[..., 0]
-            mask = w.reshape(w.shape + (1,) * (mask.ndim - w.ndim)) * mask  # one weight per sample, or per label
+        if sample_weight is not None:  # one weight per sample, or per label, aligned as every loss aligns them
+            mask = self._weights(sample_weight, mask) * mask
         return np.where(valid, labels, 0), mask
 
     def __call__(self, y_true, y_pred, sample_weight=None):
