@@ -423,8 +423,14 @@ def test_add_sum_and_add_write_into_a_reset_gradient_and_add_otherwise():
 
 def test_small_models_zero_dense_gradients_lazily_and_train_as_with_fill():
     """The tutorial-sized model: lazy zeroing (dW by matmul(out=), db by add.reduce(out=)) gives the weights
-    of eager zeroing, step after step."""
-    from glassnet.engine import flat
+    of eager zeroing, step after step. (The layer path: with numba the whole step of this model runs compiled,
+    engine.dense_chain, which writes every gradient whole.)"""
+    from glassnet.engine import compiled, flat
+    with compiled.use_compiled(False):
+        _lazy_and_eager_zeroing_train_alike(flat)
+
+
+def _lazy_and_eager_zeroing_train_alike(flat):
 
     def build():
         glassnet.set_random_seed(3)
@@ -531,7 +537,14 @@ def test_all_finite_equals_isfinite_all():
 
 
 def test_the_cached_first_trainable_layer_follows_freezing_between_fits():
-    """Sequential caches where backward may stop (the first layer with trainable weights) per fit call."""
+    """Sequential caches where backward may stop (the first layer with trainable weights) per fit call. (The
+    layer path: with numba this all-Dense model's step runs compiled, engine.dense_chain.)"""
+    from glassnet.engine import compiled
+    with compiled.use_compiled(False):
+        _first_trainable_follows_freezing()
+
+
+def _first_trainable_follows_freezing():
     glassnet.set_random_seed(0)
     model = glassnet.Sequential([L.Input((4,)), L.Dense(5, activation="relu"), L.Dense(3, activation="relu"), L.Dense(1)])
     model.compile(optimizer=O.SGD(0.1), loss="mse")

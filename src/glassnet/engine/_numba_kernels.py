@@ -326,3 +326,125 @@ def dense_cce(t, p, dv, eps, hi):
         for j in range(k):
             g[j] = dv * (g[j] - dsum) / s
     return values, grad
+
+
+# --- a whole training step of a small dense network (engine.dense_chain) --------------------------------------
+@_jit
+def dense_chain_step(x, y, value, grad, plan, work, out, loss, eps):
+    """Forward, loss and backward of a chain of Dense layers in one call: ``engine.dense_chain`` documents the
+    plan; the references are Dense.forward / its backward, the activations' fn / grad and the MSE and binary
+    crossentropy losses with the "sum_over_batch_size" reduction. Writes the network's output to ``out`` and
+    every weight's whole gradient into ``grad``; returns the batch's mean loss (summed in float64).
+
+    The same float operations per element as the references, but each product x·W is summed in k order with
+    the bias added last (BLAS blocks its sums differently), and exp/tanh/log are libm's: results agree with the
+    NumPy path to rounding, not bit for bit (tests/test_dense_chain.py)."""
+    n = x.shape[0]
+    depth = plan.shape[0]
+    one, zero = value.dtype.type(1), value.dtype.type(0)
+    half = value.dtype.type(0.5)
+    # forward: z = a·W (row by row, k outer: the j loop runs over contiguous rows of W and z) + b; y = f(z)
+    a = x
+    for l in range(depth):
+        din, dout, wo, bo, act, ao = plan[l, 0], plan[l, 1], plan[l, 2], plan[l, 3], plan[l, 4], plan[l, 5]
+        W = value[wo:wo + din * dout].reshape((din, dout))
+        z = out if l == depth - 1 else work[ao * n:(ao + dout) * n].reshape((n, dout))
+        for i in range(n):
+            zi, ai = z[i], a[i]
+            for j in range(dout):
+                zi[j] = zero
+            for k in range(din):
+                aik, wk = ai[k], W[k]
+                for j in range(dout):
+                    zi[j] += aik * wk[j]
+            for j in range(dout):
+                v = zi[j] + value[bo + j] if bo >= 0 else zi[j]
+                if act == 1:  # relu: max(z, 0), NaN kept
+                    v = zero if v < zero else v
+                elif act == 2:  # sigmoid, as activations._sigmoid: ½(1 + tanh(z/2))
+                    v = (np.tanh(v * half) + one) * half
+                elif act == 3:
+                    v = np.tanh(v)
+                zi[j] = v
+        a = z
+    # the loss: its batch mean, and d loss / d output into the last layer's delta block
+    last = depth - 1
+    k_out, dl = plan[last, 1], plan[last, 6]
+    d = work[dl * n:(dl + k_out) * n].reshape((n, k_out))
+    scale = np.empty(2, value.dtype)
+    scale[0] = 1.0 / n  # dv = 1/n in the dtype, as losses._batch_mean
+    if loss == 0:
+        scale[1] = 2.0 / k_out
+        scale[0] = scale[0] * scale[1]  # (1/n)·(2/k) rounded in two steps, as losses._mse_fused
+    lo = value.dtype.type(eps)
+    hi = one - lo
+    total = 0.0
+    for i in range(n):
+        row = 0.0
+        for j in range(k_out):
+            p, t = out[i, j], y[i, j]
+            if loss == 0:  # mean squared error: (p − y)², gradient (p − y)·2/(n·k)
+                diff = p - t
+                row += diff * diff
+                d[i, j] = diff * scale[0]
+            else:  # binary crossentropy on p clipped to [ε, 1 − ε]; no gradient where the clip bites
+                pc = lo if p < lo else (hi if p > hi else p)
+                flows = one if (p >= lo and p <= hi) else zero
+                row += -(t * np.log(pc) + (one - t) * np.log(one - pc))
+                d[i, j] = scale[0] * flows * (-(t / pc) + (one - t) / (one - pc)) / k_out
+        total += row / k_out
+    # backward, last layer first: dz = dy ⊙ f'(z) (from y); dW = aᵀ·dz; db = Σ_rows dz; da = dz·Wᵀ
+    for l in range(depth - 1, -1, -1):
+        din, dout, wo, bo, act, ao = plan[l, 0], plan[l, 1], plan[l, 2], plan[l, 3], plan[l, 4], plan[l, 5]
+        dl = plan[l, 6]
+        yl = out if l == depth - 1 else work[ao * n:(ao + dout) * n].reshape((n, dout))
+        dz = work[dl * n:(dl + dout) * n].reshape((n, dout))
+        if act != 0:
+            for i in range(n):
+                for j in range(dout):
+                    t = yl[i, j]
+                    if act == 1:
+                        dz[i, j] = dz[i, j] * (one if t > zero else zero)
+                    elif act == 2:
+                        dz[i, j] = dz[i, j] * t * (one - t)
+                    else:
+                        dz[i, j] = dz[i, j] * (one - t * t)
+        if l > 0:
+            pa = plan[l - 1, 5]
+            a = work[pa * n:(pa + din) * n].reshape((n, din))
+        else:
+            a = x
+        dW = grad[wo:wo + din * dout].reshape((din, dout))
+        for k in range(din):
+            for j in range(dout):
+                dW[k, j] = zero
+        for i in range(n):
+            ai, dzi = a[i], dz[i]
+            for k in range(din):
+                aik, gk = ai[k], dW[k]
+                for j in range(dout):
+                    gk[j] += aik * dzi[j]
+        if bo >= 0:
+            for j in range(dout):
+                grad[bo + j] = zero
+            for i in range(n):
+                for j in range(dout):
+                    grad[bo + j] += dz[i, j]
+        if l > 0:  # da = dz·Wᵀ, with Wᵀ laid out in the scratch block after the deltas (rows of contiguous j)
+            pd = plan[l - 1, 6]
+            da = work[pd * n:(pd + din) * n].reshape((n, din))
+            W = value[wo:wo + din * dout].reshape((din, dout))
+            wt_at = plan[0, 7] * n
+            WT = work[wt_at:wt_at + din * dout].reshape((dout, din))
+            for k in range(din):
+                for j in range(dout):
+                    WT[j, k] = W[k, j]
+            for i in range(n):
+                dai, dzi = da[i], dz[i]
+                for k in range(din):
+                    dai[k] = zero
+                for j in range(dout):
+                    g, wj = dzi[j], WT[j]
+                    for k in range(din):
+                        dai[k] += g * wj[k]
+    return total / n

@@ -323,9 +323,17 @@ class Model(Layer):
     def _feed(xs):
         return xs[0] if len(xs) == 1 else xs
 
+    _compiled_step = None  # engine.dense_chain's plan for this model's training step, False: none (per fit)
+
+    def _plan_compiled_step(self):
+        """An ``engine.dense_chain.DenseChain`` when this model's whole training step can run as one compiled call
+        (Sequential models of small Dense layers), else None."""
+        return None
+
     def _reset_step_caches(self):
         """Forget per-step caches about the layers (Sequential keeps some), here and in every nested model;
         called by every fit / train_on_batch call, since layers may have been frozen or unfrozen."""
+        self._compiled_step = None
         for layer in self.layers:
             if isinstance(layer, Model):
                 layer._reset_step_caches()
@@ -343,6 +351,14 @@ class Model(Layer):
         return 0
 
     def _train_batch(self, xs, ys, sw):
+        chain = self._compiled_step
+        if chain is None:  # planned once per fit (reset with the other step caches)
+            chain = self._compiled_step = self._plan_compiled_step() or False
+        if chain and sw is None:  # a small dense network: forward, loss and backward in one compiled call
+            result = chain.step(xs[0], ys[0])
+            if result is not None:
+                self.optimizer.apply()
+                return result
         groups = self.optimizer.groups
         for group in groups:  # grads ← 0 (lazily, and before forward: a layer may hold a grad view from there)
             group.reset_grads()

@@ -1,7 +1,7 @@
 """Sequential: a stack of layers, each feeding the next; backward runs their closures in reverse."""
 import numpy as np
 
-from ..engine import gemv, parallel
+from ..engine import dense_chain, gemv, parallel
 from ..engine.layer import Layer
 from ..engine.registry import deserialize, register, serialize
 from ..engine.graph import KerasTensor
@@ -245,6 +245,11 @@ class Sequential(Model):
         self._split_front = None
         self._row_spans = None
         super()._reset_step_caches()  # nested models
+
+    def _plan_compiled_step(self):
+        if type(self).forward is not Sequential.forward:  # a subclass's own forward is what it trains
+            return None
+        return dense_chain.plan(self)
 
     def _find_row_spans(self):
         """The runs of layers that a 1-row inference call sends through ``engine.gemv.chain`` (cached): Dense

@@ -1,0 +1,124 @@
+"""A small dense network's whole training step as one compiled call (the optional numba fast path).
+
+A Sequential model of Dense layers — the tutorial's 8-10-1 network and its kin — spends most of a training step
+in Python: per layer a forward closure, a backward closure, activation closures, gradient bookkeeping, each a
+few NumPy calls on arrays of a few hundred numbers. When numba is installed (``pip install glassnet[fast]``)
+and the network is small, ``Model._train_batch`` instead hands the batch to ``_numba_kernels.dense_chain_step``,
+which runs forward, loss and backward in one call and writes every gradient into the model's flat gradient
+vector (``engine.flat``); the optimizer, metrics, callbacks and everything after them run as usual.
+
+It applies only where it computes what the layers compute: every layer a trainable Dense (linear, relu, sigmoid
+or tanh; with or without bias) without regularizers, all weights in the optimizer's one flat group of the
+input's dtype (float32/float64), the loss plain mean squared error or binary crossentropy (probabilities, no
+label smoothing) with the default reduction and no sample weights, NumPy's error state not set to raise, and
+the batch holding at most ``MAX_WORK`` multiply-adds (beyond it the layers' BLAS calls are faster). Anything
+else takes the layer-by-layer path, which stays the reference: tests/test_dense_chain.py trains the same
+networks both ways and compares losses, metrics, weights and gradients (equal to float rounding: the kernel sums
+each x·W in plain k order, BLAS in blocks). Off with ``GLASSNET_COMPILED=0`` like every compiled kernel.
+
+The plan (one row per layer): fan-in, units, offsets of the kernel and bias in the flat vectors (−1: no
+bias), activation code, and, in units of the batch's rows, where the layer's output and its delta live in the
+scratch vector; row 0's last column is where the scratch for a transposed kernel starts (also per row).
+"""
+import numpy as np
+
+from .. import activations as _activations
+from . import backend, compiled
+
+MAX_WORK = 1 << 18  # multiply-adds per step (batch · Σ fan-in·units) up to which the compiled step wins (measured
+#                     crossover ~400k on 2 cores: beyond it the layers' BLAS calls are faster)
+_ACTIVATIONS = ((_activations.linear, 0), (_activations.relu, 1), (_activations.sigmoid, 2), (_activations.tanh, 3))
+_MSE, _BCE = 0, 1
+
+
+class DenseChain:
+    """The plan and scratch memory of one model's compiled training step (see the module docstring)."""
+
+    __slots__ = ("weights", "group", "value", "grad", "plan", "work", "loss_code", "dtype", "fan_in", "units",
+                 "per_row", "rows_per_batch", "transpose_size")
+
+    def __init__(self, layers, group, loss_code):
+        index = {id(w): s for w, s in zip(group.weights, group.slices)}
+        rows, plan = 0, []
+        for layer in layers:
+            bias = index[id(layer.bias)].start if layer.use_bias else -1
+            act = next(code for fn, code in _ACTIVATIONS if layer.activation is fn)
+            fan_in, units = layer.kernel.shape
+            plan.append([fan_in, units, index[id(layer.kernel)].start, bias, act, rows, rows + units, 0])
+            rows += 2 * units  # the layer's output (unused for the last: the caller's array), then its delta
+        self.plan = np.array(plan, np.int64)
+        self.plan[0, 7] = rows
+        self.rows_per_batch = rows
+        self.transpose_size = max(int(r[0] * r[1]) for r in plan)
+        self.per_row = sum(int(r[0] * r[1]) for r in plan)
+        self.weights = [w for layer in layers for w in ((layer.kernel, layer.bias) if layer.use_bias else
+                                                        (layer.kernel,))]
+        self.group, self.value, self.grad = group, group.value, group.grad
+        self.loss_code = loss_code
+        self.dtype = group.dtype
+        self.fan_in, self.units = int(plan[0][0]), int(plan[-1][1])
+        self.work = np.empty(0, self.dtype)
+
+    def step(self, x, y):
+        """``(loss, [output], [loss])`` for one batch, as ``Model._train_batch`` returns, with every gradient
+        written; None when this batch (or the moment) is not one the compiled step takes."""
+        dtype = self.dtype
+        if (type(x) is not np.ndarray or type(y) is not np.ndarray or x.dtype != dtype or y.dtype != dtype
+                or x.ndim != 2 or x.shape[1] != self.fan_in or y.shape != (x.shape[0], self.units)
+                or not x.flags.c_contiguous or not y.flags.c_contiguous):
+            return None
+        n = x.shape[0]
+        if not n or n * self.per_row > MAX_WORK or not compiled._switch.on or compiled._strict_errstate():
+            return None
+        if self.group.value is not self.value or self.group.grad is not self.grad:
+            return None  # the optimizer was rebuilt: its new buffers are not the planned ones
+        need = n * self.rows_per_batch + self.transpose_size
+        if self.work.size < need:
+            self.work = np.empty(need, dtype)
+        out = np.empty((n, self.units), dtype)  # a new array each step, as the layers give: metrics may keep it
+        kernels = compiled._kernels if compiled._kernels else compiled._load()
+        loss = kernels.dense_chain_step(x, y, self.value, self.grad, self.plan, self.work, out, self.loss_code,
+                                        backend.epsilon())
+        for w in self.weights:
+            w._stale = False  # every gradient was written whole (engine.weight's lazy zeroing has nothing to do)
+        return loss, [out], [loss]
+
+
+def plan(model):
+    """A DenseChain for ``model`` (a built, compiled Sequential about to train) when its training step can run
+    compiled, else None."""
+    from ..layers.core import Dense
+    from ..losses import BinaryCrossentropy, MeanSquaredError
+    if not compiled.enabled():
+        return None
+    layers = model._layers
+    heads = model._heads
+    if (not layers or len(heads) != 1 or heads[0].weight != 1.0 or model._masking
+            or model._regularized or model._activity):
+        return None
+    loss = heads[0].loss
+    if type(loss) is MeanSquaredError and loss.reduction == "sum_over_batch_size":
+        code = _MSE
+    elif (type(loss) is BinaryCrossentropy and loss.reduction == "sum_over_batch_size"
+          and loss.options == {"from_logits": False, "label_smoothing": 0.0, "axis": -1}):
+        code = _BCE
+    else:
+        return None
+    groups = model.optimizer.groups
+    if len(groups) != 1 or groups[0].dtype.char not in "fd" or not groups[0].dtype.isnative:
+        return None
+    group = groups[0]
+    weights = []
+    for layer in layers:
+        if (type(layer) is not Dense or not layer.trainable or layer.kernel is None
+                or not any(layer.activation is fn for fn, _ in _ACTIVATIONS)
+                or layer.kernel_regularizer is not None or layer.bias_regularizer is not None
+                or layer.activity_regularizer is not None):
+            return None
+        weights += [layer.kernel, layer.bias] if layer.use_bias else [layer.kernel]
+    if len(weights) != len(group.weights) or {id(w) for w in weights} != {id(w) for w in group.weights}:
+        return None
+    if any(not w.trainable or w.dtype != group.dtype for w in weights):
+        return None
+    chain = DenseChain(layers, group, code)
+    return chain if chain.per_row <= MAX_WORK else None

@@ -1,0 +1,302 @@
+"""The compiled training step of small dense networks (engine.dense_chain) equals the layer-by-layer path.
+
+The layer path (compiled kernels off) is the reference: the same networks train both ways to the same losses,
+metrics and weights (to float rounding: the kernel sums x·W in plain order, BLAS in blocks), one step's
+gradients agree with the layers' and with finite differences, and every case the kernel does not cover runs
+the layer path instead.
+"""
+import numpy as np
+import pytest
+
+import glassnet
+from glassnet import layers as L
+from glassnet import optimizers as O
+from glassnet.engine import backend, compiled, dense_chain
+
+pytest.importorskip("numba")
+
+TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-11, atol=1e-13)}
+
+
+def count_chain_calls(monkeypatch):
+    from glassnet.engine import _numba_kernels
+    calls = []
+    real = _numba_kernels.dense_chain_step
+
+    def counted(*args):
+        calls.append(args[0].shape[0])
+        return real(*args)
+
+    monkeypatch.setattr(_numba_kernels, "dense_chain_step", counted)
+    return calls
+
+
+def data(rows=70, features=8, outputs=1, dtype="float32", seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features)).astype(dtype)
+    y = (rng.random((rows, outputs)) > 0.5).astype(dtype)
+    return x, y
+
+
+def model(units=(10, 1), activations=("relu", "sigmoid"), features=8, dtype="float32", use_bias=True, seed=1,
+          loss="mse", optimizer=None, metrics=("accuracy",), **dense_kwargs):
+    glassnet.set_random_seed(seed)
+    m = glassnet.Sequential([glassnet.Input((features,), dtype=dtype)] + [
+        L.Dense(u, activation=a, use_bias=use_bias, dtype=dtype, **dense_kwargs) for u, a in zip(units, activations)])
+    m.compile(loss=loss, optimizer=optimizer or O.SGD(learning_rate=0.05, momentum=0.9, nesterov=True),
+              metrics=list(metrics))
+    return m
+
+
+def fit_both(build, x, y, **fit_kwargs):
+    """(history, weights, planned) with the compiled kernels on, then off; the same seed for both."""
+    out = []
+    for on in (True, False):
+        with compiled.use_compiled(on):
+            m = build()
+            h = m.fit(x, y, verbose=0, **fit_kwargs)
+            out.append((h.history, [w.numpy() for w in m.weights], m._compiled_step))
+    return out
+
+
+def assert_same_training(on, off, dtype):
+    (h1, w1, _), (h0, w0, _) = on, off
+    assert h1.keys() == h0.keys()
+    for key in h0:
+        np.testing.assert_allclose(h1[key], h0[key], **TOL[dtype], err_msg=key)
+    for a, b in zip(w1, w0):
+        np.testing.assert_allclose(a, b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", ["mse", "binary_crossentropy"])
+@pytest.mark.parametrize("units,activations,use_bias", [
+    ((10, 1), ("relu", "sigmoid"), True),  # the tutorial's network
+    ((12, 8, 1), ("relu", "relu", "sigmoid"), True),
+    ((6, 5, 3), ("tanh", "linear", "sigmoid"), False),
+    ((7, 2), ("sigmoid", "sigmoid"), True),
+    ((3,), ("sigmoid",), True),  # one layer
+])
+def test_training_matches_the_layer_path(monkeypatch, dtype, loss, units, activations, use_bias):
+    x, y = data(outputs=units[-1], dtype=dtype)
+    calls = count_chain_calls(monkeypatch)
+    on, off = fit_both(lambda: model(units, activations, dtype=dtype, use_bias=use_bias, loss=loss), x, y,
+                       epochs=4, batch_size=16)
+    assert isinstance(on[2], dense_chain.DenseChain) and off[2] is False
+    assert calls == [16, 16, 16, 16, 6] * 4  # every batch, the short last one too
+    assert_same_training(on, off, dtype)
+
+
+@pytest.mark.parametrize("optimizer", [lambda: O.Adam(1e-2), lambda: O.RMSprop(1e-2), lambda: O.SGD(0.1),
+                                       lambda: O.SGD(lr=0.1, decay=1e-3, momentum=0.5)])
+def test_optimizers_and_constraints_run_after_the_compiled_step(monkeypatch, optimizer):
+    x, y = data(rows=64)
+    calls = count_chain_calls(monkeypatch)
+    on, off = fit_both(lambda: model(optimizer=optimizer(), kernel_constraint="max_norm"), x, y, epochs=3,
+                       batch_size=32, validation_split=0.25)
+    assert len(calls) == 6
+    assert_same_training(on, off, "float32")
+
+
+def one_step_gradient(m, x, y, on):
+    m.optimizer.build(m.trainable_weights) if not m.optimizer.built else None
+    with compiled.use_compiled(on):
+        m._prepare_training([x])
+        chain = m._compiled_step = m._plan_compiled_step() or False
+        assert bool(chain) == on
+        group = m.optimizer.groups[0]
+        saved = group.value.copy()
+        applied = []
+        m.optimizer.apply = lambda: applied.append(group.grad.copy())  # keep the gradient, skip the update
+        loss, preds, _ = m._train_batch([x], [y], None)
+        del m.optimizer.apply
+        group.value[...] = saved
+        return loss, preds[0].copy(), applied[0]
+
+
+@pytest.mark.parametrize("loss", ["mse", "binary_crossentropy"])
+def test_one_step_gradient_equals_layers_and_finite_differences(loss):
+    x, y = data(rows=9, outputs=2, dtype="float64", seed=3)
+    m = model(units=(5, 4, 2), activations=("tanh", "relu", "sigmoid"), dtype="float64", loss=loss)
+    m.fit(x, y, epochs=1, batch_size=9, verbose=0)  # builds everything
+    loss_on, out_on, g_on = one_step_gradient(m, x, y, True)
+    loss_off, out_off, g_off = one_step_gradient(m, x, y, False)
+    np.testing.assert_allclose(loss_on, loss_off, rtol=1e-13)
+    np.testing.assert_allclose(out_on, out_off, rtol=1e-13)
+    np.testing.assert_allclose(g_on, g_off, rtol=1e-11, atol=1e-15)
+    group = m.optimizer.groups[0]
+    lossfn = m._heads[0].loss
+    rng = np.random.default_rng(0)
+    for i in rng.choice(group.value.size, 12, replace=False):
+        old = group.value[i]
+        vals = []
+        for h in (1e-6, -1e-6):
+            group.value[i] = old + h
+            vals.append(float(lossfn(y, m.predict(x, verbose=0))))
+        group.value[i] = old
+        np.testing.assert_allclose(g_on[i], (vals[0] - vals[1]) / 2e-6, rtol=1e-5, atol=1e-9)
+
+
+def test_saturated_sigmoid_and_binary_crossentropy_clip_like_the_layers(monkeypatch):
+    """Outputs of exactly 0 and 1 (float32): the clip at ε / 1 − ε, where no gradient flows."""
+    x, y = data(rows=48)
+    x *= 40
+    calls = count_chain_calls(monkeypatch)
+    on, off = fit_both(lambda: model(units=(10, 1), loss="binary_crossentropy",
+                                     kernel_initializer=glassnet.initializers.RandomNormal(stddev=3.0)),
+                       x, y, epochs=3, batch_size=16)
+    assert calls
+    assert_same_training(on, off, "float32")
+    with compiled.use_compiled(True):
+        m = model(units=(10, 1), loss="binary_crossentropy",
+                  kernel_initializer=glassnet.initializers.RandomNormal(stddev=3.0))
+        p = m.predict(x, verbose=0)
+        assert ((p == 1) | (p == 0)).any()  # the case is really exercised
+        old = backend.epsilon()
+        try:  # ε is read on every step, as the loss reads it
+            backend.set_epsilon(1e-3)
+            on2 = m.fit(x, y, epochs=1, batch_size=48, verbose=0).history["loss"]
+        finally:
+            backend.set_epsilon(old)
+    with compiled.use_compiled(False):
+        m = model(units=(10, 1), loss="binary_crossentropy",
+                  kernel_initializer=glassnet.initializers.RandomNormal(stddev=3.0))
+        try:
+            backend.set_epsilon(1e-3)
+            off2 = m.fit(x, y, epochs=1, batch_size=48, verbose=0).history["loss"]
+        finally:
+            backend.set_epsilon(old)
+    np.testing.assert_allclose(on2, off2, rtol=1e-5)
+
+
+def test_nan_weights_give_nan_losses_like_the_layers():
+    x, y = data(rows=32)
+    results = []
+    for on in (True, False):
+        with compiled.use_compiled(on):
+            m = model()
+            m.fit(x, y, epochs=1, batch_size=32, verbose=0)
+            m.layers[0].kernel.value[0, 0] = np.nan
+            results.append(m.train_on_batch(x, y))
+            assert bool(m._compiled_step) == on
+    assert np.isnan(results[0][0]) and np.isnan(results[1][0])
+
+
+def test_each_step_gives_metrics_a_new_output_array():
+    """A metric may keep y_pred (a custom AUC collecting them): the compiled step must not reuse its array."""
+    kept = []
+
+    class Keep(glassnet.metrics.Metric):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            kept.append(y_pred)
+
+        def result(self):
+            return 0.0
+
+    x, y = data(rows=64)
+    with compiled.use_compiled(True):
+        m = model(metrics=[Keep(name="keep")])
+        m.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+        assert m._compiled_step
+        final = m.predict(x[48:], verbose=0)
+    assert len(kept) == 4 and len({id(a) for a in kept}) == 4
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(kept) for b in kept[i + 1:])
+    assert not np.allclose(kept[3], final)  # the output of its own step, before that step's update...
+    np.testing.assert_allclose(kept[3], m.predict(x[48:], verbose=0), rtol=0.5)  # ...and of the same network
+
+
+@pytest.mark.parametrize("case", ["sample_weight", "class_weight", "regularizer", "activity", "dropout", "mae",
+                                  "smoothing", "logits", "loss_weights", "frozen", "subclass", "too_big",
+                                  "errstate", "int_labels_mse"])
+def test_every_other_case_takes_the_layer_path(monkeypatch, case):
+    x, y = data(rows=40)
+    build = model
+    fit_kwargs = {}
+    if case == "sample_weight":
+        fit_kwargs["sample_weight"] = np.linspace(0.5, 1.5, 40)
+    elif case == "class_weight":
+        fit_kwargs["class_weight"] = {0: 1.0, 1: 3.0}
+    elif case == "regularizer":
+        build = lambda: model(kernel_regularizer="l2")  # noqa: E731
+    elif case == "activity":
+        build = lambda: model(activity_regularizer="l1")  # noqa: E731
+    elif case == "dropout":
+        def build():
+            glassnet.set_random_seed(1)
+            m = glassnet.Sequential([glassnet.Input((8,)), L.Dense(10, activation="relu"), L.Dropout(0.0),
+                                     L.Dense(1, activation="sigmoid")])
+            m.compile(loss="mse", optimizer="sgd", metrics=["accuracy"])
+            return m
+    elif case == "mae":
+        build = lambda: model(loss="mae")  # noqa: E731
+    elif case == "smoothing":
+        build = lambda: model(loss=glassnet.losses.BinaryCrossentropy(label_smoothing=0.1))  # noqa: E731
+    elif case == "logits":
+        build = lambda: model(activations=("relu", "linear"),  # noqa: E731
+                              loss=glassnet.losses.BinaryCrossentropy(from_logits=True))
+    elif case == "loss_weights":
+        def build():
+            m = model()
+            m.compile(loss="mse", optimizer="sgd", loss_weights=[2.0])
+            return m
+    elif case == "frozen":
+        def build():
+            m = model(units=(10, 4, 1), activations=("relu", "relu", "sigmoid"))
+            m.layers[1].trainable = False
+            m.compile(loss="mse", optimizer="sgd")
+            return m
+    elif case == "subclass":
+        class Mine(glassnet.Sequential):
+            def forward(self, x, training=False, mask=None):
+                return super().forward(x, training, mask)
+
+        def build():
+            glassnet.set_random_seed(1)
+            m = Mine([glassnet.Input((8,)), L.Dense(10, activation="relu"), L.Dense(1, activation="sigmoid")])
+            m.compile(loss="mse", optimizer="sgd")
+            return m
+    elif case == "too_big":
+        build = lambda: model(units=(4096, 1))  # noqa: E731  (36,864 multiply-adds per row: 16 rows > MAX_WORK)
+    elif case == "int_labels_mse":
+        y = y.astype("int64")  # cast to the model's dtype by fit, then the compiled step runs: checked below
+    calls = count_chain_calls(monkeypatch)
+    if case == "errstate":
+        with np.errstate(over="raise"):
+            on, off = fit_both(build, x, y, epochs=2, batch_size=16, **fit_kwargs)
+    else:
+        on, off = fit_both(build, x, y, epochs=2, batch_size=16, **fit_kwargs)
+    if case == "int_labels_mse":
+        assert calls and on[2]
+    else:
+        assert calls == []
+        if case in ("sample_weight", "class_weight", "errstate", "too_big"):
+            assert on[2]  # planned, but these batches are not the compiled step's
+        else:
+            assert not on[2]
+    assert_same_training(on, off, "float32")
+
+
+def test_errstate_raise_still_raises_on_overflow():
+    x, y = data(rows=16)
+    m = model()
+    m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    m.layers[0].kernel.value[...] = 3e38
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        m.train_on_batch(x * 10, y)
+
+
+def test_train_on_batch_and_a_rebuilt_optimizer(monkeypatch):
+    x, y = data(rows=32)
+    calls = count_chain_calls(monkeypatch)
+    m = model()
+    m.train_on_batch(x, y)
+    assert calls == [32]
+    m.compile(loss="binary_crossentropy", optimizer="adam")  # new optimizer, new flat buffers
+    ref = model(loss="binary_crossentropy", optimizer=O.Adam())
+    ref.set_weights(m.get_weights())
+    m.train_on_batch(x, y)
+    assert calls == [32, 32]
+    with compiled.use_compiled(False):
+        ref.train_on_batch(x, y)
+    for a, b in zip(m.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
