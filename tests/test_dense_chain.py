@@ -300,3 +300,99 @@ def test_train_on_batch_and_a_rebuilt_optimizer(monkeypatch):
         ref.train_on_batch(x, y)
     for a, b in zip(m.get_weights(), ref.get_weights()):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+# --- inference: Sequential.call through the compiled forward pass ----------------------------------------------
+def count_forward_calls(monkeypatch):
+    from glassnet.engine import _numba_kernels
+    calls = []
+    real = _numba_kernels.dense_chain_forward
+
+    def counted(*args):
+        calls.append(args[0].shape[0])
+        return real(*args)
+
+    monkeypatch.setattr(_numba_kernels, "dense_chain_forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("units,activations,use_bias", [
+    ((10, 1), ("relu", "sigmoid"), True),
+    ((16, 3), ("tanh", "softmax"), True),
+    ((5, 7, 4), ("linear", "relu", "softmax"), False),
+    ((64, 64, 1), ("relu", "relu", "sigmoid"), True),
+])
+def test_predict_and_evaluate_match_the_layer_path(monkeypatch, dtype, units, activations, use_bias):
+    x, y = data(rows=40, outputs=units[-1], dtype=dtype, seed=5)
+    x[3] = 0.0  # relu at exactly 0
+    m = model(units, activations, dtype=dtype, use_bias=use_bias)
+    calls = count_forward_calls(monkeypatch)
+    results = []
+    for on in (True, False):
+        with compiled.use_compiled(on):
+            one = m.predict(x[:1], verbose=0)
+            many = m.predict(x, batch_size=8, verbose=0)
+            logs = m.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+        results.append((one, many, logs))
+    per_row = 8 * units[0] + sum(a * b for a, b in zip(units[:-1], units[1:]))
+    expected = [1] + [8] * 5 if 8 * per_row <= dense_chain.INFERENCE_MAX_WORK else [1]
+    assert calls == expected + (expected[1:] if len(expected) > 1 else [])
+    (one1, many1, logs1), (one0, many0, logs0) = results
+    np.testing.assert_allclose(one1, one0, **TOL[dtype])
+    np.testing.assert_allclose(many1, many0, **TOL[dtype])
+    for key in logs0:
+        np.testing.assert_allclose(logs1[key], logs0[key], **TOL[dtype])
+
+
+def test_predict_follows_weight_changes_training_and_layer_edits(monkeypatch):
+    x, y = data(rows=32)
+    calls = count_forward_calls(monkeypatch)
+    m = model()
+    before = m.predict(x[:1], verbose=0)
+    m.set_weights([w * 2 for w in m.get_weights()])
+    after_set = m.predict(x[:1], verbose=0)
+    m.fit(x, y, epochs=2, batch_size=8, verbose=0)  # the weights move into the optimizer's flat buffers
+    after_fit = m.predict(x[:1], verbose=0)
+    m.add(L.Dense(2, activation="softmax"))
+    after_add = m.predict(x[:1], verbose=0)
+    assert len(calls) == 4
+    with compiled.use_compiled(False):
+        assert after_add.shape == (1, 2)
+        np.testing.assert_allclose(after_add, m.predict(x[:1], verbose=0), rtol=2e-5, atol=2e-6)
+        m.pop()
+        np.testing.assert_allclose(after_fit, m.predict(x[:1], verbose=0), rtol=2e-5, atol=2e-6)
+    assert not np.allclose(before, after_set) and not np.allclose(after_set, after_fit)
+
+
+def test_a_model_without_an_input_shape_plans_once_built(monkeypatch):
+    calls = count_forward_calls(monkeypatch)
+    glassnet.set_random_seed(1)
+    m = glassnet.Sequential([L.Dense(4, activation="relu"), L.Dense(1)])
+    x = np.ones((1, 3), "float32")
+    out = m.predict(x, verbose=0)
+    assert calls == [1] and out.shape == (1, 1)
+
+
+@pytest.mark.parametrize("case", ["dropout", "other_activation", "wide", "errstate"])
+def test_other_models_and_moments_predict_through_the_layers(monkeypatch, case):
+    calls = count_forward_calls(monkeypatch)
+    x, _ = data(rows=4)
+    if case == "dropout":
+        glassnet.set_random_seed(1)
+        m = glassnet.Sequential([glassnet.Input((8,)), L.Dense(4, activation="relu"), L.Dropout(0.5), L.Dense(1)])
+    elif case == "other_activation":
+        m = model(activations=("elu", "sigmoid"))
+    elif case == "wide":
+        m = model(units=(2048, 1))  # 18k multiply-adds per row: BLAS
+    else:
+        m = model()
+    if case == "errstate":
+        with np.errstate(all="raise"):
+            on = m.predict(x, verbose=0)
+    else:
+        on = m.predict(x, verbose=0)
+    with compiled.use_compiled(False):
+        off = m.predict(x, verbose=0)
+    assert calls == []
+    np.testing.assert_array_equal(on, off)

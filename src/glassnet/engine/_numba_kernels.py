@@ -328,7 +328,62 @@ def dense_cce(t, p, dv, eps, hi):
     return values, grad
 
 
-# --- a whole training step of a small dense network (engine.dense_chain) --------------------------------------
+# --- small dense networks, whole (engine.dense_chain) ----------------------------------------------------------
+_LINEAR, _RELU, _SIGMOID, _TANH, _SOFTMAX = 0, 1, 2, 3, 4  # the activation codes of engine.dense_chain
+
+
+@_jit
+def _dense_layer(a, W, b, has_bias, act, z):
+    """Dense.call into ``z``: z = f(a·W + b), row by row. Each product is summed in k order (k outer: the j
+    loops run over contiguous rows of W and z) and the bias added last; f as activations computes it (relu as
+    np.maximum: NaN kept, −0.0 → +0.0; sigmoid ½(1 + tanh(z/2)); softmax exp(z − max z) / Σ, NumPy's sum), with
+    libm's tanh and exp."""
+    n, din = a.shape
+    dout = W.shape[1]
+    zero, one, half = z.dtype.type(0), z.dtype.type(1), z.dtype.type(0.5)
+    for i in range(n):
+        zi, ai = z[i], a[i]
+        for j in range(dout):
+            zi[j] = zero
+        for k in range(din):
+            aik, wk = ai[k], W[k]
+            for j in range(dout):
+                zi[j] += aik * wk[j]
+        for j in range(dout):
+            v = zi[j] + b[j] if has_bias else zi[j]
+            if act == _RELU:
+                v = v if (v > zero or v != v) else zero
+            elif act == _SIGMOID:
+                v = (np.tanh(v * half) + one) * half
+            elif act == _TANH:
+                v = np.tanh(v)
+            zi[j] = v
+        if act == _SOFTMAX:
+            m = zi[0]
+            for j in range(1, dout):
+                v = zi[j]
+                if v > m or (v != v and m == m):  # np.max: the first NaN wins
+                    m = v
+            for j in range(dout):
+                zi[j] = np.exp(zi[j] - m)
+            s = _row_sum(zi)
+            for j in range(dout):
+                zi[j] = zi[j] / s
+
+
+@_jit
+def dense_chain_forward(x, kernels, biases, codes, out):
+    """``Sequential.call`` of a chain of Dense layers (inference), ``out`` = the last layer's output: layer l
+    has ``kernels[l]``, ``biases[l]`` (used when ``codes[l, 1]``) and activation ``codes[l, 0]``."""
+    depth = len(kernels)
+    a = x
+    for l in range(depth):
+        W = kernels[l]
+        z = out if l == depth - 1 else np.empty((x.shape[0], W.shape[1]), x.dtype)
+        _dense_layer(a, W, biases[l], codes[l, 1] != 0, codes[l, 0], z)
+        a = z
+
+
 @_jit
 def dense_chain_step(x, y, value, grad, plan, work, out, loss, eps):
     """Forward, loss and backward of a chain of Dense layers in one call: ``engine.dense_chain`` documents the
@@ -342,30 +397,13 @@ def dense_chain_step(x, y, value, grad, plan, work, out, loss, eps):
     n = x.shape[0]
     depth = plan.shape[0]
     one, zero = value.dtype.type(1), value.dtype.type(0)
-    half = value.dtype.type(0.5)
-    # forward: z = a·W (row by row, k outer: the j loop runs over contiguous rows of W and z) + b; y = f(z)
+    # forward, each layer's output kept for the backward pass (the last one's in ``out``)
     a = x
     for l in range(depth):
         din, dout, wo, bo, act, ao = plan[l, 0], plan[l, 1], plan[l, 2], plan[l, 3], plan[l, 4], plan[l, 5]
         W = value[wo:wo + din * dout].reshape((din, dout))
         z = out if l == depth - 1 else work[ao * n:(ao + dout) * n].reshape((n, dout))
-        for i in range(n):
-            zi, ai = z[i], a[i]
-            for j in range(dout):
-                zi[j] = zero
-            for k in range(din):
-                aik, wk = ai[k], W[k]
-                for j in range(dout):
-                    zi[j] += aik * wk[j]
-            for j in range(dout):
-                v = zi[j] + value[bo + j] if bo >= 0 else zi[j]
-                if act == 1:  # relu: max(z, 0), NaN kept
-                    v = zero if v < zero else v
-                elif act == 2:  # sigmoid, as activations._sigmoid: ½(1 + tanh(z/2))
-                    v = (np.tanh(v * half) + one) * half
-                elif act == 3:
-                    v = np.tanh(v)
-                zi[j] = v
+        _dense_layer(a, W, value[bo:bo + dout] if bo >= 0 else value[:0], bo >= 0, act, z)
         a = z
     # the loss: its batch mean, and d loss / d output into the last layer's delta block
     last = depth - 1

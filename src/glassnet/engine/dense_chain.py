@@ -25,9 +25,14 @@ import numpy as np
 from .. import activations as _activations
 from . import backend, compiled
 
-MAX_WORK = 1 << 18  # multiply-adds per step (batch · Σ fan-in·units) up to which the compiled step wins (measured
-#                     crossover ~400k on 2 cores: beyond it the layers' BLAS calls are faster)
+MAX_WORK = 1 << 16  # multiply-adds per step (batch · Σ fan-in·units) up to which the compiled step is used: its
+#                     plain loops beat the layers' BLAS calls up to ~80k on narrow layers (8-10-1: batch 256 0.62x
+#                     the layer path's time, 1,024 1.08x) and ~300k on wider ones (8-64-64-1, batch 64: 0.74x)
 _ACTIVATIONS = ((_activations.linear, 0), (_activations.relu, 1), (_activations.sigmoid, 2), (_activations.tanh, 3))
+INFERENCE_MAX_WORK = 1 << 13  # multiply-adds per call up to which the compiled forward wins: inference has no
+#                               backward closures to save, and the kernel's plain loops lose to BLAS sooner
+#                               (8-10-1: 1 row 14.7 -> 9.0 µs, 32 rows even, 1,024 rows 38 -> 160 µs)
+_INFERENCE_ACTIVATIONS = _ACTIVATIONS + ((_activations.softmax, 4),)  # (the training step has no softmax backward)
 _MSE, _BCE = 0, 1
 
 
@@ -122,3 +127,63 @@ def plan(model):
         return None
     chain = DenseChain(layers, group, code)
     return chain if chain.per_row <= MAX_WORK else None
+
+
+# --- inference: predict / evaluate ----------------------------------------------------------------------------
+class DenseForward:
+    """The layers and codes of a small dense network's compiled forward pass (``Sequential.call``)."""
+
+    __slots__ = ("layers", "codes", "fan_in", "units", "per_row", "empty")
+
+    def __init__(self, layers):
+        self.layers = tuple(layers)
+        self.codes = np.array([[next(code for fn, code in _INFERENCE_ACTIVATIONS if layer.activation is fn),
+                                int(layer.use_bias)] for layer in layers], np.int64)
+        self.fan_in, self.units = layers[0].kernel.shape[0], layers[-1].units
+        self.per_row = sum(layer.kernel.size for layer in layers)
+        self.empty = {}  # dtype -> a 0-length bias stand-in for layers without one
+
+    def __call__(self, x):
+        """``f(x)`` of the whole chain, or None when ``x`` (or the moment) is not one the kernel takes."""
+        if (type(x) is not np.ndarray or x.ndim != 2 or x.shape[1] != self.fan_in or not x.flags.c_contiguous
+                or not x.shape[0] or x.shape[0] * self.per_row > INFERENCE_MAX_WORK or not compiled._switch.on):
+            return None
+        dtype = x.dtype
+        if dtype.char not in "fd" or not dtype.isnative:
+            return None
+        kernels, biases = [], []
+        for layer in self.layers:
+            W = layer.kernel.value
+            b = layer.bias.value if layer.use_bias else self._empty(dtype)
+            if W.dtype != dtype or b.dtype != dtype or not W.flags.c_contiguous or not b.flags.c_contiguous:
+                return None
+            kernels.append(W)
+            biases.append(b)
+        if compiled._strict_errstate():
+            return None
+        out = np.empty((x.shape[0], self.units), dtype)
+        k = compiled._kernels if compiled._kernels else compiled._load()
+        k.dense_chain_forward(x, tuple(kernels), tuple(biases), self.codes, out)
+        return out
+
+    def _empty(self, dtype):
+        e = self.empty.get(dtype)
+        if e is None:
+            e = self.empty[dtype] = np.empty(0, dtype)
+        return e
+
+
+def forward_plan(layers):
+    """A DenseForward for these (Sequential) layers when a call through them can run as one compiled pass:
+    every layer a Dense with a linear, relu, sigmoid, tanh or softmax activation, the chain small (fan-in·units
+    summed ≤ INFERENCE_MAX_WORK: a row fits); False when it cannot; None while a layer is not built yet."""
+    from ..layers.core import Dense
+    if not layers or not compiled.enabled():
+        return False
+    for layer in layers:
+        if type(layer) is not Dense or not any(layer.activation is fn for fn, _ in _INFERENCE_ACTIVATIONS):
+            return False
+    if any(layer.kernel is None for layer in layers):
+        return None
+    plan = DenseForward(layers)
+    return plan if plan.per_row <= INFERENCE_MAX_WORK else False

@@ -244,6 +244,7 @@ class Sequential(Model):
         self._relu_moves = None
         self._split_front = None
         self._row_spans = None
+        self._dense_forward = None
         super()._reset_step_caches()  # nested models
 
     def _plan_compiled_step(self):
@@ -319,6 +320,13 @@ class Sequential(Model):
                 spans = self._find_row_spans()
             if spans and not training and len(x) == 1:  # one row through large dense layers: two cores (engine.gemv)
                 return self._call_row(x, spans)
+            chain = self._dense_forward
+            if chain is None:  # (None from forward_plan too while a layer is unbuilt: asked again next call)
+                chain = self._dense_forward = dense_chain.forward_plan(self._layers)
+            if chain:  # a small all-Dense network: the whole pass in one compiled call (engine.dense_chain)
+                y = chain(x)
+                if y is not None:
+                    return y
             for layer in self._layers:
                 x = layer.call(x, training)
             return x
