@@ -396,3 +396,60 @@ def test_other_models_and_moments_predict_through_the_layers(monkeypatch, case):
         off = m.predict(x, verbose=0)
     assert calls == []
     np.testing.assert_array_equal(on, off)
+
+
+# --- changes during a fit, and the limits (found by review) -------------------------------------------------------
+class _AtEpochEnd(glassnet.callbacks.Callback):
+    def __init__(self, action):
+        super().__init__()
+        self.action = action
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.action(self.model)
+
+
+def _switch_to_sgd(m):
+    m.optimizer = O.SGD(0.1)
+    m.optimizer.build(m.trainable_weights)
+
+
+def _to_tanh(m):
+    m.layers[0].activation = glassnet.activations.tanh
+
+
+@pytest.mark.parametrize("action", [lambda m: m.optimizer.build(m.trainable_weights), _switch_to_sgd, _to_tanh],
+                         ids=["optimizer_rebuilt", "optimizer_replaced", "activation_swapped"])
+def test_changes_made_by_a_callback_mid_fit_are_followed(action):
+    x, y = data(rows=96)
+    on, off = fit_both(lambda: model(optimizer=O.Adam(0.01)), x, y, epochs=4, batch_size=16, shuffle=False,
+                       callbacks=[_AtEpochEnd(action)])
+    assert_same_training(on, off, "float32")
+    assert len(set(np.round(on[0]["loss"], 6))) == 4  # still training after the change
+
+
+def test_predict_follows_an_activation_swap_and_a_later_switch_on(monkeypatch):
+    x, _ = data(rows=4)
+    m = model(units=(10, 3), activations=("relu", "softmax"))
+    calls = count_forward_calls(monkeypatch)
+    with compiled.use_compiled(False):
+        m.predict(x, verbose=0)  # planned while off: not remembered as "no plan"
+    m.predict(x, verbose=0)
+    assert calls == [4]
+    m.layers[-1].activation = glassnet.activations.linear  # the usual way to get logits
+    logits = m.predict(x, verbose=0)
+    with compiled.use_compiled(False):
+        np.testing.assert_allclose(logits, m.predict(x, verbose=0), rtol=2e-5, atol=2e-6)
+    assert (logits < 0).any()
+
+
+@pytest.mark.parametrize("units,activations,batch", [
+    ((256, 1), ("sigmoid", "sigmoid"), 32),  # 256 tanh per row: NumPy's vectorized tanh is faster
+    ((10, 1), ("relu", "sigmoid"), 256),     # more rows than MAX_ROWS
+])
+def test_batches_beyond_the_limits_take_the_layer_path(monkeypatch, units, activations, batch):
+    x, y = data(rows=batch)
+    calls = count_chain_calls(monkeypatch)
+    on, off = fit_both(lambda: model(units, activations), x, y, epochs=1, batch_size=batch)
+    assert calls == [] and on[2]
+    assert_same_training(on, off, "float32")

@@ -11,7 +11,9 @@ It applies only where it computes what the layers compute: every layer a trainab
 or tanh; with or without bias) without regularizers, all weights in the optimizer's one flat group of the
 input's dtype (float32/float64), the loss plain mean squared error or binary crossentropy (probabilities, no
 label smoothing) with the default reduction and no sample weights, NumPy's error state not set to raise, and
-the batch holding at most ``MAX_WORK`` multiply-adds (beyond it the layers' BLAS calls are faster). Anything
+the batch at most ``MAX_ROWS`` rows costing at most ``MAX_WORK`` (``cost_per_row``: multiply-adds, and more for
+each sigmoid or tanh; beyond them the layers' BLAS and vectorized ufunc calls are faster), no optimizer or layer
+changed since the plan was made (once per ``fit`` / ``train_on_batch`` call). Anything
 else takes the layer-by-layer path, which stays the reference: tests/test_dense_chain.py trains the same
 networks both ways and compares losses, metrics, weights and gradients (equal to float rounding: the kernel sums
 each x·W in plain k order, BLAS in blocks). Off with ``GLASSNET_COMPILED=0`` like every compiled kernel.
@@ -25,13 +27,17 @@ import numpy as np
 from .. import activations as _activations
 from . import backend, compiled
 
-MAX_WORK = 1 << 16  # multiply-adds per step (batch · Σ fan-in·units) up to which the compiled step is used: its
-#                     plain loops beat the layers' BLAS calls up to ~80k on narrow layers (8-10-1: batch 256 0.62x
-#                     the layer path's time, 1,024 1.08x) and ~300k on wider ones (8-64-64-1, batch 64: 0.74x)
+MAX_WORK = 1 << 16  # the cost (below) of a training batch up to which the compiled step is used, and
+MAX_ROWS = 128      # its rows: the kernel's plain loops beat the layers' BLAS calls up to ~300 rows of the
+#                     tutorial's 8-10-1 (batch 32: 0.3x the layer path's time, 256: 0.6-0.9x, 512: 1.2x) and up to
+#                     ~300k multiply-adds on wider layers (8-64-64-1 at batch 64: 0.74x)
+INFERENCE_MAX_WORK = 1 << 13  # the cost of an inference call up to which the compiled forward wins: inference has
+#                               no backward closures to save, and the plain loops lose to BLAS sooner (8-10-1:
+#                               1 row 14.7 -> 9.0 µs, 32 rows even, 1,024 rows 38 -> 160 µs)
+TRANSCENDENTAL = 16  # the cost of one sigmoid, tanh or softmax output in multiply-adds: libm's tanh and exp, one
+#                      value at a time, against NumPy's vectorized ones (8->256 sigmoid at batch 32: 1.8x slower
+#                      compiled when counted as multiply-adds alone)
 _ACTIVATIONS = ((_activations.linear, 0), (_activations.relu, 1), (_activations.sigmoid, 2), (_activations.tanh, 3))
-INFERENCE_MAX_WORK = 1 << 13  # multiply-adds per call up to which the compiled forward wins: inference has no
-#                               backward closures to save, and the kernel's plain loops lose to BLAS sooner
-#                               (8-10-1: 1 row 14.7 -> 9.0 µs, 32 rows even, 1,024 rows 38 -> 160 µs)
 _INFERENCE_ACTIVATIONS = _ACTIVATIONS + ((_activations.softmax, 4),)  # (the training step has no softmax backward)
 _MSE, _BCE = 0, 1
 
@@ -39,10 +45,12 @@ _MSE, _BCE = 0, 1
 class DenseChain:
     """The plan and scratch memory of one model's compiled training step (see the module docstring)."""
 
-    __slots__ = ("weights", "group", "value", "grad", "plan", "work", "loss_code", "dtype", "fan_in", "units",
-                 "per_row", "rows_per_batch", "transpose_size")
+    __slots__ = ("layers", "shape", "weights", "group", "value", "grad", "plan", "work", "loss_code", "dtype",
+                 "fan_in", "units", "per_row", "rows_per_batch", "transpose_size")
 
     def __init__(self, layers, group, loss_code):
+        self.layers = tuple(layers)
+        self.shape = _shape(layers)
         index = {id(w): s for w, s in zip(group.weights, group.slices)}
         rows, plan = 0, []
         for layer in layers:
@@ -55,7 +63,7 @@ class DenseChain:
         self.plan[0, 7] = rows
         self.rows_per_batch = rows
         self.transpose_size = max(int(r[0] * r[1]) for r in plan)
-        self.per_row = sum(int(r[0] * r[1]) for r in plan)
+        self.per_row = cost_per_row(layers)
         self.weights = [w for layer in layers for w in ((layer.kernel, layer.bias) if layer.use_bias else
                                                         (layer.kernel,))]
         self.group, self.value, self.grad = group, group.value, group.grad
@@ -64,19 +72,23 @@ class DenseChain:
         self.fan_in, self.units = int(plan[0][0]), int(plan[-1][1])
         self.work = np.empty(0, self.dtype)
 
-    def step(self, x, y):
+    def step(self, x, y, optimizer):
         """``(loss, [output], [loss])`` for one batch, as ``Model._train_batch`` returns, with every gradient
         written; None when this batch (or the moment) is not one the compiled step takes."""
+        groups = optimizer.groups
+        if len(groups) != 1 or groups[0] is not self.group or _shape(self.layers) != self.shape:
+            return None  # a new optimizer (or a rebuilt one), or a layer changed since the plan: the layer path
         dtype = self.dtype
         if (type(x) is not np.ndarray or type(y) is not np.ndarray or x.dtype != dtype or y.dtype != dtype
                 or x.ndim != 2 or x.shape[1] != self.fan_in or y.shape != (x.shape[0], self.units)
                 or not x.flags.c_contiguous or not y.flags.c_contiguous):
             return None
         n = x.shape[0]
-        if not n or n * self.per_row > MAX_WORK or not compiled._switch.on or compiled._strict_errstate():
+        if (not n or n > MAX_ROWS or n * self.per_row > MAX_WORK or not compiled._switch.on
+                or compiled._strict_errstate()):
             return None
         if self.group.value is not self.value or self.group.grad is not self.grad:
-            return None  # the optimizer was rebuilt: its new buffers are not the planned ones
+            return None  # the group's buffers were replaced: not the planned ones
         need = n * self.rows_per_batch + self.transpose_size
         if self.work.size < need:
             self.work = np.empty(need, dtype)
@@ -129,18 +141,36 @@ def plan(model):
     return chain if chain.per_row <= MAX_WORK else None
 
 
+def cost_per_row(layers):
+    """What one example costs the kernels, in multiply-adds: Σ fan-in·units, and TRANSCENDENTAL per output of a
+    sigmoid, tanh or softmax."""
+    cost = 0
+    for layer in layers:
+        cost += layer.kernel.size
+        if layer.activation is not _activations.relu and layer.activation is not _activations.linear:
+            cost += TRANSCENDENTAL * layer.units
+    return int(cost)
+
+
+def _shape(layers):
+    """What a plan assumed of each layer: its kernel and bias weights, activation and use_bias (a tuple to compare
+    on every call: a callback or the user may swap an activation, e.g. softmax for logits)."""
+    return tuple((layer.kernel, layer.bias, layer.activation, layer.use_bias) for layer in layers)
+
+
 # --- inference: predict / evaluate ----------------------------------------------------------------------------
 class DenseForward:
     """The layers and codes of a small dense network's compiled forward pass (``Sequential.call``)."""
 
-    __slots__ = ("layers", "codes", "fan_in", "units", "per_row", "empty")
+    __slots__ = ("layers", "shape", "codes", "fan_in", "units", "per_row", "empty")
 
     def __init__(self, layers):
         self.layers = tuple(layers)
+        self.shape = _shape(layers)
         self.codes = np.array([[next(code for fn, code in _INFERENCE_ACTIVATIONS if layer.activation is fn),
                                 int(layer.use_bias)] for layer in layers], np.int64)
         self.fan_in, self.units = layers[0].kernel.shape[0], layers[-1].units
-        self.per_row = sum(layer.kernel.size for layer in layers)
+        self.per_row = cost_per_row(layers)
         self.empty = {}  # dtype -> a 0-length bias stand-in for layers without one
 
     def __call__(self, x):
@@ -149,7 +179,7 @@ class DenseForward:
                 or not x.shape[0] or x.shape[0] * self.per_row > INFERENCE_MAX_WORK or not compiled._switch.on):
             return None
         dtype = x.dtype
-        if dtype.char not in "fd" or not dtype.isnative:
+        if dtype.char not in "fd" or not dtype.isnative or _shape(self.layers) != self.shape:
             return None
         kernels, biases = [], []
         for layer in self.layers:
@@ -178,7 +208,9 @@ def forward_plan(layers):
     every layer a Dense with a linear, relu, sigmoid, tanh or softmax activation, the chain small (fan-in·units
     summed ≤ INFERENCE_MAX_WORK: a row fits); False when it cannot; None while a layer is not built yet."""
     from ..layers.core import Dense
-    if not layers or not compiled.enabled():
+    if not compiled.enabled():
+        return None  # (not cached: the kernels may be switched on for the next call)
+    if not layers:
         return False
     for layer in layers:
         if type(layer) is not Dense or not any(layer.activation is fn for fn, _ in _INFERENCE_ACTIVATIONS):

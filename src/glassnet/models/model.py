@@ -355,7 +355,7 @@ class Model(Layer):
         if chain is None:  # planned once per fit (reset with the other step caches)
             chain = self._compiled_step = self._plan_compiled_step() or False
         if chain and sw is None:  # a small dense network: forward, loss and backward in one compiled call
-            result = chain.step(xs[0], ys[0])
+            result = chain.step(xs[0], ys[0], self.optimizer)
             if result is not None:
                 self.optimizer.apply()
                 return result
