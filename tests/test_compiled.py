@@ -611,7 +611,8 @@ def test_import_glassnet_does_not_import_numba_and_the_environment_switch_turns_
     assert _python(code) == "False True"
     # nor does a 1-row predict (the small arrays of serving latency stay below every kernel's threshold) of a
     # model under 1 MiB, nor of a larger one with BLAS limited to one thread (as `glassnet serve` limits it):
-    # only then would the row go through the two-core chain of engine.gemv, which is compiled
+    # only then would the row go through the two-core chain of engine.gemv, which is compiled. (A model small
+    # enough for engine.dense_chain's compiled forward pass, at most 8,192 multiply-adds a row, does load it.)
     row = ("import sys, numpy as np, glassnet; from glassnet.layers import Dense; "
            "from glassnet.engine import compiled; "
            "m = glassnet.Sequential([glassnet.Input((784,)), Dense({}, activation='relu'), "

@@ -106,8 +106,6 @@ def plan(model):
     compiled, else None."""
     from ..layers.core import Dense
     from ..losses import BinaryCrossentropy, MeanSquaredError
-    if not compiled.enabled():
-        return None
     layers = model._layers
     heads = model._heads
     if (not layers or len(heads) != 1 or heads[0].weight != 1.0 or model._masking
@@ -137,8 +135,9 @@ def plan(model):
         return None
     if any(not w.trainable or w.dtype != group.dtype for w in weights):
         return None
-    chain = DenseChain(layers, group, code)
-    return chain if chain.per_row <= MAX_WORK else None
+    if cost_per_row(layers) > MAX_WORK or not compiled.enabled():  # (enabled() last: it imports numba)
+        return None
+    return DenseChain(layers, group, code)
 
 
 def cost_per_row(layers):
@@ -208,8 +207,6 @@ def forward_plan(layers):
     every layer a Dense with a linear, relu, sigmoid, tanh or softmax activation, the chain small (fan-in·units
     summed ≤ INFERENCE_MAX_WORK: a row fits); False when it cannot; None while a layer is not built yet."""
     from ..layers.core import Dense
-    if not compiled.enabled():
-        return None  # (not cached: the kernels may be switched on for the next call)
     if not layers:
         return False
     for layer in layers:
@@ -217,5 +214,8 @@ def forward_plan(layers):
             return False
     if any(layer.kernel is None for layer in layers):
         return None
-    plan = DenseForward(layers)
-    return plan if plan.per_row <= INFERENCE_MAX_WORK else False
+    if cost_per_row(layers) > INFERENCE_MAX_WORK:
+        return False
+    if not compiled.enabled():  # (last: it imports numba, which a model that cannot use the kernel never needs)
+        return None  # (not remembered: the kernels may be switched on for the next call)
+    return DenseForward(layers)
