@@ -453,3 +453,20 @@ def test_batches_beyond_the_limits_take_the_layer_path(monkeypatch, units, activ
     on, off = fit_both(lambda: model(units, activations), x, y, epochs=1, batch_size=batch)
     assert calls == [] and on[2]
     assert_same_training(on, off, "float32")
+
+
+def test_results_do_not_depend_on_the_memory_layout(monkeypatch):
+    x, y = data(rows=32)
+    calls = count_forward_calls(monkeypatch)
+    m = model()
+    np.testing.assert_array_equal(m.predict_on_batch(np.asfortranarray(x)), m.predict_on_batch(x))
+    np.testing.assert_array_equal(m.predict(x[:, ::-1][:, ::-1][::2], verbose=0), m.predict(x[::2].copy(), verbose=0))
+    assert len(calls) == 4
+    chain_calls = count_chain_calls(monkeypatch)
+    a, b = model(), model()
+    a.fit(np.asfortranarray(x), np.asfortranarray(np.hstack([y, y]))[:, :1], epochs=2, batch_size=8, shuffle=False,
+          verbose=0)
+    b.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    assert len(chain_calls) == 16
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(u, v)

@@ -80,9 +80,12 @@ class DenseChain:
             return None  # a new optimizer (or a rebuilt one), or a layer changed since the plan: the layer path
         dtype = self.dtype
         if (type(x) is not np.ndarray or type(y) is not np.ndarray or x.dtype != dtype or y.dtype != dtype
-                or x.ndim != 2 or x.shape[1] != self.fan_in or y.shape != (x.shape[0], self.units)
-                or not x.flags.c_contiguous or not y.flags.c_contiguous):
+                or x.ndim != 2 or x.shape[1] != self.fan_in or y.shape != (x.shape[0], self.units)):
             return None
+        if not x.flags.c_contiguous:  # (small: a copy is cheap, and the results do not depend on the layout)
+            x = np.ascontiguousarray(x)
+        if not y.flags.c_contiguous:
+            y = np.ascontiguousarray(y)
         n = x.shape[0]
         if (not n or n > MAX_ROWS or n * self.per_row > MAX_WORK or not compiled._switch.on
                 or compiled._strict_errstate()):
@@ -174,9 +177,11 @@ class DenseForward:
 
     def __call__(self, x):
         """``f(x)`` of the whole chain, or None when ``x`` (or the moment) is not one the kernel takes."""
-        if (type(x) is not np.ndarray or x.ndim != 2 or x.shape[1] != self.fan_in or not x.flags.c_contiguous
-                or not x.shape[0] or x.shape[0] * self.per_row > INFERENCE_MAX_WORK or not compiled._switch.on):
+        if (type(x) is not np.ndarray or x.ndim != 2 or x.shape[1] != self.fan_in or not x.shape[0]
+                or x.shape[0] * self.per_row > INFERENCE_MAX_WORK or not compiled._switch.on):
             return None
+        if not x.flags.c_contiguous:  # (small: a copy is cheap, and the results do not depend on the layout)
+            x = np.ascontiguousarray(x)
         dtype = x.dtype
         if dtype.char not in "fd" or not dtype.isnative or _shape(self.layers) != self.shape:
             return None
