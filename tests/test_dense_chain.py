@@ -256,7 +256,8 @@ def test_every_other_case_takes_the_layer_path(monkeypatch, case):
             m.compile(loss="mse", optimizer="sgd")
             return m
     elif case == "too_big":
-        build = lambda: model(units=(4096, 1))  # noqa: E731  (36,864 multiply-adds per row: 16 rows > MAX_WORK)
+        build = lambda: model(units=(500, 20, 1), activations=("relu", "relu", "sigmoid"))  # noqa: E731
+        # (14,036 per row: even the last batch's 8 rows cost more than MAX_WORK)
     elif case == "int_labels_mse":
         y = y.astype("int64")  # cast to the model's dtype by fit, then the compiled step runs: checked below
     calls = count_chain_calls(monkeypatch)
@@ -459,7 +460,7 @@ def test_results_do_not_depend_on_the_memory_layout(monkeypatch):
     x, y = data(rows=32)
     calls = count_forward_calls(monkeypatch)
     m = model()
-    np.testing.assert_array_equal(m.predict_on_batch(np.asfortranarray(x)), m.predict_on_batch(x))
+    np.testing.assert_array_equal(m.predict_on_batch(np.asfortranarray(x[:16])), m.predict_on_batch(x[:16]))
     np.testing.assert_array_equal(m.predict(x[:, ::-1][:, ::-1][::2], verbose=0), m.predict(x[::2].copy(), verbose=0))
     assert len(calls) == 4
     chain_calls = count_chain_calls(monkeypatch)
@@ -470,3 +471,82 @@ def test_results_do_not_depend_on_the_memory_layout(monkeypatch):
     assert len(chain_calls) == 16
     for u, v in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(u, v)
+
+
+# --- second review: read-only arrays, numba missing, limits ---------------------------------------------------------
+def test_read_only_weights_take_the_layer_path(monkeypatch):
+    x, _ = data(rows=2)
+    m = model()
+    expected = m.predict(x, verbose=0)
+    calls = count_forward_calls(monkeypatch)
+    kernel = m.layers[0].kernel
+    frozen = kernel.value.copy()
+    frozen.setflags(write=False)
+    kernel._value = frozen  # as a kernel_initializer returning np.load(..., mmap_mode="r") leaves it
+    np.testing.assert_array_equal(m.predict(x, verbose=0), expected)
+    assert calls == []
+
+
+def test_read_only_and_unaligned_inputs_reuse_the_compiled_kernels():
+    """np.frombuffer (a V2 binary request) gives read-only arrays: another type to numba, which would compile the
+    kernels again on the first such request. They are copied instead, as are unaligned ones."""
+    from glassnet.engine import _numba_kernels
+    x, y = data(rows=16)
+    m = model()
+    m.predict(x, verbose=0)
+    m.train_on_batch(x, y)
+    forward_types = len(_numba_kernels.dense_chain_forward.signatures)
+    step_types = len(_numba_kernels.dense_chain_step.signatures)
+    ro = np.frombuffer(x.tobytes(), "float32").reshape(x.shape)
+    raw = np.zeros(x.nbytes + 1, np.uint8)[1:]
+    unaligned = np.ndarray(x.shape, "float32", raw.data)
+    unaligned[...] = x
+    assert not ro.flags.writeable and not unaligned.flags.aligned
+    for arr in (ro, unaligned):
+        np.testing.assert_array_equal(m.predict(arr, verbose=0), m.predict(x, verbose=0))
+    ro_y = np.frombuffer(y.tobytes(), "float32").reshape(y.shape)
+    m.train_on_batch(ro, ro_y)
+    assert len(_numba_kernels.dense_chain_forward.signatures) == forward_types
+    assert len(_numba_kernels.dense_chain_step.signatures) == step_types
+
+
+def test_without_numba_predict_plans_once_and_takes_the_layer_path(monkeypatch):
+    x, _ = data(rows=1)
+    m = model()
+    expected = m.predict(x, verbose=0)
+    monkeypatch.setattr(compiled, "_kernels", False)  # as _load() leaves it when numba is not installed
+    m._reset_step_caches()
+    planned = []
+    real = dense_chain.forward_plan
+    monkeypatch.setattr(dense_chain, "forward_plan", lambda layers: planned.append(1) or real(layers))
+    for _ in range(3):
+        with compiled.use_compiled(False):
+            ref = m.predict(x, verbose=0)
+        np.testing.assert_allclose(m.predict(x, verbose=0), ref)
+    assert planned == [1]
+    np.testing.assert_allclose(ref, expected, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("rows,units,expected_calls", [(16, (10, 1), 1), (17, (10, 1), 0), (1, (600, 1), 0)])
+def test_inference_limits_rows_and_fan_in(monkeypatch, rows, units, expected_calls):
+    features = 8 if units[0] != 600 else 4
+    x, _ = data(rows=rows, features=features)
+    if units[0] == 600:  # a fan-in above MAX_FAN_IN: the plain-order sums would round worse than BLAS
+        glassnet.set_random_seed(1)
+        m = glassnet.Sequential([glassnet.Input((features,)), L.Dense(600), L.Dense(1)])
+    else:
+        m = model(units)
+    calls = count_forward_calls(monkeypatch)
+    m.predict(x, batch_size=rows, verbose=0)
+    assert len(calls) == expected_calls
+
+
+def test_predict_plans_again_after_an_activation_swap(monkeypatch):
+    x, _ = data(rows=2)
+    m = model(units=(10, 3), activations=("relu", "softmax"))
+    m.predict(x, verbose=0)
+    calls = count_forward_calls(monkeypatch)
+    m.layers[-1].activation = glassnet.activations.linear
+    m.predict(x, verbose=0)
+    m.predict(x, verbose=0)
+    assert calls == [2, 2]  # the kernel runs again, with the new activation's code

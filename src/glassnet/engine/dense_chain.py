@@ -31,9 +31,10 @@ MAX_WORK = 1 << 16  # the cost (below) of a training batch up to which the compi
 MAX_ROWS = 128      # its rows: the kernel's plain loops beat the layers' BLAS calls up to ~300 rows of the
 #                     tutorial's 8-10-1 (batch 32: 0.3x the layer path's time, 256: 0.6-0.9x, 512: 1.2x) and up to
 #                     ~300k multiply-adds on wider layers (8-64-64-1 at batch 64: 0.74x)
-INFERENCE_MAX_WORK = 1 << 13  # the cost of an inference call up to which the compiled forward wins: inference has
-#                               no backward closures to save, and the plain loops lose to BLAS sooner (8-10-1:
-#                               1 row 14.7 -> 9.0 µs, 32 rows even, 1,024 rows 38 -> 160 µs)
+INFERENCE_MAX_WORK = 1 << 13  # the cost of an inference call, and its rows, up to which the compiled forward wins:
+INFERENCE_MAX_ROWS = 16       # inference has no backward closures to save, and the plain loops lose to BLAS sooner
+#                               (8-10-1: 1 row 14.7 -> 9.0 µs, 32 rows even, 64 rows 1.2-1.3x slower)
+MAX_FAN_IN = 512  # the kernels sum each product in plain order: its rounding grows with the fan-in (BLAS blocks)
 TRANSCENDENTAL = 16  # the cost of one sigmoid, tanh or softmax output in multiply-adds: libm's tanh and exp, one
 #                      value at a time, against NumPy's vectorized ones (8->256 sigmoid at batch 32: 1.8x slower
 #                      compiled when counted as multiply-adds alone)
@@ -82,14 +83,11 @@ class DenseChain:
         if (type(x) is not np.ndarray or type(y) is not np.ndarray or x.dtype != dtype or y.dtype != dtype
                 or x.ndim != 2 or x.shape[1] != self.fan_in or y.shape != (x.shape[0], self.units)):
             return None
-        if not x.flags.c_contiguous:  # (small: a copy is cheap, and the results do not depend on the layout)
-            x = np.ascontiguousarray(x)
-        if not y.flags.c_contiguous:
-            y = np.ascontiguousarray(y)
         n = x.shape[0]
         if (not n or n > MAX_ROWS or n * self.per_row > MAX_WORK or not compiled._switch.on
                 or compiled._strict_errstate()):
             return None
+        x, y = _usable(x), _usable(y)
         if self.group.value is not self.value or self.group.grad is not self.grad:
             return None  # the group's buffers were replaced: not the planned ones
         need = n * self.rows_per_batch + self.transpose_size
@@ -128,17 +126,15 @@ def plan(model):
     group = groups[0]
     weights = []
     for layer in layers:
-        if (type(layer) is not Dense or not layer.trainable or layer.kernel is None
-                or not any(layer.activation is fn for fn, _ in _ACTIVATIONS)
-                or layer.kernel_regularizer is not None or layer.bias_regularizer is not None
-                or layer.activity_regularizer is not None):
+        if (type(layer) is not Dense or not layer.trainable or layer.kernel_regularizer is not None
+                or layer.bias_regularizer is not None or layer.activity_regularizer is not None):
             return None
         weights += [layer.kernel, layer.bias] if layer.use_bias else [layer.kernel]
     if len(weights) != len(group.weights) or {id(w) for w in weights} != {id(w) for w in group.weights}:
         return None
     if any(not w.trainable or w.dtype != group.dtype for w in weights):
         return None
-    if cost_per_row(layers) > MAX_WORK or not compiled.enabled():  # (enabled() last: it imports numba)
+    if not _fits(layers, _ACTIVATIONS, MAX_WORK) or not compiled.enabled():  # (enabled() last: imports numba)
         return None
     return DenseChain(layers, group, code)
 
@@ -168,35 +164,49 @@ class DenseForward:
 
     def __init__(self, layers):
         self.layers = tuple(layers)
+        self._plan()
+        self.empty = {}  # dtype -> a 0-length bias stand-in for layers without one
+
+    def _plan(self):
+        """(Re)read the layers: False when they no longer fit the kernel (an activation swapped for another)."""
+        layers = self.layers
+        if not _fits(layers, _INFERENCE_ACTIVATIONS, INFERENCE_MAX_WORK):
+            self.shape = None
+            return False
         self.shape = _shape(layers)
         self.codes = np.array([[next(code for fn, code in _INFERENCE_ACTIVATIONS if layer.activation is fn),
                                 int(layer.use_bias)] for layer in layers], np.int64)
         self.fan_in, self.units = layers[0].kernel.shape[0], layers[-1].units
         self.per_row = cost_per_row(layers)
-        self.empty = {}  # dtype -> a 0-length bias stand-in for layers without one
+        return True
 
     def __call__(self, x):
         """``f(x)`` of the whole chain, or None when ``x`` (or the moment) is not one the kernel takes."""
+        if not compiled._switch.on or compiled._kernels is False or self.shape is None:
+            return None  # (off, numba missing, or layers the kernel cannot take: one check per call)
         if (type(x) is not np.ndarray or x.ndim != 2 or x.shape[1] != self.fan_in or not x.shape[0]
-                or x.shape[0] * self.per_row > INFERENCE_MAX_WORK or not compiled._switch.on):
+                or x.shape[0] > INFERENCE_MAX_ROWS or x.shape[0] * self.per_row > INFERENCE_MAX_WORK):
             return None
-        if not x.flags.c_contiguous:  # (small: a copy is cheap, and the results do not depend on the layout)
-            x = np.ascontiguousarray(x)
         dtype = x.dtype
-        if dtype.char not in "fd" or not dtype.isnative or _shape(self.layers) != self.shape:
+        if dtype.char not in "fd" or not dtype.isnative:
             return None
+        if _shape(self.layers) != self.shape and not self._plan():
+            return None  # (an activation or use_bias changed: planned again above, or no longer one for us)
+        x = _usable(x)
         kernels, biases = [], []
         for layer in self.layers:
             W = layer.kernel.value
             b = layer.bias.value if layer.use_bias else self._empty(dtype)
-            if W.dtype != dtype or b.dtype != dtype or not W.flags.c_contiguous or not b.flags.c_contiguous:
-                return None
+            if W.dtype != dtype or b.dtype != dtype or not _kernel_ready(W) or not _kernel_ready(b):
+                return None  # (another dtype, or a read-only or unaligned weight: another type to numba)
             kernels.append(W)
             biases.append(b)
         if compiled._strict_errstate():
             return None
+        k = compiled._kernels if compiled._kernels is not None else compiled._load()
+        if not k:
+            return None  # numba is not installed (or broken): remembered by compiled, checked first next time
         out = np.empty((x.shape[0], self.units), dtype)
-        k = compiled._kernels if compiled._kernels else compiled._load()
         k.dense_chain_forward(x, tuple(kernels), tuple(biases), self.codes, out)
         return out
 
@@ -209,18 +219,36 @@ class DenseForward:
 
 def forward_plan(layers):
     """A DenseForward for these (Sequential) layers when a call through them can run as one compiled pass:
-    every layer a Dense with a linear, relu, sigmoid, tanh or softmax activation, the chain small (fan-in·units
-    summed ≤ INFERENCE_MAX_WORK: a row fits); False when it cannot; None while a layer is not built yet."""
+    every layer a Dense with a linear, relu, sigmoid, tanh or softmax activation, a fan-in of at most MAX_FAN_IN,
+    the chain small (``cost_per_row`` ≤ INFERENCE_MAX_WORK: a row fits); False when it cannot; None while a layer
+    is not built yet. (It does not import numba: the first call does, when it has a batch for the kernel.)"""
     from ..layers.core import Dense
-    if not layers:
+    if not layers or any(type(layer) is not Dense for layer in layers):
         return False
-    for layer in layers:
-        if type(layer) is not Dense or not any(layer.activation is fn for fn, _ in _INFERENCE_ACTIVATIONS):
-            return False
     if any(layer.kernel is None for layer in layers):
         return None
-    if cost_per_row(layers) > INFERENCE_MAX_WORK:
-        return False
-    if not compiled.enabled():  # (last: it imports numba, which a model that cannot use the kernel never needs)
-        return None  # (not remembered: the kernels may be switched on for the next call)
-    return DenseForward(layers)
+    return DenseForward(layers) if _fits(layers, _INFERENCE_ACTIVATIONS, INFERENCE_MAX_WORK) else False
+
+
+def _fits(layers, activations, max_work):
+    """True when these Dense layers suit the kernels: known activations, 2-D kernels of a fan-in of at most
+    MAX_FAN_IN (the kernels sum each product in plain order: beyond it the rounding grows past BLAS's), cost."""
+    for layer in layers:
+        if (not any(layer.activation is fn for fn, _ in activations) or layer.kernel is None
+                or layer.kernel.value.ndim != 2 or layer.kernel.shape[0] > MAX_FAN_IN
+                or (layer.use_bias and layer.bias is None)):
+            return False
+    return cost_per_row(layers) <= max_work
+
+
+def _usable(x):
+    """``x`` itself when numba's kernels take it as compiled (C-contiguous, writeable, aligned), else a copy: a
+    read-only input (np.frombuffer, a memory map) is another type to numba, which would compile the kernel again
+    on the first such call (~0.6 s), and the results must not depend on the layout. (Small by construction.)"""
+    f = x.flags
+    return x if (f.c_contiguous and f.writeable and f.aligned) else x.copy()
+
+
+def _kernel_ready(a):
+    f = a.flags
+    return f.c_contiguous and f.writeable and f.aligned
