@@ -18,17 +18,26 @@ pytest.importorskip("numba")
 TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-11, atol=1e-13)}
 
 
-def count_chain_calls(monkeypatch):
+def count_calls(monkeypatch, kernel):
+    """The batch sizes ``_numba_kernels.<kernel>`` is called with, from now on."""
     from glassnet.engine import _numba_kernels
     calls = []
-    real = _numba_kernels.dense_chain_step
+    real = getattr(_numba_kernels, kernel)
 
     def counted(*args):
         calls.append(args[0].shape[0])
         return real(*args)
 
-    monkeypatch.setattr(_numba_kernels, "dense_chain_step", counted)
+    monkeypatch.setattr(_numba_kernels, kernel, counted)
     return calls
+
+
+def count_chain_calls(monkeypatch):
+    return count_calls(monkeypatch, "dense_chain_step")
+
+
+def count_forward_calls(monkeypatch):
+    return count_calls(monkeypatch, "dense_chain_forward")
 
 
 def data(rows=70, features=8, outputs=1, dtype="float32", seed=0):
@@ -304,19 +313,6 @@ def test_train_on_batch_and_a_rebuilt_optimizer(monkeypatch):
 
 
 # --- inference: Sequential.call through the compiled forward pass ----------------------------------------------
-def count_forward_calls(monkeypatch):
-    from glassnet.engine import _numba_kernels
-    calls = []
-    real = _numba_kernels.dense_chain_forward
-
-    def counted(*args):
-        calls.append(args[0].shape[0])
-        return real(*args)
-
-    monkeypatch.setattr(_numba_kernels, "dense_chain_forward", counted)
-    return calls
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("units,activations,use_bias", [
     ((10, 1), ("relu", "sigmoid"), True),

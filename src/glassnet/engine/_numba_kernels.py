@@ -333,22 +333,31 @@ _LINEAR, _RELU, _SIGMOID, _TANH, _SOFTMAX = 0, 1, 2, 3, 4  # the activation code
 
 
 @_jit
+def _rows_times(a, M, out):
+    """out = a·M, row by row, each sum in k order (k outer: the inner loop runs over contiguous rows of M and out,
+    so it vectorizes)."""
+    zero = out.dtype.type(0)
+    for i in range(a.shape[0]):
+        oi, ai = out[i], a[i]
+        for j in range(M.shape[1]):
+            oi[j] = zero
+        for k in range(M.shape[0]):
+            aik, mk = ai[k], M[k]
+            for j in range(M.shape[1]):
+                oi[j] += aik * mk[j]
+
+
+@_jit
 def _dense_layer(a, W, b, has_bias, act, z):
     """Dense.call into ``z``: z = f(a·W + b), row by row. Each product is summed in k order (k outer: the j
     loops run over contiguous rows of W and z) and the bias added last; f as activations computes it (relu as
     np.maximum: NaN kept, −0.0 → +0.0; sigmoid ½(1 + tanh(z/2)); softmax exp(z − max z) / Σ, NumPy's sum), with
     libm's tanh and exp."""
-    n, din = a.shape
+    _rows_times(a, W, z)
     dout = W.shape[1]
     zero, one, half = z.dtype.type(0), z.dtype.type(1), z.dtype.type(0.5)
-    for i in range(n):
-        zi, ai = z[i], a[i]
-        for j in range(dout):
-            zi[j] = zero
-        for k in range(din):
-            aik, wk = ai[k], W[k]
-            for j in range(dout):
-                zi[j] += aik * wk[j]
+    for i in range(a.shape[0]):
+        zi = z[i]
         for j in range(dout):
             v = zi[j] + b[j] if has_bias else zi[j]
             if act == _RELU:
@@ -477,12 +486,5 @@ def dense_chain_step(x, y, value, grad, plan, work, out, loss, eps):
             for k in range(din):
                 for j in range(dout):
                     WT[j, k] = W[k, j]
-            for i in range(n):
-                dai, dzi = da[i], dz[i]
-                for k in range(din):
-                    dai[k] = zero
-                for j in range(dout):
-                    g, wj = dzi[j], WT[j]
-                    for k in range(din):
-                        dai[k] += g * wj[k]
+            _rows_times(dz, WT, da)
     return total / n
