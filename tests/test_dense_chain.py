@@ -546,3 +546,46 @@ def test_predict_plans_again_after_an_activation_swap(monkeypatch):
     m.predict(x, verbose=0)
     m.predict(x, verbose=0)
     assert calls == [2, 2]  # the kernel runs again, with the new activation's code
+
+
+# --- the tutorial's model: Normalization in front ----------------------------------------------------------------
+def tutorial_like(invert=False, loss="mse"):
+    glassnet.set_random_seed(1)
+    x, _ = data(rows=64, seed=9)
+    norm = L.Normalization(invert=invert)
+    norm.adapt(x * 3 + 5)
+    m = glassnet.Sequential([glassnet.Input((8,)), norm, L.Dense(10, activation="relu"),
+                             L.Dense(1, activation="sigmoid")])
+    m.compile(loss=loss, optimizer=O.SGD(0.05, momentum=0.9, nesterov=True), metrics=["accuracy"])
+    return m
+
+
+@pytest.mark.parametrize("invert", [False, True])
+@pytest.mark.parametrize("loss", ["mse", "binary_crossentropy"])
+def test_normalization_in_front_runs_as_is_before_the_compiled_step(monkeypatch, invert, loss):
+    x, y = data(rows=70)
+    x = x * 3 + 5  # raw features, standardized by the model
+    calls = count_chain_calls(monkeypatch)
+    on, off = fit_both(lambda: tutorial_like(invert, loss), x, y, epochs=3, batch_size=16,
+                       validation_split=0.2)
+    assert isinstance(on[2], dense_chain.DenseChain) and len(calls) == 12
+    assert_same_training(on, off, "float32")
+    forward_calls = count_forward_calls(monkeypatch)
+    m = tutorial_like(invert, loss)
+    p1 = m.predict(x[:3], verbose=0)
+    with compiled.use_compiled(False):
+        p0 = m.predict(x[:3], verbose=0)
+    assert forward_calls == [3]
+    np.testing.assert_allclose(p1, p0, rtol=2e-5, atol=2e-6)
+
+
+def test_an_unadapted_normalization_still_says_so():
+    x, y = data(rows=16)
+    m = glassnet.Sequential([glassnet.Input((8,)), L.Normalization(), L.Dense(1, activation="sigmoid")])
+    m.compile(loss="mse", optimizer="sgd")
+    for on in (True, False):
+        with compiled.use_compiled(on):
+            with pytest.raises(ValueError, match="no statistics yet"):
+                m.fit(x, y, epochs=1, verbose=0)
+            with pytest.raises(ValueError, match="no statistics yet"):
+                m.predict(x[:1], verbose=0)

@@ -8,7 +8,7 @@ which runs forward, loss and backward in one call and writes every gradient into
 vector (``engine.flat``); the optimizer, metrics, callbacks and everything after them run as usual.
 
 It applies only where it computes what the layers compute: every layer a trainable Dense (linear, relu, sigmoid
-or tanh; with or without bias) without regularizers, all weights in the optimizer's one flat group of the
+or tanh; with or without bias) without regularizers (after Normalization layers in front, which run as usual), all weights in the optimizer's one flat group of the
 input's dtype (float32/float64), the loss plain mean squared error or binary crossentropy (probabilities, no
 label smoothing) with the default reduction and no sample weights, NumPy's error state not set to raise, and
 the batch at most ``MAX_ROWS`` rows costing at most ``MAX_WORK`` (``cost_per_row``: multiply-adds, and more for
@@ -46,10 +46,11 @@ _MSE, _BCE = 0, 1
 class DenseChain:
     """The plan and scratch memory of one model's compiled training step (see the module docstring)."""
 
-    __slots__ = ("layers", "shape", "weights", "group", "value", "grad", "plan", "work", "loss_code", "dtype",
-                 "fan_in", "units", "per_row", "rows_per_batch", "transpose_size")
+    __slots__ = ("prefix", "layers", "shape", "weights", "group", "value", "grad", "plan", "work", "loss_code",
+                 "dtype", "fan_in", "units", "per_row", "rows_per_batch", "transpose_size")
 
-    def __init__(self, layers, group, loss_code):
+    def __init__(self, prefix, layers, group, loss_code):
+        self.prefix = tuple(prefix)  # Normalization layers in front: run as they are (no weights to train)
         self.layers = tuple(layers)
         self.shape = _shape(layers)
         index = {id(w): s for w, s in zip(group.weights, group.slices)}
@@ -79,6 +80,8 @@ class DenseChain:
         groups = optimizer.groups
         if len(groups) != 1 or groups[0] is not self.group or _shape(self.layers) != self.shape:
             return None  # a new optimizer (or a rebuilt one), or a layer changed since the plan: the layer path
+        if self.prefix:
+            x = _through(self.prefix, x, MAX_ROWS)
         dtype = self.dtype
         if (type(x) is not np.ndarray or type(y) is not np.ndarray or x.dtype != dtype or y.dtype != dtype
                 or x.ndim != 2 or x.shape[1] != self.fan_in or y.shape != (x.shape[0], self.units)):
@@ -108,6 +111,8 @@ def plan(model):
     from ..layers.core import Dense
     from ..losses import BinaryCrossentropy, MeanSquaredError
     layers = model._layers
+    prefix = _prefix(layers)
+    layers = layers[len(prefix):]
     heads = model._heads
     if (not layers or len(heads) != 1 or heads[0].weight != 1.0 or model._masking
             or model._regularized or model._activity):
@@ -136,7 +141,7 @@ def plan(model):
         return None
     if not _fits(layers, _ACTIVATIONS, MAX_WORK) or not compiled.enabled():  # (enabled() last: imports numba)
         return None
-    return DenseChain(layers, group, code)
+    return DenseChain(prefix, layers, group, code)
 
 
 def cost_per_row(layers):
@@ -160,9 +165,10 @@ def _shape(layers):
 class DenseForward:
     """The layers and codes of a small dense network's compiled forward pass (``Sequential.call``)."""
 
-    __slots__ = ("layers", "shape", "codes", "fan_in", "units", "per_row", "empty")
+    __slots__ = ("prefix", "layers", "shape", "codes", "fan_in", "units", "per_row", "empty")
 
-    def __init__(self, layers):
+    def __init__(self, prefix, layers):
+        self.prefix = tuple(prefix)
         self.layers = tuple(layers)
         self._plan()
         self.empty = {}  # dtype -> a 0-length bias stand-in for layers without one
@@ -184,6 +190,8 @@ class DenseForward:
         """``f(x)`` of the whole chain, or None when ``x`` (or the moment) is not one the kernel takes."""
         if not compiled._switch.on or compiled._kernels is False or self.shape is None:
             return None  # (off, numba missing, or layers the kernel cannot take: one check per call)
+        if self.prefix:
+            x = _through(self.prefix, x, INFERENCE_MAX_ROWS)
         if (type(x) is not np.ndarray or x.ndim != 2 or x.shape[1] != self.fan_in or not x.shape[0]
                 or x.shape[0] > INFERENCE_MAX_ROWS or x.shape[0] * self.per_row > INFERENCE_MAX_WORK):
             return None
@@ -223,11 +231,34 @@ def forward_plan(layers):
     the chain small (``cost_per_row`` ≤ INFERENCE_MAX_WORK: a row fits); False when it cannot; None while a layer
     is not built yet. (It does not import numba: the first call does, when it has a batch for the kernel.)"""
     from ..layers.core import Dense
+    prefix = _prefix(layers)
+    layers = layers[len(prefix):]
     if not layers or any(type(layer) is not Dense for layer in layers):
         return False
     if any(layer.kernel is None for layer in layers):
         return None
-    return DenseForward(layers) if _fits(layers, _INFERENCE_ACTIVATIONS, INFERENCE_MAX_WORK) else False
+    return DenseForward(prefix, layers) if _fits(layers, _INFERENCE_ACTIVATIONS, INFERENCE_MAX_WORK) else False
+
+
+def _prefix(layers):
+    """The Normalization layers at the front of ``layers`` (the tutorial's model standardizes its raw features
+    so): they have no trainable weights and their training forward is their call, so a step runs them as they are
+    and hands their output to the kernel."""
+    from ..layers.preprocessing import Normalization
+    n = 0
+    while (n < len(layers) and type(layers[n]) is Normalization and not layers[n].trainable_weights
+           and layers[n].activity_regularizer is None):
+        n += 1
+    return layers[:n]
+
+
+def _through(prefix, x, max_rows):
+    """``x`` through the prefix layers (None when the batch is not one for the kernel anyway)."""
+    if type(x) is not np.ndarray or not 0 < len(x) <= max_rows:
+        return None
+    for layer in prefix:
+        x = layer.call(x)
+    return x
 
 
 def _fits(layers, activations, max_work):
