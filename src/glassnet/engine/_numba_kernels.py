@@ -330,6 +330,7 @@ def dense_cce(t, p, dv, eps, hi):
 
 # --- small dense networks, whole (engine.dense_chain) ----------------------------------------------------------
 _LINEAR, _RELU, _SIGMOID, _TANH, _SOFTMAX = 0, 1, 2, 3, 4  # the activation codes of engine.dense_chain
+_MSE = 0  # its loss codes (1: binary crossentropy)
 
 
 @_jit
@@ -420,7 +421,7 @@ def dense_chain_step(x, y, value, grad, plan, work, out, loss, eps):
     d = work[dl * n:(dl + k_out) * n].reshape((n, k_out))
     scale = np.empty(2, value.dtype)
     scale[0] = 1.0 / n  # dv = 1/n in the dtype, as losses._batch_mean
-    if loss == 0:
+    if loss == _MSE:
         scale[1] = 2.0 / k_out
         scale[0] = scale[0] * scale[1]  # (1/n)·(2/k) rounded in two steps, as losses._mse_fused
     lo = value.dtype.type(eps)
@@ -430,7 +431,7 @@ def dense_chain_step(x, y, value, grad, plan, work, out, loss, eps):
         row = 0.0
         for j in range(k_out):
             p, t = out[i, j], y[i, j]
-            if loss == 0:  # mean squared error: (p − y)², gradient (p − y)·2/(n·k)
+            if loss == _MSE:  # mean squared error: (p − y)², gradient (p − y)·2/(n·k)
                 diff = p - t
                 row += diff * diff
                 d[i, j] = diff * scale[0]
@@ -446,13 +447,13 @@ def dense_chain_step(x, y, value, grad, plan, work, out, loss, eps):
         dl = plan[l, 6]
         yl = out if l == depth - 1 else work[ao * n:(ao + dout) * n].reshape((n, dout))
         dz = work[dl * n:(dl + dout) * n].reshape((n, dout))
-        if act != 0:
+        if act != _LINEAR:  # f'(z) from y: relu [y > 0], sigmoid y(1 − y), tanh 1 − y²
             for i in range(n):
                 for j in range(dout):
                     t = yl[i, j]
-                    if act == 1:
+                    if act == _RELU:
                         dz[i, j] = dz[i, j] * (one if t > zero else zero)
-                    elif act == 2:
+                    elif act == _SIGMOID:
                         dz[i, j] = dz[i, j] * t * (one - t)
                     else:
                         dz[i, j] = dz[i, j] * (one - t * t)
