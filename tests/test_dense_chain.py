@@ -589,3 +589,30 @@ def test_an_unadapted_normalization_still_says_so():
                 m.fit(x, y, epochs=1, verbose=0)
             with pytest.raises(ValueError, match="no statistics yet"):
                 m.predict(x[:1], verbose=0)
+
+
+@pytest.mark.parametrize("case", ["too_much_work", "float64_normalization", "errstate_call"])
+def test_a_turned_down_batch_runs_the_normalization_once(monkeypatch, case):
+    """The prefix runs after every other check: a batch the kernel turns down must not run it twice."""
+    x, y = data(rows=32)
+    runs = []
+    real_call, real_forward = L.Normalization.call, L.Normalization.forward
+    glassnet.set_random_seed(1)
+    norm = L.Normalization(dtype="float64") if case == "float64_normalization" else L.Normalization()
+    norm.adapt(x)
+    units = (64, 64, 1) if case == "too_much_work" else (10, 1)
+    m = glassnet.Sequential([glassnet.Input((8,)), norm] + [L.Dense(u, activation="relu") for u in units[:-1]]
+                            + [L.Dense(units[-1], activation="sigmoid")])
+    m.compile(loss="mse", optimizer="sgd")
+    monkeypatch.setattr(L.Normalization, "call", lambda self, *a, **k: runs.append("call") or real_call(self, *a, **k))
+    monkeypatch.setattr(L.Normalization, "forward",
+                        lambda self, *a, **k: runs.append("forward") or real_forward(self, *a, **k))
+    events = []
+    if case == "errstate_call":
+        with np.errstate(all="call", call=lambda kind, flag: events.append(kind)):
+            m.train_on_batch(x, y)
+            m.predict(x[:16], verbose=0)
+    else:
+        m.train_on_batch(x, y)
+        m.predict(x[:16], verbose=0)
+    assert runs == ["forward", "call"]  # once each: the layer path's training forward, then its call

@@ -80,8 +80,6 @@ class DenseChain:
         groups = optimizer.groups
         if len(groups) != 1 or groups[0] is not self.group or _shape(self.layers) != self.shape:
             return None  # a new optimizer (or a rebuilt one), or a layer changed since the plan: the layer path
-        if self.prefix:
-            x = _through(self.prefix, x, MAX_ROWS)
         dtype = self.dtype
         if (type(x) is not np.ndarray or type(y) is not np.ndarray or x.dtype != dtype or y.dtype != dtype
                 or x.ndim != 2 or x.shape[1] != self.fan_in or y.shape != (x.shape[0], self.units)):
@@ -90,6 +88,10 @@ class DenseChain:
         if (not n or n > MAX_ROWS or n * self.per_row > MAX_WORK or not compiled._switch.on
                 or compiled._strict_errstate()):
             return None
+        if self.prefix:  # (last: a batch turned down after it would run the prefix twice)
+            x = _through(self.prefix, x, dtype)
+            if x is None:
+                return None
         x, y = _usable(x), _usable(y)
         if self.group.value is not self.value or self.group.grad is not self.grad:
             return None  # the group's buffers were replaced: not the planned ones
@@ -139,7 +141,9 @@ def plan(model):
         return None
     if any(not w.trainable or w.dtype != group.dtype for w in weights):
         return None
-    if not _fits(layers, _ACTIVATIONS, MAX_WORK) or not compiled.enabled():  # (enabled() last: imports numba)
+    if not _fits(layers, _ACTIVATIONS, MAX_WORK) or not _prefix_fits(prefix, group.dtype):
+        return None
+    if not compiled.enabled():  # (last: it imports numba)
         return None
     return DenseChain(prefix, layers, group, code)
 
@@ -190,8 +194,6 @@ class DenseForward:
         """``f(x)`` of the whole chain, or None when ``x`` (or the moment) is not one the kernel takes."""
         if not compiled._switch.on or compiled._kernels is False or self.shape is None:
             return None  # (off, numba missing, or layers the kernel cannot take: one check per call)
-        if self.prefix:
-            x = _through(self.prefix, x, INFERENCE_MAX_ROWS)
         if (type(x) is not np.ndarray or x.ndim != 2 or x.shape[1] != self.fan_in or not x.shape[0]
                 or x.shape[0] > INFERENCE_MAX_ROWS or x.shape[0] * self.per_row > INFERENCE_MAX_WORK):
             return None
@@ -200,7 +202,6 @@ class DenseForward:
             return None
         if _shape(self.layers) != self.shape and not self._plan():
             return None  # (an activation or use_bias changed: planned again above, or no longer one for us)
-        x = _usable(x)
         kernels, biases = [], []
         for layer in self.layers:
             W = layer.kernel.value
@@ -214,6 +215,11 @@ class DenseForward:
         k = compiled._kernels if compiled._kernels is not None else compiled._load()
         if not k:
             return None  # numba is not installed (or broken): remembered by compiled, checked first next time
+        if self.prefix:  # (last: a call turned down after it would run the prefix twice)
+            x = _through(self.prefix, x, dtype)
+            if x is None:
+                return None
+        x = _usable(x)
         out = np.empty((x.shape[0], self.units), dtype)
         k.dense_chain_forward(x, tuple(kernels), tuple(biases), self.codes, out)
         return out
@@ -237,7 +243,10 @@ def forward_plan(layers):
         return False
     if any(layer.kernel is None for layer in layers):
         return None
-    return DenseForward(prefix, layers) if _fits(layers, _INFERENCE_ACTIVATIONS, INFERENCE_MAX_WORK) else False
+    if not _fits(layers, _INFERENCE_ACTIVATIONS, INFERENCE_MAX_WORK) or not _prefix_fits(prefix,
+                                                                                         layers[0].kernel.dtype):
+        return False
+    return DenseForward(prefix, layers)
 
 
 def _prefix(layers):
@@ -252,13 +261,19 @@ def _prefix(layers):
     return layers[:n]
 
 
-def _through(prefix, x, max_rows):
-    """``x`` through the prefix layers (None when the batch is not one for the kernel anyway)."""
-    if type(x) is not np.ndarray or not 0 < len(x) <= max_rows:
-        return None
+def _through(prefix, x, dtype):
+    """``x`` (checked: 2-D, of the kernel's dtype and width) through the prefix layers; None if the result were not
+    of that dtype and shape any more (the plan checked the layers' dtypes; Normalization keeps the shape)."""
+    shape = x.shape
     for layer in prefix:
         x = layer.call(x)
-    return x
+    return x if type(x) is np.ndarray and x.dtype == dtype and x.shape == shape else None
+
+
+def _prefix_fits(prefix, dtype):
+    """True when the prefix layers compute in ``dtype`` (their statistics are of it), so their output is."""
+    return all(getattr(p, "mean", None) is not None and p.mean.dtype == dtype and p.variance.dtype == dtype
+               for p in prefix)
 
 
 def _fits(layers, activations, max_work):
