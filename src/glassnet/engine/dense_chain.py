@@ -8,8 +8,8 @@ which runs forward, loss and backward in one call and writes every gradient into
 vector (``engine.flat``); the optimizer, metrics, callbacks and everything after them run as usual.
 
 It applies only where it computes what the layers compute: every layer a trainable Dense (linear, relu, sigmoid
-or tanh; with or without bias) without regularizers (after Normalization layers in front, which run as usual), all weights in the optimizer's one flat group of the
-input's dtype (float32/float64), the loss plain mean squared error or binary crossentropy (probabilities, no
+or tanh; with or without bias) without regularizers (after Normalization layers in front, which run as usual),
+all weights in the optimizer's one flat group of the input's dtype (float32/float64), the loss plain mean squared error or binary crossentropy (probabilities, no
 label smoothing) with the default reduction and no sample weights, NumPy's error state not set to raise, and
 the batch at most ``MAX_ROWS`` rows costing at most ``MAX_WORK`` (``cost_per_row``: multiply-adds, and more for
 each sigmoid or tanh; beyond them the layers' BLAS and vectorized ufunc calls are faster), no optimizer or layer
