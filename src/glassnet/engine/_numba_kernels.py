@@ -238,21 +238,26 @@ def relu_grad_colsum(dy, y):
 def softmax_rows(x):
     """``activations._softmax`` on each row: e = exp(x − max x); e / Σe. The sums are NumPy's; exp is libm's,
     a few ulp from NumPy's vectorized exp."""
-    n, k = x.shape
-    out = np.empty_like(x)
-    for i in range(n):
-        m = x[i, 0]
-        for j in range(1, k):
-            v = x[i, j]
-            if v > m or (v != v and m == m):  # np.max: the first NaN wins
-                m = v
-        e = out[i]
-        for j in range(k):
-            e[j] = np.exp(x[i, j] - m)
-        s = _row_sum(e)
-        for j in range(k):
-            e[j] = e[j] / s
+    out = x.copy()
+    for i in range(x.shape[0]):
+        _softmax_row_(out[i])
     return out
+
+
+@_jit
+def _softmax_row_(e):
+    """One contiguous row ← exp(row − max row) / Σ, in place (np.max: the first NaN wins; the sum NumPy's)."""
+    k = e.size
+    m = e[0]
+    for j in range(1, k):
+        v = e[j]
+        if v > m or (v != v and m == m):
+            m = v
+    for j in range(k):
+        e[j] = np.exp(e[j] - m)
+    s = _row_sum(e)
+    for j in range(k):
+        e[j] = e[j] / s
 
 
 @_jit
@@ -369,16 +374,7 @@ def _dense_layer(a, W, b, has_bias, act, z):
                 v = np.tanh(v)
             zi[j] = v
         if act == _SOFTMAX:
-            m = zi[0]
-            for j in range(1, dout):
-                v = zi[j]
-                if v > m or (v != v and m == m):  # np.max: the first NaN wins
-                    m = v
-            for j in range(dout):
-                zi[j] = np.exp(zi[j] - m)
-            s = _row_sum(zi)
-            for j in range(dout):
-                zi[j] = zi[j] / s
+            _softmax_row_(zi)
 
 
 @_jit
