@@ -57,7 +57,7 @@ class DenseChain:
         rows, plan = 0, []
         for layer in layers:
             bias = index[id(layer.bias)].start if layer.use_bias else -1
-            act = next(code for fn, code in _ACTIVATIONS if layer.activation is fn)
+            act = _code(layer, _ACTIVATIONS)
             fan_in, units = layer.kernel.shape
             plan.append([fan_in, units, index[id(layer.kernel)].start, bias, act, rows, rows + units, 0])
             rows += 2 * units  # the layer's output (unused for the last: the caller's array), then its delta
@@ -184,8 +184,8 @@ class DenseForward:
             self.shape = None
             return False
         self.shape = _shape(layers)
-        self.codes = np.array([[next(code for fn, code in _INFERENCE_ACTIVATIONS if layer.activation is fn),
-                                int(layer.use_bias)] for layer in layers], np.int64)
+        self.codes = np.array([[_code(layer, _INFERENCE_ACTIVATIONS), int(layer.use_bias)] for layer in layers],
+                              np.int64)
         self.fan_in, self.units = layers[0].kernel.shape[0], layers[-1].units
         self.per_row = cost_per_row(layers)
         return True
@@ -280,7 +280,7 @@ def _fits(layers, activations, max_work):
     """True when these Dense layers suit the kernels: known activations, 2-D kernels of a fan-in of at most
     MAX_FAN_IN (the kernels sum each product in plain order: beyond it the rounding grows past BLAS's), cost."""
     for layer in layers:
-        if (not any(layer.activation is fn for fn, _ in activations) or layer.kernel is None
+        if (_code(layer, activations) is None or layer.kernel is None
                 or layer.kernel.value.ndim != 2 or layer.kernel.shape[0] > MAX_FAN_IN
                 or (layer.use_bias and layer.bias is None)):
             return False
@@ -291,8 +291,12 @@ def _usable(x):
     """``x`` itself when numba's kernels take it as compiled (C-contiguous, writeable, aligned), else a copy: a
     read-only input (np.frombuffer, a memory map) is another type to numba, which would compile the kernel again
     on the first such call (~0.6 s), and the results must not depend on the layout. (Small by construction.)"""
-    f = x.flags
-    return x if (f.c_contiguous and f.writeable and f.aligned) else x.copy()
+    return x if _kernel_ready(x) else x.copy()
+
+
+def _code(layer, activations):
+    """The kernels' code for the layer's activation in ``activations`` (None: not one of them)."""
+    return next((code for fn, code in activations if layer.activation is fn), None)
 
 
 def _kernel_ready(a):
